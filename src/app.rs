@@ -1,0 +1,235 @@
+//! Running syncbridge: locating the database, migrating, starting the chosen process roles,
+//! shutting them down in order on SIGTERM or Ctrl-C, and the one-shot admin commands.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cli::{AccountsCommand, Command, IntegrationsCommand, KeysCommand, TenantsCommand},
+    config::Config,
+    db::{self, Database, Readiness, admin},
+    http, scheduler, worker,
+};
+
+/// Which long-running parts a process runs.
+#[derive(Debug, Clone, Copy)]
+struct Roles {
+    web: bool,
+    worker: bool,
+    scheduler: bool,
+}
+
+pub async fn run(command: Command, config: Config) -> Result<()> {
+    let database = Database::locate(&config.database).await?;
+    let result = run_on(&database, command, &config).await;
+    // The embedded server is stopped whatever happened above.
+    if let Err(e) = database.shutdown().await {
+        tracing::error!(error = %format!("{e:#}"), "could not stop the embedded PostgreSQL");
+    }
+    result
+}
+
+async fn run_on(database: &Database, command: Command, config: &Config) -> Result<()> {
+    // The embedded database is private to this installation, so every command may migrate it;
+    // a shared server is migrated only by the release step (`migrate`) or `serve`.
+    let migrate_now =
+        matches!(command, Command::Migrate | Command::Serve) || database.embedded.is_some();
+    if migrate_now {
+        db::migrate(&database.connect_options).await?;
+        tracing::info!("database migrations are applied");
+    }
+    if matches!(command, Command::Migrate) {
+        return Ok(());
+    }
+    let pool = db::connect(database.connect_options.clone(), &config.database);
+    let result = if command.is_long_running() {
+        let roles = match command {
+            Command::Web => Roles {
+                web: true,
+                worker: false,
+                scheduler: false,
+            },
+            Command::Worker => Roles {
+                web: false,
+                worker: true,
+                scheduler: false,
+            },
+            Command::Scheduler => Roles {
+                web: false,
+                worker: false,
+                scheduler: true,
+            },
+            _ => Roles {
+                web: true,
+                worker: true,
+                scheduler: true,
+            },
+        };
+        run_roles(pool.clone(), roles, config).await
+    } else {
+        ensure_migrated(&pool).await?;
+        admin_command(&pool, command).await
+    };
+    pool.close().await;
+    result
+}
+
+async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    if roles.web {
+        let listener = http::bind(&config.http).await?;
+        let app = http::router(
+            http::AppState { pool: pool.clone() },
+            Duration::from_secs(config.http.request_timeout_secs),
+        );
+        let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+        tasks.spawn(http::serve(listener, app, shutdown.clone(), grace));
+    }
+    if roles.worker {
+        let (pool, cfg, token) = (pool.clone(), config.worker.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            worker::run(pool, cfg, token).await;
+            Ok(())
+        });
+    }
+    if roles.scheduler {
+        let (pool, cfg, token) = (pool.clone(), config.scheduler.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            scheduler::run(pool, cfg, token).await;
+            Ok(())
+        });
+    }
+
+    // A role that fails brings the others down with it rather than leaving half a process.
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("a process role panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = %format!("{e:#}"), "a process role failed; shutting down");
+            first_error.get_or_insert(e);
+        }
+        shutdown.cancel();
+    }
+    tracing::info!("syncbridge stopped");
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+        () = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
+
+/// Logs `what: message` now and every `every` until shutdown: for roles with nothing to do yet.
+pub async fn idle_until_shutdown(
+    what: &str,
+    message: &str,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => tracing::info!("{what}: {message}"),
+        }
+    }
+    tracing::info!("{what} stopped");
+}
+
+async fn ensure_migrated(pool: &PgPool) -> Result<()> {
+    match db::readiness(pool).await {
+        Readiness::Ready => Ok(()),
+        Readiness::MigrationsPending { applied, expected } => bail!(
+            "the database has {applied} of {expected} migrations applied; run `syncbridge migrate` first"
+        ),
+        Readiness::Unreachable(reason) => bail!("the database cannot be reached: {reason}"),
+    }
+}
+
+/// One-shot administration. Ids go to stdout (one per line, for scripts); explanations to stderr.
+async fn admin_command(pool: &PgPool, command: Command) -> Result<()> {
+    match command {
+        Command::Tenants(TenantsCommand::Create { name }) => {
+            let tenant = admin::create_tenant(pool, &name).await?;
+            eprintln!("created tenant `{}`", tenant.name);
+            println!("{}", tenant.id);
+        }
+        Command::Tenants(TenantsCommand::List) => {
+            for t in admin::list_tenants(pool).await? {
+                println!("{}\t{}\t{}", t.id, t.name, t.created_at.to_rfc3339());
+            }
+        }
+        Command::Integrations(IntegrationsCommand::Create(args)) => {
+            let tenant = admin::find_tenant(pool, &args.tenant).await?;
+            let integration = admin::create_integration(
+                pool,
+                tenant.id,
+                args.source,
+                &args.name,
+                args.description.as_deref(),
+            )
+            .await?;
+            eprintln!(
+                "created {} integration `{}` for tenant `{}`; next: syncbridge keys create --integration {}",
+                integration.source_type, integration.name, tenant.name, integration.id
+            );
+            println!("{}", integration.id);
+        }
+        Command::Integrations(IntegrationsCommand::List { tenant }) => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            for i in admin::list_integrations(pool, tenant.id).await? {
+                println!("{}\t{}\t{}\t{}", i.id, i.source_type, i.status, i.name);
+            }
+        }
+        Command::Keys(KeysCommand::Create { integration, name }) => {
+            let created = admin::create_api_key(pool, integration, name.as_deref()).await?;
+            eprintln!(
+                "created API key {} for integration {}; it is shown once and only its hash is stored. \
+                 n8n sends it as `Authorization: Bearer <key>`",
+                created.key.prefix, created.integration_id
+            );
+            println!("{}", created.key.plaintext);
+        }
+        Command::Accounts(AccountsCommand::Add {
+            tenant,
+            name,
+            domains,
+        }) => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let account = admin::add_account(pool, tenant.id, &name, &domains).await?;
+            eprintln!(
+                "added account `{}` ({}) to tenant `{}`",
+                account.name,
+                account.domains.join(", "),
+                tenant.name
+            );
+            println!("{}", account.id);
+        }
+        Command::Serve | Command::Web | Command::Worker | Command::Scheduler | Command::Migrate => {
+            unreachable!("process roles are not admin commands")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The command line: process roles (`serve`, `web`, `worker`, `scheduler`, `migrate`) and the
+//! bootstrap commands an operator needs from the first day.
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::domain::SourceType;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncbridge",
+    version,
+    about = "Brings customer data delivered by n8n into the customer-success platform"
+)]
+pub struct Cli {
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Web, worker and scheduler in one process (development and small installs); migrates first.
+    Serve,
+    /// The HTTP API only.
+    Web,
+    /// The job worker only.
+    Worker,
+    /// The sync scheduler only.
+    Scheduler,
+    /// Applies pending database migrations and exits (the Procfile's release step).
+    Migrate,
+    /// Tenants: the customers of the platform, isolated from each other.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Integrations: one external system of one tenant.
+    #[command(subcommand)]
+    Integrations(IntegrationsCommand),
+    /// API keys n8n presents when delivering to an integration.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The tenant's customer accounts that records are matched to.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Creates a tenant and prints its id.
+    Create { name: String },
+    /// Lists tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationsCommand {
+    /// Creates an integration and prints its id.
+    Create(CreateIntegration),
+    /// Lists a tenant's integrations.
+    List {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateIntegration {
+    /// Tenant id or name.
+    #[arg(long)]
+    pub tenant: String,
+    /// The external system.
+    #[arg(long, value_parser = parse_source_type)]
+    pub source: SourceType,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Creates an API key and prints it once; only its hash is stored.
+    Create {
+        #[arg(long)]
+        integration: Uuid,
+        /// A label to tell keys apart (e.g. "n8n production").
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Adds a customer account and prints its id.
+    Add {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// An email domain or website of the account; repeat for several.
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+    },
+}
+
+fn parse_source_type(s: &str) -> Result<SourceType, String> {
+    s.parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
+}
+
+impl Command {
+    /// Commands that run until stopped, as opposed to one-shot administration.
+    pub fn is_long_running(&self) -> bool {
+        matches!(
+            self,
+            Self::Serve | Self::Web | Self::Worker | Self::Scheduler
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_serve() {
+        let cli = Cli::try_parse_from(["syncbridge"]).unwrap();
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn unknown_source_type_is_refused_with_the_valid_ones() {
+        let err = Cli::try_parse_from([
+            "syncbridge",
+            "integrations",
+            "create",
+            "--tenant",
+            "t",
+            "--source",
+            "hubspt",
+            "--name",
+            "n",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("hubspot"), "{err}");
+    }
+}

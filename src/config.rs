@@ -1,0 +1,346 @@
+//! Configuration: the typed settings of every process, loaded in layers and checked at start.
+//!
+//! Layers, later ones win: `config/default.toml` (compiled in), `config/<SYNCBRIDGE_ENV>.toml`,
+//! then `SYNCBRIDGE__SECTION__KEY` environment variables plus `PORT` and `DATABASE_URL`.
+//! Every struct denies unknown fields so a misspelt key stops the start with its name.
+//! Secrets are `SecretString`s: their `Debug` prints `[REDACTED]`, and they may only come from
+//! the environment, never from a file that could be committed.
+
+use std::path::PathBuf;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary runs from any working directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Keys whose values are secrets: accepted from the environment only.
+const SECRET_KEYS: &[(&str, &str)] = &[("database.url", "DATABASE_URL")];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub worker: WorkerConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub host: String,
+    pub port: u16,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `None` means: start the embedded PostgreSQL.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub embedded: EmbeddedConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    /// Empty means: search `PATH`, then Debian's `/usr/lib/postgresql/<version>/bin`.
+    pub bin_dir: PathBuf,
+    pub run_as: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub idle_log_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    pub idle_log_interval_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration overlay {path} (chosen by SYNCBRIDGE_ENV={env}) does not exist")]
+    MissingOverlay { env: String, path: PathBuf },
+    #[error(
+        "`{key}` is a secret and may only be set in the environment ({env_var}), not in {source_name}"
+    )]
+    SecretInFile {
+        key: &'static str,
+        env_var: &'static str,
+        source_name: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the configuration from the real process environment and `./config`.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment()?)
+    }
+
+    /// The layered sources, before extraction; public so tests and tools can add layers.
+    pub fn figment() -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Ok(env) = std::env::var("SYNCBRIDGE_ENV") {
+            let dir = std::env::var_os("SYNCBRIDGE_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("config"));
+            let path = dir.join(format!("{env}.toml"));
+            if !path.is_file() {
+                return Err(ConfigError::MissingOverlay { env, path });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Ok(figment
+            .merge(Env::prefixed("SYNCBRIDGE__").split("__"))
+            .merge(
+                Env::raw()
+                    .only(&["PORT", "DATABASE_URL"])
+                    .map(|key| match key.as_str() {
+                        "PORT" => "http.port".into(),
+                        _ => "database.url".into(),
+                    }),
+            ))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        for (key, env_var) in SECRET_KEYS {
+            if let Some(meta) = figment.find_metadata(key)
+                && meta.source.is_some()
+            {
+                // Env providers carry no source; files and compiled-in strings do.
+                let source_name = meta
+                    .source
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                return Err(ConfigError::SecretInFile {
+                    key,
+                    env_var,
+                    source_name,
+                });
+            }
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "database.max_connections must be at least 1".into(),
+            ));
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return Err(ConfigError::Invalid(
+                "database.min_connections must not exceed database.max_connections".into(),
+            ));
+        }
+        if self.database.embedded.database.is_empty() {
+            return Err(ConfigError::Invalid(
+                "database.embedded.database must not be empty".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "log.filter {:?} is not a filter: {e}",
+                self.log.filter
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// Figment's errors already name the key and the file; join all of them into one readable line.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let mut line = if key.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("key `{key}`: {}", e.kind)
+            };
+            if let Some(source) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                line.push_str(&format!(" (in {source})"));
+            } else if let Some(meta) = &e.metadata {
+                line.push_str(&format!(" (from {})", meta.name));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+// figment's Jail closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_load_with_no_configuration() {
+        Jail::expect_with(|_| {
+            let config = Config::load().expect("defaults load");
+            assert_eq!(config.http.port, 8080);
+            assert!(config.database.url.is_none());
+            assert_eq!(
+                config.database.embedded.data_dir,
+                PathBuf::from(".syncbridge/postgres")
+            );
+            assert_eq!(config.log.format, LogFormat::Text);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_sections_and_conventional_variables() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SYNCBRIDGE__HTTP__HOST", "0.0.0.0");
+            jail.set_env("SYNCBRIDGE__DATABASE__MAX_CONNECTIONS", "3");
+            jail.set_env("SYNCBRIDGE__LOG__FORMAT", "json");
+            jail.set_env("PORT", "9123");
+            jail.set_env("DATABASE_URL", "postgres://u:hunter2@db/x");
+            let config = Config::load().expect("loads");
+            assert_eq!(config.http.host, "0.0.0.0");
+            assert_eq!(config.http.port, 9123);
+            assert_eq!(config.database.max_connections, 3);
+            assert_eq!(config.log.format, LogFormat::Json);
+            assert_eq!(
+                config.database.url.as_ref().unwrap().expose_secret(),
+                "postgres://u:hunter2@db/x"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn overlay_chosen_by_syncbridge_env_is_applied() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file("config/staging.toml", "[http]\nport = 7000\n")?;
+            jail.set_env("SYNCBRIDGE_ENV", "staging");
+            assert_eq!(Config::load().expect("loads").http.port, 7000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_overlay_is_an_error_naming_the_file() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SYNCBRIDGE_ENV", "prod");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("prod.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_environment_stops_the_start_naming_it() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SYNCBRIDGE__HTTP__PROT", "80");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_overlay_stops_the_start_naming_key_and_file() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file("config/dev.toml", "[worker]\nconcurency = 4\n")?;
+            jail.set_env("SYNCBRIDGE_ENV", "dev");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("concurency"), "{err}");
+            assert!(err.contains("dev.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn value_of_the_wrong_type_names_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SYNCBRIDGE__HTTP__PORT", "eighty");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("http.port"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secret_in_a_file_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/dev.toml",
+                "[database]\nurl = \"postgres://u:pw@h/d\"\n",
+            )?;
+            jail.set_env("SYNCBRIDGE_ENV", "dev");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("database.url"), "{err}");
+            assert!(err.contains("DATABASE_URL"), "{err}");
+            assert!(!err.contains("pw@"), "secret leaked into the error: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_database_password() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://u:hunter2@db/x");
+            let config = Config::load().expect("loads");
+            let printed = format!("{config:?}");
+            assert!(!printed.contains("hunter2"), "{printed}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_log_filter_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SYNCBRIDGE__LOG__FILTER", "info,[[[");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("log.filter"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,218 @@
+//! Bootstrap records an operator creates: tenants, integrations, their API keys, and accounts.
+//!
+//! Tenant creation and lookup by name are system work; everything inside a tenant is written in a
+//! tenant-scoped transaction, so row level security checks it like any other tenant write.
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{system_tx, tenant_tx};
+use crate::domain::{SourceType, api_key::NewApiKey, domain_name::normalize_domain};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Integration {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub source_type: String,
+    pub name: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub tenant_id: Uuid,
+    pub key: NewApiKey,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Account {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub domains: Vec<String>,
+}
+
+pub async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant> {
+    let name = name.trim();
+    if name.is_empty() {
+        bail!("a tenant name must not be blank");
+    }
+    let mut tx = system_tx(pool).await?;
+    let tenant = sqlx::query_as::<_, Tenant>(
+        "INSERT INTO tenants (name) VALUES ($1) RETURNING id, name, created_at",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| unique_violation_as(e, format!("a tenant named `{name}` already exists")))?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+pub async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>> {
+    let mut tx = system_tx(pool).await?;
+    let tenants =
+        sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(tenants)
+}
+
+/// A tenant by id or, failing that, by name (case-insensitive).
+pub async fn find_tenant(pool: &PgPool, id_or_name: &str) -> Result<Tenant> {
+    let mut tx = system_tx(pool).await?;
+    let tenant = match Uuid::parse_str(id_or_name) {
+        Ok(id) => {
+            sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        Err(_) => {
+            sqlx::query_as::<_, Tenant>(
+                "SELECT id, name, created_at FROM tenants WHERE lower(name) = lower($1)",
+            )
+            .bind(id_or_name.trim())
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    tenant.with_context(|| format!("no tenant `{id_or_name}`"))
+}
+
+pub async fn create_integration(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    source_type: SourceType,
+    name: &str,
+    description: Option<&str>,
+) -> Result<Integration> {
+    let name = name.trim();
+    if name.is_empty() {
+        bail!("an integration name must not be blank");
+    }
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let integration = sqlx::query_as::<_, Integration>(
+        "INSERT INTO integration_sources (tenant_id, source_type, name, description)
+         VALUES ($1, $2, $3, $4)
+         RETURNING id, tenant_id, source_type, name, status",
+    )
+    .bind(tenant_id)
+    .bind(source_type.as_str())
+    .bind(name)
+    .bind(description)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        unique_violation_as(
+            e,
+            format!("this tenant already has an integration named `{name}`"),
+        )
+    })?;
+    tx.commit().await?;
+    Ok(integration)
+}
+
+pub async fn list_integrations(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Integration>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let rows = sqlx::query_as::<_, Integration>(
+        "SELECT id, tenant_id, source_type, name, status FROM integration_sources ORDER BY name",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Any tenant's integration by id: the operator names it without knowing its tenant.
+pub async fn find_integration(pool: &PgPool, id: Uuid) -> Result<Integration> {
+    let mut tx = system_tx(pool).await?;
+    let row = sqlx::query_as::<_, Integration>(
+        "SELECT id, tenant_id, source_type, name, status FROM integration_sources WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.with_context(|| format!("no integration {id}"))
+}
+
+/// Creates a key for the integration; the plaintext is in the result and nowhere else.
+pub async fn create_api_key(
+    pool: &PgPool,
+    integration_id: Uuid,
+    name: Option<&str>,
+) -> Result<CreatedKey> {
+    let integration = find_integration(pool, integration_id).await?;
+    let key = NewApiKey::generate();
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO integration_api_keys (tenant_id, integration_id, name, key_prefix, key_hash)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(integration.tenant_id)
+    .bind(integration.id)
+    .bind(name)
+    .bind(&key.prefix)
+    .bind(&key.hash[..])
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedKey {
+        id,
+        integration_id: integration.id,
+        tenant_id: integration.tenant_id,
+        key,
+    })
+}
+
+pub async fn add_account(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name: &str,
+    domains: &[String],
+) -> Result<Account> {
+    let name = name.trim();
+    if name.is_empty() {
+        bail!("an account name must not be blank");
+    }
+    let mut normalized = Vec::with_capacity(domains.len());
+    for domain in domains {
+        let domain = normalize_domain(domain)?;
+        if !normalized.contains(&domain) {
+            normalized.push(domain);
+        }
+    }
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let account = sqlx::query_as::<_, Account>(
+        "INSERT INTO accounts (tenant_id, name, domains) VALUES ($1, $2, $3)
+         RETURNING id, tenant_id, name, domains",
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .bind(&normalized)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(account)
+}
+
+fn unique_violation_as(error: sqlx::Error, message: String) -> anyhow::Error {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => anyhow::anyhow!(message),
+        _ => anyhow::Error::new(error),
+    }
+}

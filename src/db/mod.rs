@@ -1,0 +1,175 @@
+//! The database layer: connecting (to `DATABASE_URL` or the embedded server), migrating, and the
+//! two ways application code may touch tenant data: a tenant-scoped or a system transaction.
+//!
+//! Every pooled connection runs as `syncbridge_app`, a role that sees nothing until a transaction
+//! names its tenant, so a query that forgets to scope itself finds no rows rather than every
+//! tenant's. Application SQL lives in this module's submodules.
+
+pub mod admin;
+pub mod embedded;
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::{Context, Result};
+use secrecy::ExposeSecret;
+use sqlx::{
+    Executor, PgPool, Postgres, Transaction,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use crate::config::DatabaseConfig;
+use embedded::{EmbeddedOptions, EmbeddedPostgres};
+
+/// The migrations compiled into this binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The role pooled connections run as: sees only the rows of the transaction's tenant.
+pub const APP_ROLE: &str = "syncbridge_app";
+/// The role of cross-tenant system work, taken for one transaction at a time.
+pub const SYSTEM_ROLE: &str = "syncbridge_system";
+
+/// Where the database is: the server to connect to and, when it is ours, the embedded server.
+#[derive(Debug)]
+pub struct Database {
+    pub connect_options: PgConnectOptions,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Uses `database.url` when set; otherwise starts (or joins) the embedded PostgreSQL.
+    pub async fn locate(config: &DatabaseConfig) -> Result<Self> {
+        if let Some(url) = &config.url {
+            let connect_options = PgConnectOptions::from_str(url.expose_secret())
+                .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            return Ok(Self {
+                connect_options,
+                embedded: None,
+            });
+        }
+        let embedded_config = &config.embedded;
+        let options = EmbeddedOptions {
+            data_dir: embedded_config.data_dir.clone(),
+            bin_dir: (!embedded_config.bin_dir.as_os_str().is_empty())
+                .then(|| embedded_config.bin_dir.clone()),
+            run_as: embedded_config.run_as.clone(),
+            database: embedded_config.database.clone(),
+            durable: true,
+        };
+        let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+            .await?
+            .context("cannot start the embedded PostgreSQL")?;
+        let connect_options = server.ensure_database().await?;
+        tracing::info!(data_dir = %server.data_dir().display(), "using the embedded PostgreSQL");
+        Ok(Self {
+            connect_options,
+            embedded: Some(server),
+        })
+    }
+
+    /// Stops the embedded server when this was its last user; a no-op for `DATABASE_URL`.
+    pub async fn shutdown(self) -> Result<()> {
+        if let Some(server) = self.embedded {
+            let stopped = tokio::task::spawn_blocking(move || server.stop()).await??;
+            if stopped {
+                tracing::info!("embedded PostgreSQL stopped");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The application pool: every connection runs as [`APP_ROLE`].
+pub fn connect(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
+    pool_options(config).connect_lazy_with(options)
+}
+
+/// Pool settings shared by the service and the tests.
+pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(config.min_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("SET ROLE syncbridge_app").await?;
+                Ok(())
+            })
+        })
+}
+
+/// Applies the pending migrations, as the login user (the owner of the tables).
+pub async fn migrate(options: &PgConnectOptions) -> Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .context("cannot connect to the database to migrate it")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("database migration failed")?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Whether the database answers and every migration of this binary is applied.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Unreachable(String),
+    MigrationsPending { applied: usize, expected: usize },
+}
+
+pub async fn readiness(pool: &PgPool) -> Readiness {
+    let applied: Result<Vec<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await;
+    let expected: Vec<i64> = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
+    match applied {
+        Ok(applied) => {
+            let all_applied = expected.iter().all(|v| applied.contains(v));
+            if all_applied {
+                Readiness::Ready
+            } else {
+                Readiness::MigrationsPending {
+                    applied: applied.len(),
+                    expected: expected.len(),
+                }
+            }
+        }
+        // No migration table, or the roles it creates do not exist yet.
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P01") | Some("22023")) =>
+        {
+            Readiness::MigrationsPending {
+                applied: 0,
+                expected: expected.len(),
+            }
+        }
+        Err(e) => Readiness::Unreachable(e.to_string()),
+    }
+}
+
+/// Begins a transaction that sees and writes only `tenant_id`'s rows (row level security).
+pub async fn tenant_tx(pool: &PgPool, tenant_id: Uuid) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Begins a transaction for cross-tenant system work (key lookup, workers, admin CLI).
+pub async fn system_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    tx.execute("SET LOCAL ROLE syncbridge_system").await?;
+    Ok(tx)
+}

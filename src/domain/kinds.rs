@@ -1,0 +1,135 @@
+//! The closed vocabularies of the product: source systems, data types, statuses and sync modes.
+//!
+//! Their string forms are stored in the database (and checked there by constraints), so a
+//! variant's name never changes once released.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// Defines a string-backed enum with `as_str`, `Display`, `FromStr` (naming the valid values on
+/// error) and serde, so each vocabulary is declared once.
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownValue {
+                        what: $what,
+                        value: s.to_string(),
+                        expected: &[$($text),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A string that is not one of a vocabulary's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`; expected one of: {}", expected.join(", "))]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static [&'static str],
+}
+
+vocabulary!(
+    /// The external system an integration pulls from.
+    SourceType, "source type" {
+        ZohoCrm => "zoho_crm",
+        ZohoDesk => "zoho_desk",
+        Jira => "jira",
+        Salesforce => "salesforce",
+        Hubspot => "hubspot",
+        Zendesk => "zendesk",
+        Intercom => "intercom",
+        Slack => "slack",
+        Custom => "custom",
+    }
+);
+
+vocabulary!(
+    /// The kind of record a batch carries, and so the table it lands in.
+    DataType, "data type" {
+        Contacts => "contacts",
+        Tickets => "tickets",
+        Deals => "deals",
+    }
+);
+
+vocabulary!(
+    /// Whether an integration accepts deliveries and is scheduled.
+    IntegrationStatus, "integration status" {
+        Active => "active",
+        Paused => "paused",
+        Error => "error",
+    }
+);
+
+vocabulary!(
+    /// `full` syncs may soft-delete records they did not see; `incremental` ones never do.
+    SyncMode, "sync mode" {
+        Incremental => "incremental",
+        Full => "full",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_round_trips_through_its_text() {
+        for s in SourceType::ALL {
+            assert_eq!(s.as_str().parse::<SourceType>().unwrap(), *s);
+        }
+        for d in DataType::ALL {
+            assert_eq!(d.to_string().parse::<DataType>().unwrap(), *d);
+        }
+        assert_eq!(SourceType::ALL.len(), 9);
+    }
+
+    #[test]
+    fn unknown_value_lists_the_valid_ones() {
+        let err = "hubspott".parse::<SourceType>().unwrap_err().to_string();
+        assert!(err.contains("hubspott"), "{err}");
+        assert!(err.contains("zoho_crm"), "{err}");
+        assert!(err.contains("custom"), "{err}");
+    }
+
+    #[test]
+    fn serde_uses_the_stored_names() {
+        assert_eq!(
+            serde_json::to_string(&SourceType::ZohoDesk).unwrap(),
+            "\"zoho_desk\""
+        );
+        let parsed: SyncMode = serde_json::from_str("\"full\"").unwrap();
+        assert_eq!(parsed, SyncMode::Full);
+    }
+}

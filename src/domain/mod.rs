@@ -1,0 +1,7 @@
+//! The domain: pure types and rules of syncbridge, with no HTTP and no database in them.
+
+pub mod api_key;
+pub mod domain_name;
+pub mod kinds;
+
+pub use kinds::{DataType, IntegrationStatus, SourceType, SyncMode};

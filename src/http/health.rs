@@ -1,0 +1,33 @@
+//! Liveness and readiness probes for load balancers and orchestrators.
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde_json::{Value, json};
+
+use super::{AppState, error::ApiError};
+use crate::db::{Readiness, readiness};
+
+/// Alive: the process answers. Never touches the database, so a slow database does not get
+/// healthy processes restarted.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready: the database answers and every migration this binary expects is applied.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match readiness(&state.pool).await {
+        Readiness::Ready => Ok(Json(json!({ "status": "ready" }))),
+        Readiness::Unreachable(reason) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            format!("the database cannot be reached: {reason}"),
+        )),
+        Readiness::MigrationsPending { applied, expected } => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "migrations_pending",
+            format!(
+                "{applied} of {expected} database migrations are applied; run `syncbridge migrate`"
+            ),
+        )
+        .with_details(json!({ "applied": applied, "expected": expected }))),
+    }
+}

@@ -1,0 +1,77 @@
+//! The web process: the axum router, its shared state, and serving with graceful shutdown.
+
+pub mod error;
+mod health;
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, Result};
+use axum::{Router, routing::get};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+
+use crate::config::HttpConfig;
+pub use error::ApiError;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(error::not_found)
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Binds the configured address; split from [`serve`] so callers learn the port before serving.
+pub async fn bind(config: &HttpConfig) -> Result<TcpListener> {
+    let addr = format!("{}:{}", config.host, config.port);
+    TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Serves until `shutdown` fires, then stops accepting and lets in-flight requests finish
+/// within `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "syncbridge listening on http://{addr}");
+    let signal = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        signal.cancelled().await;
+        tracing::info!("web: no longer accepting connections; finishing in-flight requests");
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result??),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => Ok(result??),
+        Err(_) => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "web: in-flight requests did not finish in time; aborting them"
+            );
+            server.abort();
+            Ok(())
+        }
+    }
+}

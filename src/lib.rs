@@ -1,0 +1,15 @@
+//! syncbridge: brings customer records delivered by n8n into the customer-success platform.
+//!
+//! `main.rs` only wires: it parses the command line ([`cli`]), loads [`config`], starts
+//! [`telemetry`] and hands over to [`app`], which runs the `web`, `worker` and `scheduler`
+//! processes over the [`db`] layer. [`domain`] holds the pure rules, free of HTTP and SQL.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod scheduler;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,224 @@
+//! The operator's bootstrap commands, run as the real binary against a test database.
+
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::helpers::TestDb;
+
+fn syncbridge(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_syncbridge"))
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env_remove("SYNCBRIDGE_ENV")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run syncbridge")
+}
+
+/// Runs a command that must succeed and returns its stdout, trimmed.
+fn ok(db: &TestDb, args: &[&str]) -> String {
+    let out = syncbridge(db, args);
+    assert!(
+        out.status.success(),
+        "syncbridge {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn bootstrap_commands_create_a_tenant_integration_key_and_account() {
+    let db = TestDb::migrated().await;
+    let tenant: Uuid = ok(&db, &["tenants", "create", "Acme Success"])
+        .parse()
+        .unwrap();
+    let integration: Uuid = ok(
+        &db,
+        &[
+            "integrations",
+            "create",
+            "--tenant",
+            "acme success",
+            "--source",
+            "hubspot",
+            "--name",
+            "HubSpot EU",
+        ],
+    )
+    .parse()
+    .unwrap();
+    let integration_id = integration.to_string();
+    let key = ok(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--integration",
+            &integration_id,
+            "--name",
+            "n8n prod",
+        ],
+    );
+    let tenant_id = tenant.to_string();
+    let account: Uuid = ok(
+        &db,
+        &[
+            "accounts",
+            "add",
+            "--tenant",
+            &tenant_id,
+            "--name",
+            "Northwind",
+            "--domain",
+            "https://www.Northwind.io/",
+            "--domain",
+            "northwind.de",
+        ],
+    )
+    .parse()
+    .unwrap();
+
+    let mut conn = db.owner().await;
+    let row =
+        sqlx::query("SELECT tenant_id, source_type, status FROM integration_sources WHERE id = $1")
+            .bind(integration)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(row.get::<Uuid, _>(0), tenant);
+    assert_eq!(row.get::<String, _>(1), "hubspot");
+    assert_eq!(row.get::<String, _>(2), "active");
+
+    // Only the hash of the key is stored, findable by its public prefix.
+    let row = sqlx::query("SELECT key_prefix, key_hash, name, tenant_id FROM integration_api_keys WHERE integration_id = $1")
+        .bind(integration)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let prefix: String = row.get(0);
+    let hash: Vec<u8> = row.get(1);
+    assert!(key.starts_with(&format!("{prefix}_")), "{key} / {prefix}");
+    assert_eq!(hash, Sha256::digest(key.as_bytes()).to_vec());
+    assert_eq!(row.get::<Option<String>, _>(2).as_deref(), Some("n8n prod"));
+    assert_eq!(row.get::<Uuid, _>(3), tenant);
+    let stored_anywhere: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM integration_api_keys k WHERE k::text LIKE '%' || $1 || '%')",
+    )
+    .bind(&key[prefix.len() + 1..])
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        !stored_anywhere,
+        "the secret part of the key is stored in clear"
+    );
+
+    let domains: Vec<String> = sqlx::query_scalar("SELECT domains FROM accounts WHERE id = $1")
+        .bind(account)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(domains, ["northwind.io", "northwind.de"]);
+}
+
+#[tokio::test]
+async fn listing_shows_what_was_created() {
+    let db = TestDb::migrated().await;
+    let tenant = ok(&db, &["tenants", "create", "Globex"]);
+    let integration = ok(
+        &db,
+        &[
+            "integrations",
+            "create",
+            "--tenant",
+            &tenant,
+            "--source",
+            "zoho_desk",
+            "--name",
+            "Desk",
+        ],
+    );
+    assert!(ok(&db, &["tenants", "list"]).contains(&format!("{tenant}\tGlobex")));
+    let listed = ok(&db, &["integrations", "list", "--tenant", "Globex"]);
+    assert!(
+        listed.contains(&format!("{integration}\tzoho_desk\tactive\tDesk")),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn mistakes_are_refused_with_a_clear_message_and_a_failing_exit() {
+    let db = TestDb::migrated().await;
+    ok(&db, &["tenants", "create", "Initech"]);
+    let cases: [(&[&str], &str); 5] = [
+        (&["tenants", "create", "initech"], "already exists"),
+        (
+            &[
+                "integrations",
+                "create",
+                "--tenant",
+                "Nobody",
+                "--source",
+                "jira",
+                "--name",
+                "J",
+            ],
+            "no tenant `Nobody`",
+        ),
+        (
+            &[
+                "integrations",
+                "create",
+                "--tenant",
+                "Initech",
+                "--source",
+                "jirra",
+                "--name",
+                "J",
+            ],
+            "zoho_crm",
+        ),
+        (
+            &[
+                "keys",
+                "create",
+                "--integration",
+                "6f1c2d0e-8a41-4c7e-9b0a-1d2e3f405a61",
+            ],
+            "no integration",
+        ),
+        (
+            &[
+                "accounts",
+                "add",
+                "--tenant",
+                "Initech",
+                "--name",
+                "X",
+                "--domain",
+                "not a domain",
+            ],
+            "not a domain name",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = syncbridge(&db, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn admin_commands_on_an_unmigrated_shared_database_say_to_migrate() {
+    let db = TestDb::empty().await;
+    let out = syncbridge(&db, &["tenants", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("syncbridge migrate"));
+
+    ok(&db, &["migrate"]);
+    ok(&db, &["tenants", "create", "After migrate"]);
+}

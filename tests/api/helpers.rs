@@ -1,0 +1,323 @@
+//! Test harness: one real PostgreSQL per test run, a fresh database per test, and a running app.
+//!
+//! The server is `DATABASE_URL` when given, otherwise the same embedded mechanism the service uses,
+//! in `target/tmp/pg` (not durable: fsync off), left running between runs for speed (`.ci/run`
+//! stops it). Migrations are applied once into a template database named after their checksums;
+//! each test then gets `CREATE DATABASE … TEMPLATE`, which takes milliseconds, so tests run in
+//! parallel without sharing rows.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use sha2::{Digest, Sha256};
+use sqlx::{
+    Connection, Executor, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgSslMode},
+};
+use syncbridge::{
+    config::{Config, DatabaseConfig},
+    db::{
+        self, MIGRATOR,
+        embedded::{EmbeddedOptions, EmbeddedPostgres, quote_ident},
+    },
+    http,
+};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+struct Cluster {
+    admin: PgConnectOptions,
+    /// The socket directory (embedded) or None (DATABASE_URL), to build URLs for child processes.
+    socket_dir: Option<PathBuf>,
+    _server: Option<EmbeddedPostgres>,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Cluster {
+                admin: PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"),
+                socket_dir: None,
+                _server: None,
+            };
+        }
+        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg");
+        // Started on a plain thread: this may run inside a test's runtime, which must not block.
+        let server = std::thread::spawn(move || {
+            EmbeddedPostgres::start(&EmbeddedOptions {
+                data_dir,
+                bin_dir: None,
+                run_as: "postgres".into(),
+                database: "postgres".into(),
+                durable: false,
+            })
+        })
+        .join()
+        .expect("embedded start thread")
+        .expect("the embedded test PostgreSQL starts");
+        Cluster {
+            admin: server.connect_options("postgres"),
+            socket_dir: Some(server.data_dir().to_path_buf()),
+            _server: Some(server),
+        }
+    })
+}
+
+/// The configuration tests run the service with: the defaults, with a small pool.
+pub fn test_config() -> Config {
+    let figment = Config::figment().expect("config sources");
+    let mut config = Config::from_figment(figment).expect("default config");
+    config.database.max_connections = 5;
+    config.database.acquire_timeout_secs = 5;
+    config
+}
+
+pub fn database_config() -> DatabaseConfig {
+    test_config().database
+}
+
+async fn admin_connection() -> PgConnection {
+    PgConnection::connect_with(&cluster().admin)
+        .await
+        .expect("connect to the test PostgreSQL")
+}
+
+/// The name of a database holding every migration of this build, created once per migration set.
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut hasher = Sha256::new();
+            for m in MIGRATOR.iter() {
+                hasher.update(m.version.to_le_bytes());
+                hasher.update(&*m.checksum);
+            }
+            let name = format!("sbtpl_{}", &hex::encode(hasher.finalize())[..16]);
+            let mut conn = admin_connection().await;
+            // Serialises template creation across test processes.
+            sqlx::query("SELECT pg_advisory_lock(727274)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            drop_stale_test_databases(&mut conn).await;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            if !exists {
+                let building = format!("{name}_building");
+                execute(
+                    &mut conn,
+                    &format!("DROP DATABASE IF EXISTS {}", quote_ident(&building)),
+                )
+                .await;
+                execute(
+                    &mut conn,
+                    &format!("CREATE DATABASE {}", quote_ident(&building)),
+                )
+                .await;
+                db::migrate(&cluster().admin.clone().database(&building))
+                    .await
+                    .expect("migrations apply to an empty database");
+                execute(
+                    &mut conn,
+                    &format!(
+                        "ALTER DATABASE {} RENAME TO {}",
+                        quote_ident(&building),
+                        quote_ident(&name)
+                    ),
+                )
+                .await;
+            }
+            sqlx::query("SELECT pg_advisory_unlock(727274)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.ok();
+            name
+        })
+        .await
+}
+
+/// Databases of earlier test processes that have exited.
+async fn drop_stale_test_databases(conn: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sbtest\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    for name in names {
+        let pid = name.split('_').nth(1).unwrap_or_default();
+        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            execute(
+                conn,
+                &format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                ),
+            )
+            .await;
+        }
+    }
+}
+
+async fn execute(conn: &mut PgConnection, sql: &str) {
+    conn.execute(sqlx::AssertSqlSafe(sql.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A database of one test's own.
+pub struct TestDb {
+    pub name: String,
+    /// Connects as the login user (the table owner; a superuser on the embedded server).
+    pub owner_options: PgConnectOptions,
+    /// The application pool: connections run as `syncbridge_app`.
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// A fresh, fully migrated database.
+    pub async fn migrated() -> Self {
+        let template = template().await;
+        Self::create(Some(template)).await
+    }
+
+    /// A fresh database with no migrations applied.
+    pub async fn empty() -> Self {
+        Self::create(None).await
+    }
+
+    async fn create(template: Option<&str>) -> Self {
+        let name = format!(
+            "sbtest_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = admin_connection().await;
+        let sql = match template {
+            Some(t) => format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                quote_ident(&name),
+                quote_ident(t)
+            ),
+            None => format!("CREATE DATABASE {}", quote_ident(&name)),
+        };
+        execute(&mut conn, &sql).await;
+        conn.close().await.ok();
+        let owner_options = cluster().admin.clone().database(&name);
+        let pool = db::connect(owner_options.clone(), &database_config());
+        Self {
+            name,
+            owner_options,
+            pool,
+        }
+    }
+
+    /// A connection as the login user, for arranging and inspecting rows in plain SQL.
+    pub async fn owner(&self) -> PgConnection {
+        PgConnection::connect_with(&self.owner_options)
+            .await
+            .expect("owner connection")
+    }
+
+    /// `DATABASE_URL` for a child process to reach this database.
+    pub fn url(&self) -> String {
+        match &cluster().socket_dir {
+            Some(dir) => format!(
+                "postgres://postgres@localhost/{}?host={}&port=5432&sslmode=disable",
+                self.name,
+                dir.display()
+            ),
+            None => {
+                let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+                let mut url = base.clone();
+                if let Some(pos) = url.rfind('/') {
+                    let query = url[pos..].find('?').map(|q| url[pos + q..].to_string());
+                    url.truncate(pos + 1);
+                    url.push_str(&self.name);
+                    if let Some(q) = query {
+                        url.push_str(&q);
+                    }
+                }
+                url
+            }
+        }
+    }
+}
+
+/// The web process of one test, serving on a free port over its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    shutdown: CancellationToken,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_on(TestDb::migrated().await).await
+    }
+
+    pub async fn spawn_on(db: TestDb) -> Self {
+        Self::spawn_with_pool(db, None).await
+    }
+
+    /// Serves with `pool` instead of the database's own (e.g. one that cannot connect).
+    pub async fn spawn_with_pool(db: TestDb, pool: Option<PgPool>) -> Self {
+        let mut config = test_config();
+        config.http.port = 0;
+        let listener = http::bind(&config.http).await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let state = http::AppState {
+            pool: pool.unwrap_or_else(|| db.pool.clone()),
+        };
+        let app = http::router(state, Duration::from_secs(30));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(http::serve(
+            listener,
+            app,
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            db,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An options object pointing at a socket where no server listens.
+pub fn unreachable_options() -> PgConnectOptions {
+    PgConnectOptions::new()
+        .socket("/nonexistent-syncbridge-socket-dir")
+        .port(5432)
+        .username("postgres")
+        .database("nothing")
+        .ssl_mode(PgSslMode::Disable)
+}

@@ -1,0 +1,7 @@
+//! The integration tests: one binary, a file per area, each test on its own database.
+
+mod cli;
+mod embedded;
+mod health;
+mod helpers;
+mod rls;

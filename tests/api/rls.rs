@@ -1,0 +1,250 @@
+//! Tenant isolation, proven in plain SQL as the role the service runs as.
+
+use sqlx::{Connection, Executor, PgConnection, Row};
+use syncbridge::db;
+use uuid::Uuid;
+
+use crate::helpers::TestDb;
+
+/// Every table that holds tenant data, read from the catalog so a new table cannot be missed.
+async fn tenant_tables(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.table_name::text FROM information_schema.columns c
+         JOIN information_schema.tables t USING (table_schema, table_name)
+         WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'
+         ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+/// One row in every tenant table for a new tenant, written as the owner.
+async fn seed_tenant(conn: &mut PgConnection, name: &str) -> Uuid {
+    let tenant: Uuid = sqlx::query_scalar("INSERT INTO tenants (name) VALUES ($1) RETURNING id")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let statements = [
+        "INSERT INTO accounts (tenant_id, name, domains) VALUES ($1, 'Acme', '{acme.com}')",
+        "INSERT INTO integration_sources (tenant_id, source_type, name) VALUES ($1, 'hubspot', 'HubSpot')",
+        "INSERT INTO integration_api_keys (tenant_id, integration_id, key_prefix, key_hash)
+            SELECT $1, id, 'sbk_' || substr(md5(random()::text), 1, 10), sha256('k'::bytea)
+            FROM integration_sources WHERE tenant_id = $1",
+        "INSERT INTO integration_field_mappings (tenant_id, integration_id, data_type, target_field, mapping)
+            SELECT $1, id, 'contacts', 'email', '{\"source\": \"properties.email\"}' FROM integration_sources WHERE tenant_id = $1",
+        "INSERT INTO integration_sync_logs (tenant_id, integration_id, trigger)
+            SELECT $1, id, 'webhook' FROM integration_sources WHERE tenant_id = $1",
+        "INSERT INTO ingest_batches (tenant_id, integration_id, sync_log_id, data_type, source_type,
+                                     content_hash, payload, payload_encoding, record_count)
+            SELECT $1, integration_id, id, 'contacts', 'hubspot', sha256('p'::bytea), '[]'::bytea, 'identity', 0
+            FROM integration_sync_logs WHERE tenant_id = $1",
+        "INSERT INTO integration_sync_errors (tenant_id, integration_id, sync_log_id, code, message)
+            SELECT $1, integration_id, id, 'invalid_email', 'bad email' FROM integration_sync_logs WHERE tenant_id = $1",
+        "INSERT INTO external_contacts (tenant_id, integration_id, external_id, email)
+            SELECT $1, id, '51', 'dana@acme.com' FROM integration_sources WHERE tenant_id = $1",
+        "INSERT INTO external_tickets (tenant_id, integration_id, external_id, subject)
+            SELECT $1, id, 'T-1', 'Broken' FROM integration_sources WHERE tenant_id = $1",
+        "INSERT INTO external_deals (tenant_id, integration_id, external_id, name, amount)
+            SELECT $1, id, 'D-1', 'Renewal', 48000 FROM integration_sources WHERE tenant_id = $1",
+        "INSERT INTO integration_synced_records (tenant_id, integration_id, data_type, external_id, internal_id, content_hash)
+            SELECT $1, integration_id, 'contacts', external_id, id, sha256('c'::bytea) FROM external_contacts WHERE tenant_id = $1",
+    ];
+    for sql in statements {
+        sqlx::query(sql)
+            .bind(tenant)
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    tenant
+}
+
+async fn count(conn: &mut PgConnection, sql: String) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Opens a transaction as the service's role scoped to `tenant`, exactly as `db::tenant_tx` does.
+async fn begin_as_tenant(conn: &mut PgConnection, tenant: Option<Uuid>) {
+    conn.execute("BEGIN; SET LOCAL ROLE syncbridge_app")
+        .await
+        .unwrap();
+    if let Some(tenant) = tenant {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_tenant_table_has_forced_row_level_security_with_both_policies() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.owner().await;
+    let tables = tenant_tables(&mut conn).await;
+    assert_eq!(tables.len(), 12, "{tables:?}");
+    for table in &tables {
+        let row = sqlx::query(
+            "SELECT relrowsecurity, relforcerowsecurity,
+                    (SELECT array_agg(polname::text ORDER BY polname) FROM pg_policy WHERE polrelid = c.oid) AS policies
+             FROM pg_class c WHERE oid = $1::regclass",
+        )
+        .bind(table)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(row.get::<bool, _>(0), "{table}: row level security off");
+        assert!(
+            row.get::<bool, _>(1),
+            "{table}: row level security not forced"
+        );
+        let policies: Vec<String> = row.get(2);
+        assert_eq!(policies, ["system_access", "tenant_isolation"], "{table}");
+    }
+}
+
+#[tokio::test]
+async fn tenant_a_sees_none_of_tenant_bs_rows_in_any_table() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.owner().await;
+    let a = seed_tenant(&mut conn, "Tenant A").await;
+    let b = seed_tenant(&mut conn, "Tenant B").await;
+    let tables = tenant_tables(&mut conn).await;
+
+    for table in &tables {
+        let total = count(&mut conn, format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(total, 2, "{table}: the fixture writes one row per tenant");
+    }
+
+    begin_as_tenant(&mut conn, Some(a)).await;
+    for table in &tables {
+        let of_b = count(
+            &mut conn,
+            format!("SELECT count(*) FROM {table} WHERE tenant_id = '{b}'"),
+        )
+        .await;
+        assert_eq!(of_b, 0, "{table}: tenant A sees tenant B's rows");
+        let visible = count(&mut conn, format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(
+            visible, 1,
+            "{table}: tenant A should see exactly its own row"
+        );
+        // Updates and deletes aimed at B's rows touch nothing.
+        let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET updated_at = now() WHERE tenant_id = '{b}'"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(updated, 0, "{table}: tenant A updated B's rows");
+    }
+    conn.execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn tenant_a_cannot_write_rows_for_tenant_b() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.owner().await;
+    let a = seed_tenant(&mut conn, "Tenant A").await;
+    let b = seed_tenant(&mut conn, "Tenant B").await;
+    let a_integration: Uuid =
+        sqlx::query_scalar("SELECT id FROM integration_sources WHERE tenant_id = $1")
+            .bind(a)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+
+    let attempts = [
+        format!("INSERT INTO accounts (tenant_id, name) VALUES ('{b}', 'Sneaky')"),
+        format!(
+            "INSERT INTO integration_sources (tenant_id, source_type, name) VALUES ('{b}', 'jira', 'Sneaky')"
+        ),
+        format!(
+            "INSERT INTO external_contacts (tenant_id, integration_id, external_id) VALUES ('{b}', '{a_integration}', 'x')"
+        ),
+        "INSERT INTO tenants (name) VALUES ('New tenant')".to_string(),
+        // Moving one's own row to another tenant is a write for that tenant too.
+        format!("UPDATE accounts SET tenant_id = '{b}' WHERE tenant_id = '{a}'"),
+    ];
+    for sql in attempts {
+        begin_as_tenant(&mut conn, Some(a)).await;
+        let err = conn
+            .execute(sqlx::AssertSqlSafe(sql.clone()))
+            .await
+            .expect_err(&sql);
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {err}");
+        conn.execute("ROLLBACK").await.unwrap();
+    }
+
+    // Its own writes still work.
+    begin_as_tenant(&mut conn, Some(a)).await;
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO accounts (tenant_id, name) VALUES ('{a}', 'Fine')"
+    )))
+    .await
+    .unwrap();
+    conn.execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_tenant_the_service_role_sees_nothing() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.owner().await;
+    seed_tenant(&mut conn, "Tenant A").await;
+    let tables = tenant_tables(&mut conn).await;
+    begin_as_tenant(&mut conn, None).await;
+    for table in &tables {
+        let visible = count(&mut conn, format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(visible, 0, "{table}");
+    }
+    conn.execute("ROLLBACK").await.unwrap();
+    conn.close().await.unwrap();
+
+    // The application pool runs as that role: a query outside tenant_tx finds nothing.
+    let pooled: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(pooled, 0);
+}
+
+#[tokio::test]
+async fn tenant_and_system_transactions_scope_what_the_pool_sees() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.owner().await;
+    let a = seed_tenant(&mut conn, "Tenant A").await;
+    seed_tenant(&mut conn, "Tenant B").await;
+
+    let mut tx = db::tenant_tx(&db.pool, a).await.unwrap();
+    let seen: Vec<Uuid> = sqlx::query_scalar("SELECT tenant_id FROM accounts")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![a]);
+    tx.commit().await.unwrap();
+
+    let mut tx = db::system_tx(&db.pool).await.unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(all, 2);
+    tx.commit().await.unwrap();
+
+    // The system role was for that transaction only.
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, 0);
+}
