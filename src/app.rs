@@ -9,10 +9,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cli::{AccountsCommand, Command, IntegrationsCommand, KeysCommand, TenantsCommand},
+    cli::{
+        AccountsCommand, Command, IntegrationsCommand, JobsCommand, KeysCommand, TenantsCommand,
+    },
     config::Config,
     db::{self, Database, Readiness, admin},
-    http, scheduler, worker,
+    http, scheduler, tasks, worker,
 };
 
 /// Which long-running parts a process runs.
@@ -82,34 +84,47 @@ async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
-    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let mut roles_running: JoinSet<Result<()>> = JoinSet::new();
     if roles.web {
         let listener = http::bind(&config.http).await?;
         let app = http::router(
-            http::AppState { pool: pool.clone() },
+            http::AppState {
+                pool: pool.clone(),
+                admin_token: config.admin_token.clone(),
+            },
             Duration::from_secs(config.http.request_timeout_secs),
         );
         let grace = Duration::from_secs(config.http.shutdown_grace_secs);
-        tasks.spawn(http::serve(listener, app, shutdown.clone(), grace));
+        roles_running.spawn(http::serve(listener, app, shutdown.clone(), grace));
     }
     if roles.worker {
-        let (pool, cfg, token) = (pool.clone(), config.worker.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            worker::run(pool, cfg, token).await;
+        let (pool, cfg, token) = (pool.clone(), config.clone(), shutdown.clone());
+        roles_running.spawn(worker::run(pool, cfg, token));
+    }
+    if roles.scheduler {
+        let token = shutdown.clone();
+        roles_running.spawn(async move {
+            scheduler::run(token).await;
             Ok(())
         });
     }
-    if roles.scheduler {
-        let (pool, cfg, token) = (pool.clone(), config.scheduler.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            scheduler::run(pool, cfg, token).await;
+    if roles.worker || roles.scheduler {
+        // One maintenance participant per process; the database elects one leader among all.
+        let maintenance = jobs::Maintenance::new(
+            pool.clone(),
+            tasks::maintenance_config(&config.jobs),
+            Vec::new(),
+        );
+        let token = shutdown.clone();
+        roles_running.spawn(async move {
+            maintenance.run(token).await;
             Ok(())
         });
     }
 
     // A role that fails brings the others down with it rather than leaving half a process.
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
+    while let Some(joined) = roles_running.join_next().await {
         let outcome = joined.context("a process role panicked").and_then(|r| r);
         if let Err(e) = outcome {
             tracing::error!(error = %format!("{e:#}"), "a process role failed; shutting down");
@@ -139,23 +154,6 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         () = shutdown.cancelled() => return,
     }
     shutdown.cancel();
-}
-
-/// Logs `what: message` now and every `every` until shutdown: for roles with nothing to do yet.
-pub async fn idle_until_shutdown(
-    what: &str,
-    message: &str,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = ticker.tick() => tracing::info!("{what}: {message}"),
-        }
-    }
-    tracing::info!("{what} stopped");
 }
 
 async fn ensure_migrated(pool: &PgPool) -> Result<()> {
@@ -227,9 +225,112 @@ async fn admin_command(pool: &PgPool, command: Command) -> Result<()> {
             );
             println!("{}", account.id);
         }
+        Command::Jobs(command) => jobs_command(pool, command).await?,
         Command::Serve | Command::Web | Command::Worker | Command::Scheduler | Command::Migrate => {
             unreachable!("process roles are not admin commands")
         }
     }
+    Ok(())
+}
+
+async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {
+    match command {
+        JobsCommand::List {
+            filter,
+            limit,
+            json,
+        } => {
+            let filter = filter.to_filter(&[])?;
+            for job in jobs::admin::list(pool, &filter, limit, None).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&job)?);
+                } else {
+                    let last_error = job
+                        .errors
+                        .as_array()
+                        .and_then(|e| e.last())
+                        .and_then(|e| e["error"].as_str())
+                        .unwrap_or("");
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}/{}\t{}\t{}",
+                        job.id,
+                        job.queue,
+                        job.kind,
+                        job.state,
+                        job.attempt,
+                        job.max_attempts,
+                        job.tag.as_deref().unwrap_or("-"),
+                        last_error
+                    );
+                }
+            }
+        }
+        JobsCommand::Retry {
+            ids,
+            all_dead,
+            filter,
+        } => {
+            let mut filter = filter.to_filter(&ids)?;
+            if all_dead {
+                filter.states = vec![jobs::JobState::Failed];
+            }
+            bulk(pool, jobs::BulkAction::Retry, &filter, "retried").await?;
+        }
+        JobsCommand::Cancel { ids, filter } => {
+            let filter = filter.to_filter(&ids)?;
+            bulk(pool, jobs::BulkAction::Cancel, &filter, "cancelled").await?;
+        }
+        JobsCommand::Stats => {
+            println!("queue\tstate\tcount\toldest_available_secs\tpaused");
+            for s in jobs::admin::stats(pool).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    s.queue,
+                    s.state,
+                    s.count,
+                    s.oldest_available_age_secs
+                        .map_or("-".to_string(), |a| format!("{a:.1}")),
+                    s.paused
+                );
+            }
+        }
+        JobsCommand::Pause { queue } => {
+            jobs::admin::pause_queue(pool, &queue).await?;
+            eprintln!("queue `{queue}` paused: workers start none of its jobs until it is resumed");
+        }
+        JobsCommand::Resume { queue } => {
+            jobs::admin::resume_queue(pool, &queue).await?;
+            eprintln!("queue `{queue}` resumed");
+        }
+    }
+    Ok(())
+}
+
+/// A bulk admin action with a progress bar on stderr; prints the number of jobs changed.
+async fn bulk(
+    pool: &PgPool,
+    action: jobs::BulkAction,
+    filter: &jobs::JobFilter,
+    verb: &str,
+) -> Result<()> {
+    if filter.ids.is_empty()
+        && filter.states.is_empty()
+        && filter.queue.is_none()
+        && filter.kind.is_none()
+        && filter.tag.is_none()
+    {
+        bail!("name the jobs: give ids, --all-dead, or a filter (--state, --queue, --kind, --tag)");
+    }
+    let matching = jobs::admin::count(pool, filter).await?;
+    let bar = indicatif::ProgressBar::new(matching.max(0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} jobs {wide_bar} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let changed =
+        jobs::admin::apply(pool, action, filter, 5_000, |done| bar.set_position(done)).await?;
+    bar.finish_and_clear();
+    eprintln!("{verb} {changed} of {matching} matching jobs");
+    println!("{changed}");
     Ok(())
 }

@@ -42,6 +42,79 @@ pub enum Command {
     /// The tenant's customer accounts that records are matched to.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Background jobs: inspect, retry, cancel, pause queues.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Lists jobs, newest first.
+    List {
+        #[command(flatten)]
+        filter: JobFilterArgs,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Makes jobs run again now: dead, cancelled, or waiting for a retry or a schedule.
+    Retry {
+        /// Job ids; or use --all-dead or a filter.
+        ids: Vec<i64>,
+        /// Every dead job (narrow it with --queue, --kind, --tag).
+        #[arg(long)]
+        all_dead: bool,
+        #[command(flatten)]
+        filter: JobFilterArgs,
+    },
+    /// Cancels jobs that have not finished.
+    Cancel {
+        /// Job ids; or use a filter.
+        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: JobFilterArgs,
+    },
+    /// Jobs per queue and state, and how long the oldest available job has waited.
+    Stats,
+    /// Stops workers from starting jobs of a queue.
+    Pause { queue: String },
+    /// Lets workers start jobs of a paused queue again.
+    Resume { queue: String },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct JobFilterArgs {
+    /// available, scheduled, running, retryable, completed, dead (= failed) or cancelled.
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+impl JobFilterArgs {
+    /// The engine's filter; an unknown state is an error naming the valid ones.
+    pub fn to_filter(&self, ids: &[i64]) -> Result<jobs::JobFilter, jobs::Error> {
+        Ok(jobs::JobFilter {
+            ids: ids.to_vec(),
+            states: self
+                .state
+                .as_deref()
+                .map(str::parse)
+                .transpose()?
+                .into_iter()
+                .collect(),
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            tag: self.tag.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]

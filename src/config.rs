@@ -19,7 +19,10 @@ use serde::Deserialize;
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Keys whose values are secrets: accepted from the environment only.
-const SECRET_KEYS: &[(&str, &str)] = &[("database.url", "DATABASE_URL")];
+const SECRET_KEYS: &[(&str, &str)] = &[
+    ("database.url", "DATABASE_URL"),
+    ("admin_token", "SYNCBRIDGE_ADMIN_TOKEN"),
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +31,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub worker: WorkerConfig,
-    pub scheduler: SchedulerConfig,
+    pub jobs: JobsConfig,
+    /// The token of the admin API (`/api/admin`); `None` turns the admin API off.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,13 +85,22 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    pub idle_log_interval_secs: u64,
+    pub concurrency: usize,
+    pub fetch_batch: usize,
+    pub poll_interval_ms: u64,
+    pub heartbeat_interval_secs: u64,
+    pub shutdown_deadline_secs: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SchedulerConfig {
-    pub idle_log_interval_secs: u64,
+pub struct JobsConfig {
+    pub maintenance_interval_ms: u64,
+    pub stale_after_secs: u64,
+    pub keep_completed_hours: u64,
+    pub keep_failed_days: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +142,11 @@ impl Config {
             .merge(Env::prefixed("SYNCBRIDGE__").split("__"))
             .merge(
                 Env::raw()
-                    .only(&["PORT", "DATABASE_URL"])
+                    .only(&["PORT", "DATABASE_URL", "SYNCBRIDGE_ADMIN_TOKEN"])
                     .map(|key| match key.as_str() {
                         "PORT" => "http.port".into(),
-                        _ => "database.url".into(),
+                        "DATABASE_URL" => "database.url".into(),
+                        _ => "admin_token".into(),
                     }),
             ))
     }
@@ -169,6 +185,20 @@ impl Config {
         if self.database.min_connections > self.database.max_connections {
             return Err(ConfigError::Invalid(
                 "database.min_connections must not exceed database.max_connections".into(),
+            ));
+        }
+        if self.worker.concurrency == 0 || self.worker.fetch_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "worker.concurrency and worker.fetch_batch must be at least 1".into(),
+            ));
+        }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "SYNCBRIDGE_ADMIN_TOKEN must be at least 16 characters long".into(),
             ));
         }
         if self.database.embedded.database.is_empty() {

@@ -11,5 +11,6 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod scheduler;
+pub mod tasks;
 pub mod telemetry;
 pub mod worker;

@@ -1,19 +1,11 @@
-//! The scheduler process: turns integration schedules into trigger jobs. Schedules arrive with a
-//! later issue; until then it says, honestly and periodically, that it has nothing to do.
+//! The scheduler process: turns integration schedules into trigger jobs. Integration schedules
+//! arrive with a later issue; until then the role only takes part in the queue engine's
+//! maintenance (started for it by `app`), and says so.
 
-use std::time::Duration;
-
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{app::idle_until_shutdown, config::SchedulerConfig};
-
-pub async fn run(_pool: PgPool, config: SchedulerConfig, shutdown: CancellationToken) {
-    idle_until_shutdown(
-        "scheduler",
-        "no schedules are implemented yet; idle",
-        Duration::from_secs(config.idle_log_interval_secs),
-        shutdown,
-    )
-    .await;
+pub async fn run(shutdown: CancellationToken) {
+    tracing::info!("scheduler: no integration schedules are implemented yet; idle");
+    shutdown.cancelled().await;
+    tracing::info!("scheduler stopped");
 }

@@ -1,19 +1,20 @@
-//! The worker process: runs queued jobs. The queue engine (`jobs/`) and the job handlers arrive
-//! with later issues; until then it says, honestly and periodically, that it has nothing to do.
-
-use std::time::Duration;
+//! The worker process: runs the application's jobs on the queue engine.
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{app::idle_until_shutdown, config::WorkerConfig};
+use crate::{
+    config::Config,
+    tasks::{self, JobContext},
+};
 
-pub async fn run(_pool: PgPool, config: WorkerConfig, shutdown: CancellationToken) {
-    idle_until_shutdown(
-        "worker",
-        "no job handlers are registered yet; idle",
-        Duration::from_secs(config.idle_log_interval_secs),
-        shutdown,
-    )
-    .await;
+pub async fn run(pool: PgPool, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let worker = jobs::Worker::new(
+        pool.clone(),
+        JobContext { pool },
+        tasks::registry(&config.worker),
+        tasks::worker_config(&config.worker),
+    );
+    worker.run(shutdown).await?;
+    Ok(())
 }

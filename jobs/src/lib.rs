@@ -1,8 +1,58 @@
-//! A durable PostgreSQL job queue: jobs, queues, workers, retries and crash recovery.
+//! A durable PostgreSQL job queue: jobs, queues, workers, retries with durable backoff, crash
+//! recovery, leader-run maintenance and exactly-once periodic jobs.
 //!
-//! The engine is generic: it knows jobs and queues, never integrations, and never imports the
-//! application. It is filled in by the queue-engine issue; until then the crate only reserves its
-//! place in the workspace so that the application can depend on it from the first day.
+//! The engine is generic: it knows jobs, queues and workers, never integrations, and never
+//! imports the application. The application implements [`PlainJob`] or [`TransactionalJob`] for
+//! its jobs, registers them in a [`Registry`] and runs a [`Worker`] and a [`Maintenance`] per
+//! process. All of the engine's SQL lives in this crate. See `README.md` for the state diagram.
 
-/// The name this crate stores in its tables and logs, so operators can tell its rows apart.
-pub const ENGINE_NAME: &str = "syncbridge-jobs";
+pub mod admin;
+pub mod backoff;
+pub mod enqueue;
+pub mod job;
+pub mod maintenance;
+pub mod registry;
+pub mod worker;
+
+pub use admin::{BulkAction, JobFilter, JobState, JobSummary, QueueStats};
+pub use backoff::Backoff;
+pub use enqueue::{Enqueued, NewJob, enqueue, enqueue_many};
+pub use job::{Job, JobError, JobMeta, PlainJob, TransactionalJob};
+pub use maintenance::{Maintenance, MaintenanceConfig, MissedTicks, Periodic};
+pub use registry::Registry;
+pub use worker::{Worker, WorkerConfig};
+
+use sqlx::{PgPool, migrate::Migrator};
+
+/// The engine's own migrations table, so its schema history never mixes with the application's.
+pub const MIGRATIONS_TABLE: &str = "_syncbridge_jobs_migrations";
+
+/// The engine's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("job arguments do not serialise: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("the unique key `{0}` is contended by concurrent enqueues; try again")]
+    UniqueContention(String),
+    #[error("invalid schedule {0}")]
+    Schedule(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The engine's migrations, recorded in [`MIGRATIONS_TABLE`].
+pub fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// Applies the engine's pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    migrator().run(pool).await?;
+    Ok(())
+}

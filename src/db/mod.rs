@@ -106,10 +106,14 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<()> {
         .connect_with(options.clone())
         .await
         .context("cannot connect to the database to migrate it")?;
+    // The application's first: its roles and default privileges then cover the engine's tables.
     MIGRATOR
         .run(&pool)
         .await
         .context("database migration failed")?;
+    jobs::migrate(&pool)
+        .await
+        .context("job queue migration failed")?;
     pool.close().await;
     Ok(())
 }
@@ -123,37 +127,40 @@ pub enum Readiness {
 }
 
 pub async fn readiness(pool: &PgPool) -> Readiness {
-    let applied: Result<Vec<i64>, sqlx::Error> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+    let mut applied_total = 0;
+    let mut expected_total = 0;
+    let jobs_migrator = jobs::migrator();
+    for (table, migrator) in [
+        ("_sqlx_migrations", &MIGRATOR),
+        (jobs::MIGRATIONS_TABLE, &jobs_migrator),
+    ] {
+        let expected: Vec<i64> = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .collect();
+        expected_total += expected.len();
+        let sql = format!("SELECT version FROM {table} WHERE success ORDER BY version");
+        let applied: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_all(pool)
             .await;
-    let expected: Vec<i64> = MIGRATOR
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration())
-        .map(|m| m.version)
-        .collect();
-    match applied {
-        Ok(applied) => {
-            let all_applied = expected.iter().all(|v| applied.contains(v));
-            if all_applied {
-                Readiness::Ready
-            } else {
-                Readiness::MigrationsPending {
-                    applied: applied.len(),
-                    expected: expected.len(),
-                }
+        match applied {
+            Ok(applied) => {
+                applied_total += expected.iter().filter(|v| applied.contains(v)).count();
             }
+            // No migration table yet, or the roles the first migration creates do not exist.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P01") | Some("22023")) => {}
+            Err(e) => return Readiness::Unreachable(e.to_string()),
         }
-        // No migration table, or the roles it creates do not exist yet.
-        Err(sqlx::Error::Database(e))
-            if matches!(e.code().as_deref(), Some("42P01") | Some("22023")) =>
-        {
-            Readiness::MigrationsPending {
-                applied: 0,
-                expected: expected.len(),
-            }
+    }
+    if applied_total == expected_total {
+        Readiness::Ready
+    } else {
+        Readiness::MigrationsPending {
+            applied: applied_total,
+            expected: expected_total,
         }
-        Err(e) => Readiness::Unreachable(e.to_string()),
     }
 }
 

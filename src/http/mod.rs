@@ -1,12 +1,17 @@
 //! The web process: the axum router, its shared state, and serving with graceful shutdown.
 
+mod admin_jobs;
 pub mod error;
 mod health;
 
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
-use axum::{Router, routing::get};
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,12 +24,18 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// `None` turns the admin API off.
+    pub admin_token: Option<SecretString>,
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/admin/jobs", get(admin_jobs::list))
+        .route("/api/admin/jobs/stats", get(admin_jobs::stats))
+        .route("/api/admin/jobs/retry", post(admin_jobs::retry))
+        .route("/api/admin/jobs/cancel", post(admin_jobs::cancel))
         .fallback(error::not_found)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

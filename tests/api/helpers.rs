@@ -99,7 +99,7 @@ async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
             let mut hasher = Sha256::new();
-            for m in MIGRATOR.iter() {
+            for m in MIGRATOR.iter().chain(jobs::migrator().iter()) {
                 hasher.update(m.version.to_le_bytes());
                 hasher.update(&*m.checksum);
             }
@@ -259,6 +259,9 @@ impl TestDb {
     }
 }
 
+/// The admin token test apps accept.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// The web process of one test, serving on a free port over its own database.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -284,6 +287,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let state = http::AppState {
             pool: pool.unwrap_or_else(|| db.pool.clone()),
+            admin_token: Some(ADMIN_TOKEN.to_string().into()),
         };
         let app = http::router(state, Duration::from_secs(30));
         let shutdown = CancellationToken::new();

@@ -4,4 +4,5 @@ mod cli;
 mod embedded;
 mod health;
 mod helpers;
+mod queue;
 mod rls;

@@ -1,0 +1,313 @@
+//! Operator actions on jobs: list and count by filter, retry, cancel or delete any number of
+//! jobs by ids or by filter (server-side, in batches), pause and resume queues, and statistics.
+//! Every statement is fixed text with bound parameters: filters are never interpolated.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::{Error, enqueue::NOTIFY_CHANNEL};
+
+/// The states of a job; see the crate README for the diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Available,
+    Scheduled,
+    Running,
+    Retryable,
+    Completed,
+    /// Dead: out of attempts, or failed permanently. Admins can retry it.
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        Self::Available,
+        Self::Scheduled,
+        Self::Running,
+        Self::Retryable,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Retryable => "retryable",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = if s == "dead" { "failed" } else { s };
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown job state `{s}`; expected one of: dead, {}",
+                    Self::ALL.map(|s| s.as_str()).join(", ")
+                ))
+            })
+    }
+}
+
+/// Which jobs an admin action applies to; empty fields match everything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobFilter {
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    #[serde(default)]
+    pub states: Vec<JobState>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub tag: Option<String>,
+}
+
+impl JobFilter {
+    fn states(&self) -> Option<Vec<&'static str>> {
+        (!self.states.is_empty()).then(|| self.states.iter().map(|s| s.as_str()).collect())
+    }
+
+    fn ids(&self) -> Option<&[i64]> {
+        (!self.ids.is_empty()).then_some(self.ids.as_slice())
+    }
+}
+
+/// The filter as SQL over parameters $1..$5; every admin statement shares it.
+const FILTER: &str = "($1::bigint[] IS NULL OR id = ANY($1))
+     AND ($2::text[] IS NULL OR state = ANY($2))
+     AND ($3::text IS NULL OR queue = $3)
+     AND ($4::text IS NULL OR kind = $4)
+     AND ($5::text IS NULL OR tag = $5)";
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobSummary {
+    pub id: i64,
+    pub kind: String,
+    pub queue: String,
+    pub state: String,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub tag: Option<String>,
+    pub unique_key: Option<String>,
+    pub args: serde_json::Value,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub attempted_by: Option<String>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// Every failed attempt: `{attempt, at, error, worker?}`.
+    pub errors: serde_json::Value,
+}
+
+/// Jobs matching `filter`, newest first, `limit` at most, older than `before_id` when paging.
+pub async fn list(
+    pool: &PgPool,
+    filter: &JobFilter,
+    limit: i64,
+    before_id: Option<i64>,
+) -> Result<Vec<JobSummary>, Error> {
+    let sql = format!(
+        "SELECT id, kind, queue, state, priority, attempt, max_attempts, tag, unique_key, args,
+                scheduled_at, attempted_at, attempted_by, finalized_at, created_at, errors
+         FROM jobs WHERE {FILTER} AND ($6::bigint IS NULL OR id < $6)
+         ORDER BY id DESC LIMIT $7"
+    );
+    Ok(sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(sql))
+        .bind(filter.ids())
+        .bind(filter.states())
+        .bind(&filter.queue)
+        .bind(&filter.kind)
+        .bind(&filter.tag)
+        .bind(before_id)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(pool)
+        .await?)
+}
+
+pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64, Error> {
+    let sql = format!("SELECT count(*) FROM jobs WHERE {FILTER}");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(filter.ids())
+        .bind(filter.states())
+        .bind(&filter.queue)
+        .bind(&filter.kind)
+        .bind(&filter.tag)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// An action applied in batches; each variant says which states it may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkAction {
+    /// Dead, cancelled, retryable or scheduled → available now, with at least one attempt left.
+    Retry,
+    /// Not yet finished → cancelled. A running job's result is then ignored.
+    Cancel,
+    /// Anything not running → gone.
+    Delete,
+}
+
+impl BulkAction {
+    fn statement(self) -> &'static str {
+        match self {
+            Self::Retry => {
+                "UPDATE jobs SET state = 'available', scheduled_at = now(), finalized_at = NULL,
+                        max_attempts = GREATEST(max_attempts, attempt + 1)
+                 FROM batch WHERE jobs.id = batch.id
+                   AND (jobs.unique_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM jobs live WHERE live.unique_key = jobs.unique_key
+                          AND live.state IN ('available', 'scheduled', 'running', 'retryable')
+                          AND live.id <> jobs.id))
+                 RETURNING jobs.id, jobs.queue"
+            }
+            Self::Cancel => {
+                "UPDATE jobs SET state = 'cancelled', finalized_at = now()
+                 FROM batch WHERE jobs.id = batch.id RETURNING jobs.id, jobs.queue"
+            }
+            Self::Delete => {
+                "DELETE FROM jobs USING batch WHERE jobs.id = batch.id RETURNING jobs.id, jobs.queue"
+            }
+        }
+    }
+
+    fn allowed_states(self) -> &'static [&'static str] {
+        match self {
+            Self::Retry => &["failed", "cancelled", "retryable", "scheduled"],
+            Self::Cancel => &["available", "scheduled", "running", "retryable"],
+            Self::Delete => &[
+                "available",
+                "scheduled",
+                "retryable",
+                "completed",
+                "failed",
+                "cancelled",
+            ],
+        }
+    }
+}
+
+/// Applies `action` to every job matching `filter` (and allowed for the action), `batch` rows per
+/// statement, calling `progress` with the running total. Returns how many jobs it changed.
+pub async fn apply(
+    pool: &PgPool,
+    action: BulkAction,
+    filter: &JobFilter,
+    batch: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, Error> {
+    let sql = format!(
+        "WITH batch AS (
+             SELECT id FROM jobs
+             WHERE {FILTER} AND state = ANY($6) AND id > $7
+             ORDER BY id LIMIT $8
+             FOR UPDATE SKIP LOCKED
+         ), done AS ({})
+         SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM done),
+                ARRAY(SELECT DISTINCT queue FROM done)",
+        action.statement()
+    );
+    let mut cursor = 0_i64;
+    let mut total = 0_u64;
+    loop {
+        let (last, changed, queues): (Option<i64>, i64, Vec<String>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(filter.ids())
+                .bind(filter.states())
+                .bind(&filter.queue)
+                .bind(&filter.kind)
+                .bind(&filter.tag)
+                .bind(action.allowed_states())
+                .bind(cursor)
+                .bind(batch.max(1))
+                .fetch_one(pool)
+                .await?;
+        total += changed as u64;
+        if action == BulkAction::Retry {
+            for queue in queues {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(NOTIFY_CHANNEL)
+                    .bind(queue)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        progress(total);
+        match last {
+            Some(last) => cursor = last,
+            None => break,
+        }
+    }
+    Ok(total)
+}
+
+pub async fn pause_queue(pool: &PgPool, queue: &str) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO job_queues (name, paused_at) VALUES ($1, now())
+         ON CONFLICT (name) DO UPDATE SET paused_at = now(), updated_at = now()",
+    )
+    .bind(queue)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn resume_queue(pool: &PgPool, queue: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE job_queues SET paused_at = NULL, updated_at = now() WHERE name = $1")
+        .bind(queue)
+        .execute(pool)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(queue)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Jobs per queue and state, with the age of the oldest available job of each queue.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct QueueStats {
+    pub queue: String,
+    pub state: String,
+    pub count: i64,
+    /// Seconds the oldest runnable job has waited (available rows only).
+    pub oldest_available_age_secs: Option<f64>,
+    pub paused: bool,
+}
+
+pub async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, Error> {
+    Ok(sqlx::query_as::<_, QueueStats>(
+        "SELECT j.queue, j.state, count(*) AS count,
+                CASE WHEN j.state = 'available'
+                     THEN extract(epoch FROM now() - min(j.scheduled_at))::float8 END
+                    AS oldest_available_age_secs,
+                coalesce(bool_or(q.paused_at IS NOT NULL), false) AS paused
+         FROM jobs j LEFT JOIN job_queues q ON q.name = j.queue
+         GROUP BY j.queue, j.state
+         ORDER BY j.queue, j.state",
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,264 @@
+//! Enqueueing: one job or many in one statement, on any executor, so a caller's open transaction
+//! commits its business rows and its jobs together (or neither).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::{Error, job::Job};
+
+/// The channel workers LISTEN on; the payload is the queue name.
+pub const NOTIFY_CHANNEL: &str = "syncbridge_jobs";
+/// At most one NOTIFY per queue per process in this window: a NOTIFY serialises commits, so one
+/// per insert would cap enqueue throughput. Workers also poll, so a skipped one costs little.
+const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(5);
+
+/// A job ready to be inserted.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub queue: String,
+    pub args: serde_json::Value,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub timeout: Option<Duration>,
+    pub retry_delay: Option<Duration>,
+    pub unique_key: Option<String>,
+    pub tag: Option<String>,
+    /// `None`: run now. In the future: the job waits in `scheduled`.
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    pub fn new<J: Job>(job: &J) -> Result<Self, Error> {
+        Ok(Self {
+            kind: J::KIND.to_string(),
+            queue: J::QUEUE.to_string(),
+            args: serde_json::to_value(job)?,
+            priority: J::PRIORITY,
+            max_attempts: J::MAX_ATTEMPTS,
+            timeout: Some(J::TIMEOUT),
+            retry_delay: job.retry_delay(),
+            unique_key: job.unique_key(),
+            tag: job.tag(),
+            run_at: None,
+        })
+    }
+
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    fn runs_now(&self) -> bool {
+        self.run_at.is_none_or(|at| at <= Utc::now())
+    }
+}
+
+fn millis(d: Option<Duration>) -> Option<i32> {
+    d.map(|d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX))
+}
+
+const LIVE_STATES: &str = "('available', 'scheduled', 'running', 'retryable')";
+
+/// Inserts one job and returns its id, or the id of the live job holding its unique key.
+pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<i64, Error> {
+    // A conflicting insert by a concurrent transaction can leave neither a new row nor a visible
+    // old one; trying again then sees the outcome of that transaction.
+    for _ in 0..5 {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO jobs (kind, queue, args, state, priority, max_attempts, timeout_ms,
+                               retry_delay_ms, unique_key, tag, scheduled_at)
+             VALUES ($1, $2, $3,
+                     CASE WHEN $10::timestamptz IS NULL OR $10 <= now() THEN 'available' ELSE 'scheduled' END,
+                     $4, $5, $6, $7, $8, $9, COALESCE($10, now()))
+             ON CONFLICT (unique_key)
+                 WHERE unique_key IS NOT NULL AND state IN ('available', 'scheduled', 'running', 'retryable')
+                 DO NOTHING
+             RETURNING id",
+        )
+        .bind(&job.kind)
+        .bind(&job.queue)
+        .bind(&job.args)
+        .bind(job.priority)
+        .bind(job.max_attempts)
+        .bind(millis(job.timeout))
+        .bind(millis(job.retry_delay))
+        .bind(&job.unique_key)
+        .bind(&job.tag)
+        .bind(job.run_at)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = inserted {
+            if job.runs_now() {
+                notify(&mut *conn, &job.queue).await?;
+            }
+            return Ok(id);
+        }
+        let key = job.unique_key.as_deref().unwrap_or_default();
+        if let Some(id) = live_job_with_key(&mut *conn, key).await? {
+            return Ok(id);
+        }
+    }
+    Err(Error::UniqueContention(
+        job.unique_key.clone().unwrap_or_default(),
+    ))
+}
+
+async fn live_job_with_key<'e>(conn: impl PgExecutor<'e>, key: &str) -> Result<Option<i64>, Error> {
+    let sql = format!("SELECT id FROM jobs WHERE unique_key = $1 AND state IN {LIVE_STATES}");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(key)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// What a bulk enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Ids of every job asked for: newly inserted ones and live ones holding a unique key.
+    pub ids: Vec<i64>,
+    /// How many rows were new.
+    pub inserted: usize,
+}
+
+/// Inserts many jobs in one statement (`unnest` of arrays). Jobs whose unique key is held by a
+/// live job (or by an earlier job in the same call) are not inserted; their live id is returned.
+pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Enqueued, Error> {
+    if jobs.is_empty() {
+        return Ok(Enqueued {
+            ids: Vec::new(),
+            inserted: 0,
+        });
+    }
+    let n = jobs.len();
+    let mut kinds = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut timeouts = Vec::with_capacity(n);
+    let mut retry_delays = Vec::with_capacity(n);
+    let mut unique_keys = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    let mut run_ats = Vec::with_capacity(n);
+    for job in jobs {
+        kinds.push(job.kind.as_str());
+        queues.push(job.queue.as_str());
+        args.push(job.args.to_string());
+        priorities.push(job.priority);
+        max_attempts.push(job.max_attempts);
+        timeouts.push(millis(job.timeout));
+        retry_delays.push(millis(job.retry_delay));
+        unique_keys.push(job.unique_key.as_deref());
+        tags.push(job.tag.as_deref());
+        run_ats.push(job.run_at);
+    }
+    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "INSERT INTO jobs (kind, queue, args, state, priority, max_attempts, timeout_ms,
+                           retry_delay_ms, unique_key, tag, scheduled_at)
+         SELECT kind, queue, args::jsonb,
+                CASE WHEN run_at IS NULL OR run_at <= now() THEN 'available' ELSE 'scheduled' END,
+                priority, max_attempts, timeout_ms, retry_delay_ms, unique_key, tag, COALESCE(run_at, now())
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int4[], $6::int4[],
+                     $7::int4[], $8::text[], $9::text[], $10::timestamptz[])
+              AS t(kind, queue, args, priority, max_attempts, timeout_ms, retry_delay_ms, unique_key, tag, run_at)
+         ON CONFLICT (unique_key)
+             WHERE unique_key IS NOT NULL AND state IN ('available', 'scheduled', 'running', 'retryable')
+             DO NOTHING
+         RETURNING id, unique_key",
+    )
+    .bind(&kinds)
+    .bind(&queues)
+    .bind(&args)
+    .bind(&priorities)
+    .bind(&max_attempts)
+    .bind(&timeouts)
+    .bind(&retry_delays)
+    .bind(&unique_keys)
+    .bind(&tags)
+    .bind(&run_ats)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let inserted = rows.len();
+    let mut ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    let inserted_keys: std::collections::HashSet<&str> =
+        rows.iter().filter_map(|(_, k)| k.as_deref()).collect();
+    let mut missing: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j.unique_key.as_deref())
+        .filter(|k| !inserted_keys.contains(k))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        let sql =
+            format!("SELECT id FROM jobs WHERE unique_key = ANY($1) AND state IN {LIVE_STATES}");
+        let existing: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await?;
+        ids.extend(existing);
+    }
+    if inserted > 0 {
+        let mut notified: Vec<&str> = jobs
+            .iter()
+            .filter(|j| j.runs_now())
+            .map(|j| j.queue.as_str())
+            .collect();
+        notified.sort_unstable();
+        notified.dedup();
+        for queue in notified {
+            notify(&mut *conn, queue).await?;
+        }
+    }
+    Ok(Enqueued { ids, inserted })
+}
+
+static LAST_NOTIFY: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+
+/// Wakes idle workers of `queue` when the enclosing transaction commits, at most once per
+/// [`NOTIFY_DEBOUNCE`] per queue in this process.
+async fn notify(conn: &mut PgConnection, queue: &str) -> Result<(), Error> {
+    let due = {
+        let mut guard = LAST_NOTIFY.lock().unwrap_or_else(|p| p.into_inner());
+        let map = guard.get_or_insert_with(HashMap::new);
+        let now = Instant::now();
+        match map.get(queue) {
+            Some(last) if now.duration_since(*last) < NOTIFY_DEBOUNCE => false,
+            _ => {
+                map.insert(queue.to_string(), now);
+                true
+            }
+        }
+    };
+    if due {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(queue)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}

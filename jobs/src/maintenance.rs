@@ -1,0 +1,346 @@
+//! Maintenance, run by one elected leader among any number of processes: promoting due jobs,
+//! rescuing the jobs of dead workers, pruning finished jobs, and enqueueing periodic (cron) jobs.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error,
+    enqueue::{NOTIFY_CHANNEL, NewJob, enqueue},
+};
+
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    /// How often the leader runs its duties (and others try to become leader).
+    pub interval: Duration,
+    /// A leader that has not renewed for this long is replaced.
+    pub lease: Duration,
+    /// A worker whose heartbeat is older than this is dead; its running jobs are rescued.
+    pub stale_after: Duration,
+    pub keep_completed: Duration,
+    pub keep_failed: Duration,
+    /// Most rows one maintenance statement touches, so no statement holds locks for long.
+    pub batch: i64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            lease: Duration::from_secs(15),
+            stale_after: Duration::from_secs(20),
+            keep_completed: Duration::from_secs(24 * 3600),
+            keep_failed: Duration::from_secs(7 * 24 * 3600),
+            batch: 10_000,
+        }
+    }
+}
+
+/// How late a tick may be enqueued and still count as on time.
+const MISSED_GRACE: Duration = Duration::from_secs(60);
+
+/// What to do with ticks that passed while nothing ran. Either way, several missed ticks never
+/// produce several jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissedTicks {
+    /// Forget them; only a tick that is due now runs.
+    Skip,
+    /// Run once, for the latest missed tick.
+    RunLatest,
+}
+
+/// A job enqueued on a cron schedule.
+#[derive(Clone)]
+pub struct Periodic {
+    pub name: String,
+    pub schedule: cron::Schedule,
+    pub missed: MissedTicks,
+    /// Builds the job for one tick.
+    pub make: Arc<dyn Fn(DateTime<Utc>) -> NewJob + Send + Sync>,
+}
+
+impl std::fmt::Debug for Periodic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Periodic")
+            .field("name", &self.name)
+            .field("schedule", &self.schedule.to_string())
+            .field("missed", &self.missed)
+            .finish()
+    }
+}
+
+impl Periodic {
+    /// `expression` is in the `cron` crate's syntax: seconds first (6 or 7 fields).
+    pub fn new(
+        name: impl Into<String>,
+        expression: &str,
+        missed: MissedTicks,
+        make: impl Fn(DateTime<Utc>) -> NewJob + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let schedule = cron::Schedule::from_str(expression)
+            .map_err(|e| Error::Schedule(format!("`{expression}`: {e}")))?;
+        Ok(Self {
+            name: name.into(),
+            schedule,
+            missed,
+            make: Arc::new(make),
+        })
+    }
+
+    /// The latest tick at or before `now`.
+    fn latest_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // `after` is exclusive: start just past `now` and step back once.
+        self.schedule
+            .after(&(now + chrono::Duration::milliseconds(1)))
+            .next_back()
+    }
+}
+
+/// Leader election and the leader's duties, for one process.
+pub struct Maintenance {
+    pool: PgPool,
+    config: MaintenanceConfig,
+    periodic: Vec<Periodic>,
+    id: String,
+}
+
+impl Maintenance {
+    pub fn new(pool: PgPool, config: MaintenanceConfig, periodic: Vec<Periodic>) -> Self {
+        Self {
+            pool,
+            config,
+            periodic,
+            id: crate::worker::new_worker_id(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Competes for leadership every interval and, while leader, runs the duties; gives the
+    /// lease up on shutdown so another process takes over at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            match try_lead(&self.pool, &self.id, self.config.lease).await {
+                Ok(now_leading) => {
+                    if now_leading != leading {
+                        tracing::info!(maintenance.id = %self.id, leader = now_leading, "job maintenance leadership changed");
+                        leading = now_leading;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election failed");
+                    leading = false;
+                }
+            }
+            if leading && let Err(e) = self.run_duties(Utc::now()).await {
+                tracing::warn!(error = %e, "job maintenance failed; trying again next interval");
+            }
+        }
+        if leading {
+            let _ =
+                sqlx::query("DELETE FROM job_leader WHERE name = 'maintenance' AND leader_id = $1")
+                    .bind(&self.id)
+                    .execute(&self.pool)
+                    .await;
+        }
+    }
+
+    /// One round of the leader's duties, at `now` for the periodic schedules.
+    pub async fn run_duties(&self, now: DateTime<Utc>) -> Result<(), Error> {
+        rescue_stale(&self.pool, self.config.stale_after).await?;
+        promote_due(&self.pool, self.config.batch).await?;
+        prune(&self.pool, &self.config).await?;
+        for periodic in &self.periodic {
+            enqueue_due_tick(&self.pool, periodic, now).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes or renews the leader lease; true while this process holds it.
+pub async fn try_lead(pool: &PgPool, id: &str, lease: Duration) -> Result<bool, Error> {
+    let leader: Option<String> = sqlx::query_scalar(
+        "INSERT INTO job_leader (name, leader_id, expires_at)
+         VALUES ('maintenance', $1, now() + $2 * interval '1 millisecond')
+         ON CONFLICT (name) DO UPDATE
+             SET leader_id = excluded.leader_id,
+                 expires_at = excluded.expires_at,
+                 elected_at = CASE WHEN job_leader.leader_id = excluded.leader_id
+                                   THEN job_leader.elected_at ELSE now() END
+             WHERE job_leader.leader_id = excluded.leader_id OR job_leader.expires_at < now()
+         RETURNING leader_id",
+    )
+    .bind(id)
+    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .fetch_optional(pool)
+    .await?;
+    Ok(leader.as_deref() == Some(id))
+}
+
+/// Scheduled and retryable jobs whose time has come become available; their queues are woken.
+pub async fn promote_due(pool: &PgPool, batch: i64) -> Result<u64, Error> {
+    let queues: Vec<String> = sqlx::query_scalar(
+        "WITH due AS (
+             SELECT id FROM jobs
+             WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= now()
+             ORDER BY scheduled_at LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), promoted AS (
+             UPDATE jobs SET state = 'available' FROM due WHERE jobs.id = due.id
+             RETURNING jobs.queue
+         )
+         SELECT DISTINCT queue FROM promoted",
+    )
+    .bind(batch)
+    .fetch_all(pool)
+    .await?;
+    for queue in &queues {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(queue)
+            .execute(pool)
+            .await?;
+    }
+    Ok(queues.len() as u64)
+}
+
+/// Running jobs of workers that stopped heartbeating (or deregistered without finishing them)
+/// go back to retryable, or to failed at their last attempt. Fenced on `state = 'running'` in the
+/// same statement, so a completion that wins the row lock is never undone.
+pub async fn rescue_stale(pool: &PgPool, stale_after: Duration) -> Result<u64, Error> {
+    let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
+    let rescued = sqlx::query(
+        "UPDATE jobs SET
+             state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retryable' END,
+             scheduled_at = now(),
+             finalized_at = CASE WHEN attempt >= max_attempts THEN now() END,
+             errors = errors || jsonb_build_array(jsonb_build_object(
+                 'attempt', attempt, 'at', now(),
+                 'error', 'worker ' || coalesce(attempted_by, '?') || ' stopped heartbeating; job rescued'))
+         WHERE state = 'running'
+           AND attempted_at < now() - $1 * interval '1 millisecond'
+           AND NOT EXISTS (SELECT 1 FROM job_workers w
+                           WHERE w.id = jobs.attempted_by
+                             AND w.heartbeat_at >= now() - $1 * interval '1 millisecond')",
+    )
+    .bind(stale_ms)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM job_workers WHERE heartbeat_at < now() - $1 * interval '1 millisecond'",
+    )
+    .bind(stale_ms)
+    .execute(pool)
+    .await?;
+    if rescued > 0 {
+        tracing::warn!(
+            jobs = rescued,
+            "rescued jobs of workers that stopped heartbeating"
+        );
+    }
+    Ok(rescued)
+}
+
+/// Deletes completed jobs older than their retention, and failed or cancelled ones older than
+/// theirs, a batch at a time.
+pub async fn prune(pool: &PgPool, config: &MaintenanceConfig) -> Result<u64, Error> {
+    let mut total = 0;
+    for (states, keep) in [
+        (&["completed"][..], config.keep_completed),
+        (&["failed", "cancelled"][..], config.keep_failed),
+    ] {
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE state = ANY($1) AND finalized_at < now() - $2 * interval '1 millisecond'
+                 LIMIT $3)",
+        )
+        .bind(states)
+        .bind(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+        .bind(config.batch)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+    }
+    Ok(total)
+}
+
+/// Enqueues the job of the schedule's latest tick at or before `now`, unless that tick (or a later
+/// one) was enqueued already. Advancing `job_schedules.last_tick` and inserting the job share one
+/// transaction and the advance is a compare-and-set, so racing leaders produce one job per tick.
+/// Returns the tick enqueued, if any.
+pub async fn enqueue_due_tick(
+    pool: &PgPool,
+    periodic: &Periodic,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    let Some(tick) = periodic.latest_tick(now) else {
+        return Ok(None);
+    };
+    let mut tx = pool.begin().await?;
+    let last: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT last_tick FROM job_schedules WHERE name = $1 FOR UPDATE")
+            .bind(&periodic.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(last) = last else {
+        // A new schedule starts from now: ticks before it existed are not missed ticks.
+        sqlx::query(
+            "INSERT INTO job_schedules (name, last_tick) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&periodic.name)
+        .bind(tick)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(None);
+    };
+    if tick <= last {
+        return Ok(None);
+    }
+    // A tick that passed more than the grace ago passed while nothing ran: it was missed.
+    let missed = (now - tick).to_std().unwrap_or_default() > MISSED_GRACE;
+    let run = !missed || periodic.missed == MissedTicks::RunLatest;
+    sqlx::query("UPDATE job_schedules SET last_tick = $2, updated_at = now() WHERE name = $1")
+        .bind(&periodic.name)
+        .bind(tick)
+        .execute(&mut *tx)
+        .await?;
+    if run {
+        let job = (periodic.make)(tick).unique_key(format!(
+            "periodic:{}:{}",
+            periodic.name,
+            tick.to_rfc3339()
+        ));
+        enqueue(&mut tx, &job).await?;
+    }
+    tx.commit().await?;
+    Ok(run.then_some(tick))
+}
+
+/// For tests and tools: the last tick recorded for a schedule.
+pub async fn last_tick(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT last_tick FROM job_schedules WHERE name = $1")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?,
+    )
+}

@@ -1,0 +1,191 @@
+//! `/api/admin/jobs`: the operator's view of background jobs (list, stats, retry, cancel),
+//! behind the admin token. Per-tenant admin access comes with a later issue.
+
+use axum::{
+    Json,
+    extract::{FromRequestParts, Query, State},
+    http::{StatusCode, request::Parts},
+};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::{AppState, error::ApiError};
+
+/// Proof that the request carried the admin token (`Authorization: Bearer <token>`).
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.admin_token else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "the admin API is off: set SYNCBRIDGE_ADMIN_TOKEN to turn it on",
+            ));
+        };
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            Some(token)
+                if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) =>
+            {
+                Ok(AdminAuth)
+            }
+            Some(_) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_admin_token",
+                "the admin token is not valid",
+            )),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_admin_token",
+                "send the admin token as `Authorization: Bearer <token>`",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+    tag: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+    /// Paging: only jobs with a smaller id (pass the previous page's `next_before`).
+    before: Option<i64>,
+}
+
+fn default_limit() -> i64 {
+    50
+}
+
+fn bad_filter(e: jobs::Error) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_filter", e.to_string())
+}
+
+pub async fn list(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = jobs::JobFilter {
+        ids: Vec::new(),
+        states: q
+            .state
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(bad_filter)?
+            .into_iter()
+            .collect(),
+        queue: q.queue,
+        kind: q.kind,
+        tag: q.tag,
+    };
+    let limit = q.limit.clamp(1, 1_000);
+    let found = jobs::admin::list(&state.pool, &filter, limit, q.before)
+        .await
+        .map_err(ApiError::internal)?;
+    let next_before = (found.len() as i64 == limit)
+        .then(|| found.last().map(|j| j.id))
+        .flatten();
+    Ok(Json(json!({ "jobs": found, "next_before": next_before })))
+}
+
+pub async fn stats(_: AdminAuth, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stats = jobs::admin::stats(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "queues": stats })))
+}
+
+/// Which jobs a bulk action applies to: ids, a filter, or both (both must match).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    #[serde(default)]
+    ids: Vec<i64>,
+    #[serde(default)]
+    filter: Option<FilterBody>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilterBody {
+    #[serde(default)]
+    states: Vec<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+    tag: Option<String>,
+}
+
+impl BulkRequest {
+    fn into_filter(self) -> Result<jobs::JobFilter, ApiError> {
+        let f = self.filter.unwrap_or_default();
+        let filter = jobs::JobFilter {
+            ids: self.ids,
+            states: f
+                .states
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()
+                .map_err(bad_filter)?,
+            queue: f.queue,
+            kind: f.kind,
+            tag: f.tag,
+        };
+        if filter.ids.is_empty()
+            && filter.states.is_empty()
+            && filter.queue.is_none()
+            && filter.kind.is_none()
+            && filter.tag.is_none()
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "empty_selection",
+                "name the jobs: give `ids`, a `filter`, or both",
+            ));
+        }
+        Ok(filter)
+    }
+}
+
+async fn bulk(
+    state: &AppState,
+    action: jobs::BulkAction,
+    body: BulkRequest,
+) -> Result<u64, ApiError> {
+    let filter = body.into_filter()?;
+    jobs::admin::apply(&state.pool, action, &filter, 5_000, |_| {})
+        .await
+        .map_err(ApiError::internal)
+}
+
+pub async fn retry(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Json(body): Json<BulkRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let retried = bulk(&state, jobs::BulkAction::Retry, body).await?;
+    Ok(Json(json!({ "retried": retried })))
+}
+
+pub async fn cancel(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Json(body): Json<BulkRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let cancelled = bulk(&state, jobs::BulkAction::Cancel, body).await?;
+    Ok(Json(json!({ "cancelled": cancelled })))
+}

@@ -1,0 +1,51 @@
+//! The application's jobs and the one place they are registered with the queue engine.
+//!
+//! A job's `KIND` is stored with every enqueued row: once released it never changes.
+
+mod ping;
+
+use std::time::Duration;
+
+use jobs::{Backoff, MaintenanceConfig, Registry, WorkerConfig};
+use sqlx::PgPool;
+
+use crate::config::{JobsConfig, WorkerConfig as WorkerSettings};
+pub use ping::Ping;
+
+/// What every job handler may use.
+#[derive(Clone)]
+pub struct JobContext {
+    pub pool: PgPool,
+}
+
+/// Every job kind this build can run, and the queues they run on.
+pub fn registry(settings: &WorkerSettings) -> Registry<JobContext> {
+    Registry::new()
+        .queue("default", settings.concurrency)
+        .plain::<Ping>()
+}
+
+pub fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
+    WorkerConfig {
+        fetch_batch: settings.fetch_batch,
+        poll_interval: Duration::from_millis(settings.poll_interval_ms),
+        heartbeat_interval: Duration::from_secs(settings.heartbeat_interval_secs.max(1)),
+        shutdown_deadline: Duration::from_secs(settings.shutdown_deadline_secs),
+        backoff: Backoff {
+            base: Duration::from_millis(settings.retry_base_ms),
+            max: Duration::from_secs(settings.retry_max_secs),
+            ..Backoff::default()
+        },
+        ..WorkerConfig::default()
+    }
+}
+
+pub fn maintenance_config(settings: &JobsConfig) -> MaintenanceConfig {
+    MaintenanceConfig {
+        interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
+        stale_after: Duration::from_secs(settings.stale_after_secs),
+        keep_completed: Duration::from_secs(settings.keep_completed_hours * 3600),
+        keep_failed: Duration::from_secs(settings.keep_failed_days * 24 * 3600),
+        ..MaintenanceConfig::default()
+    }
+}

@@ -1,0 +1,827 @@
+//! The queue engine against a real PostgreSQL: retries, timeouts, panics, uniqueness,
+//! transactional exactly-once, crash recovery, racing rescuers and leaders, shutdown, admin.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use jobs::{
+    Backoff, BulkAction, Job, JobError, JobFilter, JobMeta, JobState, Maintenance,
+    MaintenanceConfig, MissedTicks, NewJob, Periodic, PlainJob, Registry, TransactionalJob, Worker,
+    WorkerConfig, maintenance,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use syncbridge::tasks::Ping;
+use tokio::sync::Barrier;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb};
+
+#[derive(Clone)]
+struct Ctx {
+    runs: Arc<AtomicUsize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AlwaysFails;
+impl Job for AlwaysFails {
+    const KIND: &'static str = "test_always_fails";
+    const MAX_ATTEMPTS: i32 = 3;
+}
+impl PlainJob<Ctx> for AlwaysFails {
+    async fn run(&self, ctx: &Ctx, _: &JobMeta) -> Result<(), JobError> {
+        ctx.runs.fetch_add(1, Ordering::SeqCst);
+        Err(JobError::retry("boom"))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sleeper {
+    ms: u64,
+}
+impl Job for Sleeper {
+    const KIND: &'static str = "test_sleeper";
+    const MAX_ATTEMPTS: i32 = 1;
+    const TIMEOUT: Duration = Duration::from_millis(300);
+}
+impl PlainJob<Ctx> for Sleeper {
+    async fn run(&self, ctx: &Ctx, _: &JobMeta) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        ctx.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Panics;
+impl Job for Panics {
+    const KIND: &'static str = "test_panics";
+    const MAX_ATTEMPTS: i32 = 1;
+}
+impl PlainJob<Ctx> for Panics {
+    async fn run(&self, _: &Ctx, _: &JobMeta) -> Result<(), JobError> {
+        panic!("kaboom")
+    }
+}
+
+impl PlainJob<Ctx> for Ping {
+    async fn run(&self, ctx: &Ctx, _: &JobMeta) -> Result<(), JobError> {
+        ctx.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Writes one effect row; may fail after writing, or hang after writing, on its first attempt.
+#[derive(Serialize, Deserialize)]
+struct WriteEffect {
+    note: String,
+    fail_first: bool,
+    hang_first: bool,
+}
+impl Job for WriteEffect {
+    const KIND: &'static str = "test_write_effect";
+    const MAX_ATTEMPTS: i32 = 5;
+}
+impl TransactionalJob<Ctx> for WriteEffect {
+    async fn run(&self, ctx: &Ctx, meta: &JobMeta, tx: &mut PgConnection) -> Result<(), JobError> {
+        sqlx::query("INSERT INTO test_effects (job_id, note) VALUES ($1, $2)")
+            .bind(meta.id)
+            .bind(&self.note)
+            .execute(&mut *tx)
+            .await?;
+        ctx.runs.fetch_add(1, Ordering::SeqCst);
+        if meta.attempt == 1 && self.hang_first {
+            std::future::pending::<()>().await;
+        }
+        if meta.attempt == 1 && self.fail_first {
+            return Err(JobError::retry("failing after writing"));
+        }
+        Ok(())
+    }
+}
+
+fn registry() -> Registry<Ctx> {
+    Registry::new()
+        .queue("default", 20)
+        .plain::<AlwaysFails>()
+        .plain::<Sleeper>()
+        .plain::<Panics>()
+        .plain::<Ping>()
+        .transactional::<WriteEffect>()
+}
+
+fn fast_worker_config() -> WorkerConfig {
+    WorkerConfig {
+        poll_interval: Duration::from_millis(50),
+        heartbeat_interval: Duration::from_millis(200),
+        shutdown_deadline: Duration::from_secs(5),
+        backoff: Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            jitter: 0.0,
+        },
+        ..WorkerConfig::default()
+    }
+}
+
+fn fast_maintenance() -> MaintenanceConfig {
+    MaintenanceConfig {
+        interval: Duration::from_millis(20),
+        lease: Duration::from_secs(2),
+        stale_after: Duration::from_secs(1),
+        ..MaintenanceConfig::default()
+    }
+}
+
+/// A worker and a maintenance loop over `pool`, stopped (and awaited) by `stop`.
+struct Running {
+    shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<Result<(), jobs::Error>>,
+    maintenance: tokio::task::JoinHandle<()>,
+    ctx: Ctx,
+}
+
+impl Running {
+    fn start(pool: &PgPool, config: WorkerConfig) -> Self {
+        let ctx = Ctx {
+            runs: Arc::new(AtomicUsize::new(0)),
+        };
+        let shutdown = CancellationToken::new();
+        let worker = Worker::new(pool.clone(), ctx.clone(), registry(), config);
+        let worker = tokio::spawn(worker.run(shutdown.clone()));
+        let maintenance = Maintenance::new(pool.clone(), fast_maintenance(), Vec::new());
+        let maintenance = tokio::spawn(maintenance.run(shutdown.clone()));
+        Self {
+            shutdown,
+            worker,
+            maintenance,
+            ctx,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.worker.await.unwrap().unwrap();
+        self.maintenance.await.unwrap();
+    }
+}
+
+async fn enqueue_one(pool: &PgPool, job: NewJob) -> i64 {
+    let mut conn = pool.acquire().await.unwrap();
+    jobs::enqueue(&mut conn, &job).await.unwrap()
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    state: String,
+    attempt: i32,
+    errors: Value,
+}
+
+async fn job_row(pool: &PgPool, id: i64) -> Row {
+    sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until the job reaches one of `states`; the bound only turns a hang into a failure.
+async fn wait_for_state(pool: &PgPool, id: i64, states: &[&str]) -> Row {
+    for _ in 0..600 {
+        let row = job_row(pool, id).await;
+        if states.contains(&row.state.as_str()) {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "job {id} never reached {states:?}: {:?}",
+        job_row(pool, id).await
+    );
+}
+
+/// A table for transactional jobs to write to, created by the owner like any migration's table.
+async fn effects_table(db: &TestDb) {
+    let mut owner = db.owner().await;
+    sqlx::query("CREATE TABLE test_effects (job_id bigint NOT NULL, note text NOT NULL)")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+}
+
+fn error_times(errors: &Value) -> Vec<DateTime<Utc>> {
+    errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn failing_job_retries_with_growing_backoff_then_is_dead() {
+    let db = TestDb::migrated().await;
+    let running = Running::start(&db.pool, fast_worker_config());
+    let id = enqueue_one(&db.pool, NewJob::new(&AlwaysFails).unwrap()).await;
+
+    let row = wait_for_state(&db.pool, id, &["failed"]).await;
+    assert_eq!(row.attempt, 3);
+    let errors = row.errors.as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors.iter().all(|e| e["error"] == "boom"));
+    assert_eq!(
+        errors
+            .iter()
+            .map(|e| e["attempt"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // The backoff was kept in the database: 100 ms after the first failure, 200 ms after the second.
+    let at = error_times(&row.errors);
+    assert!(
+        at[1] - at[0] >= chrono::Duration::milliseconds(100),
+        "{at:?}"
+    );
+    assert!(
+        at[2] - at[1] >= chrono::Duration::milliseconds(200),
+        "{at:?}"
+    );
+    assert_eq!(running.ctx.runs.load(Ordering::SeqCst), 3);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_over_its_timeout_fails() {
+    let db = TestDb::migrated().await;
+    let running = Running::start(&db.pool, fast_worker_config());
+    let id = enqueue_one(&db.pool, NewJob::new(&Sleeper { ms: 10_000 }).unwrap()).await;
+    let row = wait_for_state(&db.pool, id, &["failed"]).await;
+    let message = row.errors[0]["error"].as_str().unwrap().to_string();
+    assert!(message.contains("timed out after 300 ms"), "{message}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_panic_fails_the_attempt_and_the_worker_goes_on() {
+    let db = TestDb::migrated().await;
+    let running = Running::start(&db.pool, fast_worker_config());
+    let panicking = enqueue_one(&db.pool, NewJob::new(&Panics).unwrap()).await;
+    let row = wait_for_state(&db.pool, panicking, &["failed"]).await;
+    assert!(
+        row.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked: kaboom")
+    );
+
+    let after = enqueue_one(&db.pool, NewJob::new(&Ping::default()).unwrap()).await;
+    wait_for_state(&db.pool, after, &["completed"]).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_enqueue_of_a_live_unique_job_returns_the_first() {
+    let db = TestDb::migrated().await;
+    let job = NewJob::new(&Ping::default()).unwrap().unique_key("sync:42");
+    let first = enqueue_one(&db.pool, job.clone()).await;
+    let second = enqueue_one(&db.pool, job.clone()).await;
+    assert_eq!(first, second);
+
+    // In bulk: duplicates inside the batch and against the live job collapse, nothing fails.
+    let batch = vec![
+        job.clone(),
+        NewJob::new(&Ping::default()).unwrap().unique_key("sync:43"),
+        NewJob::new(&Ping::default()).unwrap().unique_key("sync:43"),
+        NewJob::new(&Ping::default()).unwrap(),
+    ];
+    let mut conn = db.pool.acquire().await.unwrap();
+    let result = jobs::enqueue_many(&mut conn, &batch).await.unwrap();
+    assert_eq!(result.inserted, 2, "sync:43 once and the keyless job");
+    assert!(result.ids.contains(&first));
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+
+    // A finished job frees its key.
+    sqlx::query("UPDATE jobs SET state = 'completed', finalized_at = now() WHERE id = $1")
+        .bind(first)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let third = enqueue_one(&db.pool, job).await;
+    assert_ne!(third, first);
+}
+
+#[tokio::test]
+async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
+    let db = TestDb::migrated().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    jobs::enqueue(&mut tx, &NewJob::new(&Ping::default()).unwrap())
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 0);
+}
+
+#[tokio::test]
+async fn a_transactional_job_that_fails_leaves_no_effect_and_its_retry_takes_effect_once() {
+    let db = TestDb::migrated().await;
+    effects_table(&db).await;
+    let running = Running::start(&db.pool, fast_worker_config());
+    let id = enqueue_one(
+        &db.pool,
+        NewJob::new(&WriteEffect {
+            note: "once".into(),
+            fail_first: true,
+            hang_first: false,
+        })
+        .unwrap(),
+    )
+    .await;
+    let row = wait_for_state(&db.pool, id, &["completed"]).await;
+    assert_eq!(row.attempt, 2);
+    assert_eq!(row.errors.as_array().unwrap().len(), 1);
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM test_effects WHERE job_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        effects, 1,
+        "the failed attempt's write must have rolled back"
+    );
+    assert_eq!(running.ctx.runs.load(Ordering::SeqCst), 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_of_a_killed_worker_are_rescued_and_take_effect_exactly_once() {
+    let db = TestDb::migrated().await;
+    effects_table(&db).await;
+    let id = enqueue_one(
+        &db.pool,
+        NewJob::new(&WriteEffect {
+            note: "survives a crash".into(),
+            fail_first: false,
+            hang_first: true,
+        })
+        .unwrap(),
+    )
+    .await;
+
+    // Worker A runs on a runtime of its own, which is then dropped without any cleanup:
+    // no completion, no release, no deregistration, its connections simply vanish.
+    let owner = db.owner_options.clone();
+    let doomed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = rt
+            .block_on(async { syncbridge::db::connect(owner, &crate::helpers::database_config()) });
+        let ctx = Ctx {
+            runs: Arc::new(AtomicUsize::new(0)),
+        };
+        let worker = Worker::new(pool.clone(), ctx, registry(), fast_worker_config());
+        rt.spawn(worker.run(CancellationToken::new()));
+        rt
+    })
+    .join()
+    .unwrap();
+    let row = wait_for_state(&db.pool, id, &["running"]).await;
+    assert_eq!(row.attempt, 1);
+    doomed.shutdown_background();
+
+    // Worker B (with the rescuer) finds the job stranded, rescues it and runs it to completion.
+    let running = Running::start(&db.pool, fast_worker_config());
+    let row = wait_for_state(&db.pool, id, &["completed"]).await;
+    assert_eq!(row.attempt, 2);
+    assert!(
+        row.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped heartbeating"),
+        "{:?}",
+        row.errors
+    );
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM test_effects WHERE job_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
+    let db = TestDb::migrated().await;
+    // 50 jobs "running" on a worker that never registered (so: dead), claimed long ago.
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, state, attempt, attempted_by, attempted_at)
+         SELECT 'ping', 'running', 1, 'ghost', now() - interval '1 hour' FROM generate_series(1, 50)
+         RETURNING id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let completer = {
+        let (pool, ids, barrier) = (db.pool.clone(), ids.clone(), barrier.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let mut completed = Vec::new();
+            for id in ids {
+                // The completer's fenced statement, one job at a time to interleave with the rescuer.
+                let done = sqlx::query(
+                    "UPDATE jobs SET state = 'completed', finalized_at = now()
+                     WHERE id = $1 AND attempt = 1 AND state = 'running'",
+                )
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected();
+                if done == 1 {
+                    completed.push(id);
+                }
+            }
+            completed
+        })
+    };
+    let rescuer = {
+        let (pool, barrier) = (db.pool.clone(), barrier.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            maintenance::rescue_stale(&pool, Duration::from_secs(1))
+                .await
+                .unwrap()
+        })
+    };
+    let completed = completer.await.unwrap();
+    let rescued = rescuer.await.unwrap();
+    assert_eq!(
+        completed.len() as u64 + rescued,
+        50,
+        "each job is either completed or rescued"
+    );
+    for id in ids {
+        let row = job_row(&db.pool, id).await;
+        if completed.contains(&id) {
+            assert_eq!(
+                row.state, "completed",
+                "job {id} was completed, then changed"
+            );
+            assert_eq!(row.errors, serde_json::json!([]));
+        } else {
+            assert_eq!(row.state, "retryable");
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
+    let db = TestDb::migrated().await;
+    let periodic = Periodic::new(
+        "every-second",
+        "* * * * * *",
+        MissedTicks::RunLatest,
+        |_| NewJob::new(&Ping::default()).unwrap(),
+    )
+    .unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    // A controllable clock: every leader sees the same instants, advancing 500 ms per round.
+    let rounds = 40;
+    let barrier = Arc::new(Barrier::new(3));
+    let mut leaders = Vec::new();
+    for _ in 0..3 {
+        let (pool, periodic, barrier) = (db.pool.clone(), periodic.clone(), barrier.clone());
+        leaders.push(tokio::spawn(async move {
+            let mut enqueued = Vec::new();
+            for round in 0..rounds {
+                let now = start + chrono::Duration::milliseconds(500 * round);
+                barrier.wait().await;
+                if let Some(tick) = maintenance::enqueue_due_tick(&pool, &periodic, now)
+                    .await
+                    .unwrap()
+                {
+                    enqueued.push(tick);
+                }
+            }
+            enqueued
+        }));
+    }
+    let mut ticks = Vec::new();
+    for leader in leaders {
+        ticks.extend(leader.await.unwrap());
+    }
+    ticks.sort();
+    let unique: std::collections::BTreeSet<_> = ticks.iter().collect();
+    assert_eq!(
+        ticks.len(),
+        unique.len(),
+        "a tick was enqueued twice: {ticks:?}"
+    );
+    // The first round only registers the schedule; ticks 1 s .. 19 s follow.
+    assert_eq!(ticks.len(), 19, "{ticks:?}");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'ping'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 19);
+}
+
+#[tokio::test]
+async fn missed_ticks_follow_the_schedules_policy() {
+    let db = TestDb::migrated().await;
+    let hourly = |name: &str, missed| {
+        Periodic::new(name, "0 0 * * * *", missed, |_| {
+            NewJob::new(&Ping::default()).unwrap()
+        })
+        .unwrap()
+    };
+    let run_latest = hourly("catch-up", MissedTicks::RunLatest);
+    let skip = hourly("skip", MissedTicks::Skip);
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 8, 0, 0).unwrap();
+    // Down from 08:00 until 13:20: five ticks passed while nothing ran.
+    let back = Utc.with_ymd_and_hms(2026, 1, 1, 13, 20, 0).unwrap();
+    for p in [&run_latest, &skip] {
+        assert_eq!(
+            maintenance::enqueue_due_tick(&db.pool, p, t0)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        maintenance::enqueue_due_tick(&db.pool, &run_latest, back)
+            .await
+            .unwrap(),
+        Some(Utc.with_ymd_and_hms(2026, 1, 1, 13, 0, 0).unwrap()),
+        "run once, for the latest missed tick"
+    );
+    assert_eq!(
+        maintenance::enqueue_due_tick(&db.pool, &skip, back)
+            .await
+            .unwrap(),
+        None
+    );
+    // Both carry on normally with the next tick.
+    let next = Utc.with_ymd_and_hms(2026, 1, 1, 14, 0, 1).unwrap();
+    for p in [&run_latest, &skip] {
+        assert!(
+            maintenance::enqueue_due_tick(&db.pool, p, next)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 3);
+}
+
+#[tokio::test]
+async fn shutdown_lets_running_jobs_finish() {
+    let db = TestDb::migrated().await;
+    let running = Running::start(&db.pool, fast_worker_config());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(enqueue_one(&db.pool, NewJob::new(&Sleeper { ms: 150 }).unwrap()).await);
+    }
+    for id in &ids {
+        wait_for_state(&db.pool, *id, &["running", "completed"]).await;
+    }
+    let ctx = running.ctx.clone();
+    running.stop().await;
+    assert_eq!(ctx.runs.load(Ordering::SeqCst), 5);
+    for id in ids {
+        assert_eq!(job_row(&db.pool, id).await.state, "completed");
+    }
+    let workers: i64 = sqlx::query_scalar("SELECT count(*) FROM job_workers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(workers, 0, "a stopped worker deregisters");
+}
+
+#[tokio::test]
+async fn jobs_still_running_at_the_deadline_are_released_for_another_worker() {
+    let db = TestDb::migrated().await;
+    let config = WorkerConfig {
+        shutdown_deadline: Duration::from_millis(100),
+        ..fast_worker_config()
+    };
+    let running = Running::start(&db.pool, config);
+    let id = enqueue_one(
+        &db.pool,
+        NewJob::new(&Sleeper { ms: 60_000 })
+            .unwrap()
+            .max_attempts(3),
+    )
+    .await;
+    wait_for_state(&db.pool, id, &["running"]).await;
+    sqlx::query("UPDATE jobs SET timeout_ms = 120000 WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    running.stop().await;
+    let row = job_row(&db.pool, id).await;
+    assert_eq!(row.state, "available");
+    assert_eq!(row.attempt, 0, "an interrupted attempt does not count");
+}
+
+#[tokio::test]
+async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
+    let db = TestDb::migrated().await;
+    sqlx::query(
+        "INSERT INTO jobs (kind, queue, state, attempt, max_attempts, finalized_at, tag)
+         SELECT 'ping', 'default', 'failed', 3, 3, now(), 'tenant:a' FROM generate_series(1, 10000)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (kind, state, attempt, max_attempts, finalized_at, tag)
+         SELECT 'ping', 'failed', 3, 3, now(), 'tenant:b' FROM generate_series(1, 10)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let filter = JobFilter {
+        states: vec![JobState::Failed],
+        tag: Some("tenant:a".into()),
+        ..JobFilter::default()
+    };
+    let mut progress = Vec::new();
+    let retried = jobs::admin::apply(&db.pool, BulkAction::Retry, &filter, 3_000, |n| {
+        progress.push(n)
+    })
+    .await
+    .unwrap();
+    assert_eq!(retried, 10_000);
+    assert!(progress.len() >= 4, "worked in batches: {progress:?}");
+    let (available, max_attempts): (i64, i32) = sqlx::query_as(
+        "SELECT count(*), min(max_attempts) FROM jobs WHERE tag = 'tenant:a' AND state = 'available'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(available, 10_000);
+    assert_eq!(max_attempts, 4, "a revived job gets one more attempt");
+    let untouched: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tag = 'tenant:b' AND state = 'failed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(untouched, 10);
+}
+
+#[tokio::test]
+async fn a_paused_queue_starts_nothing_until_resumed() {
+    let db = TestDb::migrated().await;
+    jobs::admin::pause_queue(&db.pool, "default").await.unwrap();
+    let running = Running::start(&db.pool, fast_worker_config());
+    let id = enqueue_one(&db.pool, NewJob::new(&Ping::default()).unwrap()).await;
+    // Give the worker several polls' worth of chances to (wrongly) start it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_row(&db.pool, id).await.state, "available");
+    jobs::admin::resume_queue(&db.pool, "default")
+        .await
+        .unwrap();
+    wait_for_state(&db.pool, id, &["completed"]).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn admin_http_api_lists_retries_cancels_and_counts_jobs() {
+    let app = TestApp::spawn().await;
+    let pool = &app.db.pool;
+    let dead = enqueue_one(pool, NewJob::new(&Ping::default()).unwrap().tag("tenant:x")).await;
+    sqlx::query("UPDATE jobs SET state = 'failed', attempt = 1, max_attempts = 1, finalized_at = now() WHERE id = $1")
+        .bind(dead)
+        .execute(pool)
+        .await
+        .unwrap();
+    let waiting = enqueue_one(pool, NewJob::new(&Ping::default()).unwrap()).await;
+
+    let client = &app.client;
+    let res = client
+        .get(app.url("/api/admin/jobs?state=dead"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_admin_token");
+    let res = client
+        .get(app.url("/api/admin/jobs"))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let body: Value = client
+        .get(app.url("/api/admin/jobs?state=dead"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<i64> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [dead]);
+
+    let res = client
+        .get(app.url("/api/admin/jobs?state=zombie"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_filter"
+    );
+
+    let res = client
+        .post(app.url("/api/admin/jobs/retry"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        422,
+        "an empty selection must not retry everything"
+    );
+
+    let body: Value = client
+        .post(app.url("/api/admin/jobs/retry"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"filter": {"states": ["dead"], "tag": "tenant:x"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["retried"], 1);
+    assert_eq!(job_row(pool, dead).await.state, "available");
+
+    let body: Value = client
+        .post(app.url("/api/admin/jobs/cancel"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"ids": [waiting]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["cancelled"], 1);
+    assert_eq!(job_row(pool, waiting).await.state, "cancelled");
+
+    let body: Value = client
+        .get(app.url("/api/admin/jobs/stats"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queues = body["queues"].as_array().unwrap();
+    let count_of = |state: &str| {
+        queues
+            .iter()
+            .find(|q| q["state"] == state)
+            .map_or(0, |q| q["count"].as_i64().unwrap())
+    };
+    assert_eq!(count_of("available"), 1);
+    assert_eq!(count_of("cancelled"), 1);
+    let oldest = queues.iter().find(|q| q["state"] == "available").unwrap();
+    assert!(oldest["oldest_available_age_secs"].as_f64().unwrap() >= 0.0);
+}
