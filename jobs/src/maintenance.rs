@@ -22,6 +22,8 @@ pub struct MaintenanceConfig {
     pub stale_after: Duration,
     pub keep_completed: Duration,
     pub keep_failed: Duration,
+    /// Pruning scans the table (no index serves it, on purpose), so it runs this seldom.
+    pub prune_every: Duration,
     /// Most rows one maintenance statement touches, so no statement holds locks for long.
     pub batch: i64,
 }
@@ -34,6 +36,7 @@ impl Default for MaintenanceConfig {
             stale_after: Duration::from_secs(20),
             keep_completed: Duration::from_secs(24 * 3600),
             keep_failed: Duration::from_secs(7 * 24 * 3600),
+            prune_every: Duration::from_secs(60),
             batch: 10_000,
         }
     }
@@ -127,6 +130,7 @@ impl Maintenance {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -144,8 +148,19 @@ impl Maintenance {
                     leading = false;
                 }
             }
-            if leading && let Err(e) = self.run_duties(Utc::now()).await {
+            if !leading {
+                continue;
+            }
+            if let Err(e) = self.run_duties(Utc::now()).await {
                 tracing::warn!(error = %e, "job maintenance failed; trying again next interval");
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= self.config.prune_every) {
+                last_prune = Some(std::time::Instant::now());
+                match prune(&self.pool, &self.config).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(jobs = n, "pruned finished jobs past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+                }
             }
         }
         if leading {
@@ -157,11 +172,10 @@ impl Maintenance {
         }
     }
 
-    /// One round of the leader's duties, at `now` for the periodic schedules.
+    /// One round of the leader's frequent duties, at `now` for the periodic schedules.
     pub async fn run_duties(&self, now: DateTime<Utc>) -> Result<(), Error> {
         rescue_stale(&self.pool, self.config.stale_after).await?;
         promote_due(&self.pool, self.config.batch).await?;
-        prune(&self.pool, &self.config).await?;
         for periodic in &self.periodic {
             enqueue_due_tick(&self.pool, periodic, now).await?;
         }
@@ -229,7 +243,7 @@ pub async fn rescue_stale(pool: &PgPool, stale_after: Duration) -> Result<u64, E
              errors = errors || jsonb_build_array(jsonb_build_object(
                  'attempt', attempt, 'at', now(),
                  'error', 'worker ' || coalesce(attempted_by, '?') || ' stopped heartbeating; job rescued'))
-         WHERE state = 'running'
+         WHERE state = 'running' AND attempted_by IS NOT NULL
            AND attempted_at < now() - $1 * interval '1 millisecond'
            AND NOT EXISTS (SELECT 1 FROM job_workers w
                            WHERE w.id = jobs.attempted_by

@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::{
+    PgPool,
+    postgres::{PgListener, PgPoolOptions},
+};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -75,7 +78,15 @@ struct Claimed {
 }
 
 struct Shared<C> {
+    /// The application's pool: transactional jobs run in its transactions.
     pool: PgPool,
+    /// The engine's own connections for claims, completions and failures, with
+    /// `synchronous_commit = off`: each of those may be lost in a database crash (not an
+    /// application crash) without harm, since a lost claim makes the job available again and a
+    /// lost completion gets the job rescued and run again, which a plain job allows by definition.
+    /// A transactional job's completion commits synchronously with its effects, and that commit
+    /// flushes the WAL of its claim too. Enqueues never use it.
+    queue_pool: PgPool,
     ctx: C,
     registry: Registry<C>,
     config: WorkerConfig,
@@ -89,6 +100,7 @@ struct Shared<C> {
 /// A worker process's job runner.
 pub struct Worker<C> {
     pool: PgPool,
+    queue_pool: PgPool,
     ctx: C,
     registry: Registry<C>,
     config: WorkerConfig,
@@ -97,8 +109,17 @@ pub struct Worker<C> {
 
 impl<C: Clone + Send + Sync + 'static> Worker<C> {
     pub fn new(pool: PgPool, ctx: C, registry: Registry<C>, config: WorkerConfig) -> Self {
+        let options = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let queue_pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(options);
         Self {
             pool,
+            queue_pool,
             ctx,
             registry,
             config,
@@ -135,6 +156,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         let kinds = self.registry.kinds();
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
+            queue_pool: self.queue_pool.clone(),
             ctx: self.ctx,
             registry: self.registry,
             config: self.config,
@@ -158,7 +180,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         ));
         let heartbeat = tokio::spawn(heartbeat(shared.clone(), background.clone()));
         let completer = tokio::spawn(complete_batches(
-            self.pool.clone(),
+            self.queue_pool.clone(),
             completions_rx,
             shared.config.completion_batch,
         ));
@@ -200,6 +222,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         let worker_id = shared.worker_id.clone();
         drop(shared);
         let _ = completer.await;
+        self.queue_pool.close().await;
         sqlx::query("DELETE FROM job_workers WHERE id = $1")
             .bind(&worker_id)
             .execute(&pool)
@@ -286,7 +309,7 @@ async fn claim<C>(shared: &Shared<C>, queue: &str, limit: usize) -> Result<Vec<C
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(&shared.worker_id)
     .bind(&shared.kinds)
-    .fetch_all(&shared.pool)
+    .fetch_all(&shared.queue_pool)
     .await?)
 }
 
@@ -355,7 +378,7 @@ async fn execute<C: Clone + Send + Sync + 'static>(shared: &Arc<Shared<C>>, job:
             Ok(())
         }
         Outcome::Committed | Outcome::Lost => Ok(()),
-        Outcome::Released => release(&shared.pool, job.id, job.attempt).await,
+        Outcome::Released => release(&shared.queue_pool, job.id, job.attempt).await,
         Outcome::Failed(error) => {
             tracing::warn!(job.id = job.id, job.kind = %job.kind, job.attempt = job.attempt, duration_ms = elapsed_ms, error = %error, "job attempt failed");
             record_failure(shared, &job, &error).await
@@ -459,7 +482,7 @@ async fn record_failure<C>(
     .bind(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
     .bind(error.to_string())
     .bind(&shared.worker_id)
-    .execute(&shared.pool)
+    .execute(&shared.queue_pool)
     .await?;
     Ok(())
 }

@@ -222,3 +222,58 @@ async fn admin_commands_on_an_unmigrated_shared_database_say_to_migrate() {
     ok(&db, &["migrate"]);
     ok(&db, &["tenants", "create", "After migrate"]);
 }
+
+#[tokio::test]
+async fn operators_list_retry_cancel_and_count_jobs_from_the_command_line() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.owner().await;
+    let dead: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, state, attempt, max_attempts, finalized_at, errors)
+         SELECT 'ping', 'failed', 3, 3, now(), '[{\"attempt\": 3, \"error\": \"peer said 500\"}]'
+         FROM generate_series(1, 3) RETURNING id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let waiting: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, queue) VALUES ('ping', 'reports') RETURNING id",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+
+    let listed = ok(&db, &["jobs", "list", "--state", "dead"]);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(listed.contains("peer said 500"), "{listed}");
+
+    let out = syncbridge(&db, &["jobs", "retry"]);
+    assert!(
+        !out.status.success(),
+        "a retry naming no jobs must be refused"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name the jobs"));
+    let out = syncbridge(&db, &["jobs", "list", "--state", "zombie"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dead"));
+
+    assert_eq!(ok(&db, &["jobs", "retry", "--all-dead"]), "3");
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ANY($1)")
+        .bind(&dead)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(states, ["available"; 3]);
+
+    assert_eq!(ok(&db, &["jobs", "cancel", &waiting.to_string()]), "1");
+    let stats = ok(&db, &["jobs", "stats"]);
+    assert!(stats.contains("default\tavailable\t3"), "{stats}");
+    assert!(stats.contains("reports\tcancelled\t1"), "{stats}");
+
+    ok(&db, &["jobs", "pause", "reports"]);
+    let paused: bool =
+        sqlx::query_scalar("SELECT paused_at IS NOT NULL FROM job_queues WHERE name = 'reports'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(paused);
+}

@@ -388,13 +388,15 @@ async fn jobs_of_a_killed_worker_are_rescued_and_take_effect_exactly_once() {
     let owner = db.owner_options.clone();
     let doomed = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let pool = rt
-            .block_on(async { syncbridge::db::connect(owner, &crate::helpers::database_config()) });
-        let ctx = Ctx {
-            runs: Arc::new(AtomicUsize::new(0)),
-        };
-        let worker = Worker::new(pool.clone(), ctx, registry(), fast_worker_config());
-        rt.spawn(worker.run(CancellationToken::new()));
+        {
+            let _inside = rt.enter();
+            let pool = syncbridge::db::connect(owner, &crate::helpers::database_config());
+            let ctx = Ctx {
+                runs: Arc::new(AtomicUsize::new(0)),
+            };
+            let worker = Worker::new(pool, ctx, registry(), fast_worker_config());
+            rt.spawn(worker.run(CancellationToken::new()));
+        }
         rt
     })
     .join()
@@ -824,4 +826,35 @@ async fn admin_http_api_lists_retries_cancels_and_counts_jobs() {
     assert_eq!(count_of("cancelled"), 1);
     let oldest = queues.iter().find(|q| q["state"] == "available").unwrap();
     assert!(oldest["oldest_available_age_secs"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn retention_prunes_only_finished_jobs_past_their_time() {
+    let db = TestDb::migrated().await;
+    sqlx::query(
+        "INSERT INTO jobs (kind, state, finalized_at) VALUES
+            ('ping', 'completed', now() - interval '25 hours'),
+            ('ping', 'completed', now() - interval '1 hour'),
+            ('ping', 'failed',    now() - interval '8 days'),
+            ('ping', 'failed',    now() - interval '2 days'),
+            ('ping', 'cancelled', now() - interval '8 days')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO jobs (kind, state, created_at) VALUES ('ping', 'available', now() - interval '30 days')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let pruned = maintenance::prune(&db.pool, &MaintenanceConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(pruned, 3);
+    let left: Vec<(String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT state, finalized_at FROM jobs ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let states: Vec<&str> = left.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(states, ["completed", "failed", "available"]);
 }
