@@ -250,11 +250,14 @@ async fn main() {
         avg.push(a);
         p99.push(p);
         eprintln!(
-            "run {run}: bulk {:.0}/s, drain {:.0}/s, single(1) {:.0}/s, single(16) {:.0}/s, pickup avg {:.2} ms p99 {:.2} ms",
+            "run {run}: bulk {:.0}/s, drain {:.0}/s, single(1) {:.0}/s, single(16) {:.0}/s, \
+             single in BEGIN/COMMIT (1) {:.0}/s (16) {:.0}/s, pickup avg {:.2} ms p99 {:.2} ms",
             bulk.last().unwrap(),
             drained.last().unwrap(),
             single1.last().unwrap(),
             single16.last().unwrap(),
+            single1_tx.last().unwrap(),
+            single16_tx.last().unwrap(),
             a,
             p
         );
@@ -283,6 +286,14 @@ async fn main() {
     println!(
         "| single enqueue, one per transaction, 16 tasks | {:.0} jobs/s |",
         median(single16)
+    );
+    println!(
+        "| single enqueue in an explicit BEGIN/COMMIT, 1 task | {:.0} jobs/s |",
+        median(single1_tx)
+    );
+    println!(
+        "| single enqueue in an explicit BEGIN/COMMIT, 16 tasks | {:.0} jobs/s |",
+        median(single16_tx)
     );
     println!(
         "| pickup latency, idle workers, average | {:.2} ms |",
