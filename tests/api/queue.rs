@@ -709,6 +709,18 @@ async fn a_paused_queue_starts_nothing_until_resumed() {
     running.stop().await;
 }
 
+/// An authorised admin request; returns the JSON answer.
+async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn admin_http_api_lists_retries_cancels_and_counts_jobs() {
     let app = TestApp::spawn().await;
@@ -738,15 +750,13 @@ async fn admin_http_api_lists_retries_cancels_and_counts_jobs() {
         .unwrap();
     assert_eq!(res.status(), 401);
 
-    let body: Value = client
-        .get(app.url("/api/admin/jobs?state=dead"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = admin(
+        &app,
+        reqwest::Method::GET,
+        "/api/admin/jobs?state=dead",
+        None,
+    )
+    .await;
     let listed: Vec<i64> = body["jobs"]
         .as_array()
         .unwrap()
@@ -780,41 +790,29 @@ async fn admin_http_api_lists_retries_cancels_and_counts_jobs() {
         "an empty selection must not retry everything"
     );
 
-    let body: Value = client
-        .post(app.url("/api/admin/jobs/retry"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"filter": {"states": ["dead"], "tag": "tenant:x"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let filter = serde_json::json!({"filter": {"states": ["dead"], "tag": "tenant:x"}});
+    let body = admin(
+        &app,
+        reqwest::Method::POST,
+        "/api/admin/jobs/retry",
+        Some(filter),
+    )
+    .await;
     assert_eq!(body["retried"], 1);
     assert_eq!(job_row(pool, dead).await.state, "available");
 
-    let body: Value = client
-        .post(app.url("/api/admin/jobs/cancel"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"ids": [waiting]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ids = serde_json::json!({ "ids": [waiting] });
+    let body = admin(
+        &app,
+        reqwest::Method::POST,
+        "/api/admin/jobs/cancel",
+        Some(ids),
+    )
+    .await;
     assert_eq!(body["cancelled"], 1);
     assert_eq!(job_row(pool, waiting).await.state, "cancelled");
 
-    let body: Value = client
-        .get(app.url("/api/admin/jobs/stats"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = admin(&app, reqwest::Method::GET, "/api/admin/jobs/stats", None).await;
     let queues = body["queues"].as_array().unwrap();
     let count_of = |state: &str| {
         queues
