@@ -313,12 +313,7 @@ async fn bulk(
     filter: &jobs::JobFilter,
     verb: &str,
 ) -> Result<()> {
-    if filter.ids.is_empty()
-        && filter.states.is_empty()
-        && filter.queue.is_none()
-        && filter.kind.is_none()
-        && filter.tag.is_none()
-    {
+    if filter.is_empty() {
         bail!("name the jobs: give ids, --all-dead, or a filter (--state, --queue, --kind, --tag)");
     }
     let matching = jobs::admin::count(pool, filter).await?;

@@ -84,6 +84,15 @@ pub struct JobFilter {
 }
 
 impl JobFilter {
+    /// True when it names no jobs at all, i.e. would match every job.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+            && self.states.is_empty()
+            && self.queue.is_none()
+            && self.kind.is_none()
+            && self.tag.is_none()
+    }
+
     fn states(&self) -> Option<Vec<&'static str>> {
         (!self.states.is_empty()).then(|| self.states.iter().map(|s| s.as_str()).collect())
     }

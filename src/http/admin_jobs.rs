@@ -145,12 +145,7 @@ impl BulkRequest {
             kind: f.kind,
             tag: f.tag,
         };
-        if filter.ids.is_empty()
-            && filter.states.is_empty()
-            && filter.queue.is_none()
-            && filter.kind.is_none()
-            && filter.tag.is_none()
-        {
+        if filter.is_empty() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "empty_selection",
