@@ -102,6 +102,18 @@ impl JobFilter {
     }
 }
 
+/// Binds a [`JobFilter`] to $1..$5 of a statement built on [`FILTER`], in that one order.
+macro_rules! bind_filter {
+    ($query:expr, $filter:expr) => {
+        $query
+            .bind($filter.ids())
+            .bind($filter.states())
+            .bind(&$filter.queue)
+            .bind(&$filter.kind)
+            .bind(&$filter.tag)
+    };
+}
+
 /// The filter as SQL over parameters $1..$5; every admin statement shares it.
 const FILTER: &str = "($1::bigint[] IS NULL OR id = ANY($1))
      AND ($2::text[] IS NULL OR state = ANY($2))
@@ -143,28 +155,23 @@ pub async fn list(
          FROM jobs WHERE {FILTER} AND ($6::bigint IS NULL OR id < $6)
          ORDER BY id DESC LIMIT $7"
     );
-    Ok(sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(sql))
-        .bind(filter.ids())
-        .bind(filter.states())
-        .bind(&filter.queue)
-        .bind(&filter.kind)
-        .bind(&filter.tag)
-        .bind(before_id)
-        .bind(limit.clamp(1, 10_000))
-        .fetch_all(pool)
-        .await?)
+    Ok(bind_filter!(
+        sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(sql)),
+        filter
+    )
+    .bind(before_id)
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(pool)
+    .await?)
 }
 
 pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64, Error> {
     let sql = format!("SELECT count(*) FROM jobs WHERE {FILTER}");
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(filter.ids())
-        .bind(filter.states())
-        .bind(&filter.queue)
-        .bind(&filter.kind)
-        .bind(&filter.tag)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        bind_filter!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), filter)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// An action applied in batches; each variant says which states it may touch.
@@ -241,12 +248,7 @@ pub async fn apply(
     let mut total = 0_u64;
     loop {
         let (last, changed, queues): (Option<i64>, i64, Vec<String>) =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(filter.ids())
-                .bind(filter.states())
-                .bind(&filter.queue)
-                .bind(&filter.kind)
-                .bind(&filter.tag)
+            bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())), filter)
                 .bind(action.allowed_states())
                 .bind(cursor)
                 .bind(batch.max(1))

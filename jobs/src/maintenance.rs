@@ -4,7 +4,7 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -118,10 +118,6 @@ impl Maintenance {
             periodic,
             id: crate::worker::new_worker_id(),
         }
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
     }
 
     /// Competes for leadership every interval and, while leader, runs the duties; gives the
@@ -344,17 +340,4 @@ pub async fn enqueue_due_tick(
     }
     tx.commit().await?;
     Ok(run.then_some(tick))
-}
-
-/// For tests and tools: the last tick recorded for a schedule.
-pub async fn last_tick(
-    conn: &mut PgConnection,
-    name: &str,
-) -> Result<Option<DateTime<Utc>>, Error> {
-    Ok(
-        sqlx::query_scalar("SELECT last_tick FROM job_schedules WHERE name = $1")
-            .bind(name)
-            .fetch_optional(conn)
-            .await?,
-    )
 }

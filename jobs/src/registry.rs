@@ -75,10 +75,6 @@ impl<C: Clone + Send + Sync + 'static> Registry<C> {
         kinds.sort();
         kinds
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.handlers.is_empty()
-    }
 }
 
 fn decode<J: serde::de::DeserializeOwned>(kind: &str, args: Value) -> Result<J, JobError> {

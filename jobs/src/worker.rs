@@ -127,10 +127,6 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         }
     }
 
-    pub fn id(&self) -> &str {
-        &self.worker_id
-    }
-
     /// Runs until `shutdown` fires, then drains and deregisters.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let queues: Vec<(String, usize)> = self

@@ -19,7 +19,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use sqlx::{
-    Connection, Executor, PgConnection, PgPool,
+    Connection, Executor, PgConnection, PgExecutor, PgPool,
     postgres::{PgConnectOptions, PgSslMode},
 };
 use syncbridge::{
@@ -324,4 +324,12 @@ pub fn unreachable_options() -> PgConnectOptions {
         .username("postgres")
         .database("nothing")
         .ssl_mode(PgSslMode::Disable)
+}
+
+/// The single number a `SELECT count(*) …` answers; for arranging and checking rows in tests.
+pub async fn count<'e>(executor: impl PgExecutor<'e>, sql: impl Into<String>) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.into()))
+        .fetch_one(executor)
+        .await
+        .unwrap()
 }

@@ -22,7 +22,7 @@ use syncbridge::tasks::Ping;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb};
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb, count};
 
 #[derive(Clone)]
 struct Ctx {
@@ -306,10 +306,7 @@ async fn a_second_enqueue_of_a_live_unique_job_returns_the_first() {
     let result = jobs::enqueue_many(&mut conn, &batch).await.unwrap();
     assert_eq!(result.inserted, 2, "sync:43 once and the keyless job");
     assert!(result.ids.contains(&first));
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let total = count(&db.pool, "SELECT count(*) FROM jobs").await;
     assert_eq!(total, 3);
 
     // A finished job frees its key.
@@ -330,10 +327,7 @@ async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
         .await
         .unwrap();
     tx.rollback().await.unwrap();
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let total = count(&db.pool, "SELECT count(*) FROM jobs").await;
     assert_eq!(total, 0);
 }
 
@@ -537,10 +531,7 @@ async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
     );
     // The first round only registers the schedule; ticks 1 s .. 19 s follow.
     assert_eq!(ticks.len(), 19, "{ticks:?}");
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'ping'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let jobs = count(&db.pool, "SELECT count(*) FROM jobs WHERE kind = 'ping'").await;
     assert_eq!(jobs, 19);
 }
 
@@ -589,10 +580,7 @@ async fn missed_ticks_follow_the_schedules_policy() {
                 .is_some()
         );
     }
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let jobs = count(&db.pool, "SELECT count(*) FROM jobs").await;
     assert_eq!(jobs, 3);
 }
 
@@ -613,10 +601,7 @@ async fn shutdown_lets_running_jobs_finish() {
     for id in ids {
         assert_eq!(job_row(&db.pool, id).await.state, "completed");
     }
-    let workers: i64 = sqlx::query_scalar("SELECT count(*) FROM job_workers")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let workers = count(&db.pool, "SELECT count(*) FROM job_workers").await;
     assert_eq!(workers, 0, "a stopped worker deregisters");
 }
 
@@ -685,11 +670,11 @@ async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
     .unwrap();
     assert_eq!(available, 10_000);
     assert_eq!(max_attempts, 4, "a revived job gets one more attempt");
-    let untouched: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tag = 'tenant:b' AND state = 'failed'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let untouched = count(
+        &db.pool,
+        "SELECT count(*) FROM jobs WHERE tag = 'tenant:b' AND state = 'failed'",
+    )
+    .await;
     assert_eq!(untouched, 10);
 }
 

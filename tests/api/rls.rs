@@ -4,7 +4,7 @@ use sqlx::{Connection, Executor, PgConnection, Row};
 use syncbridge::db;
 use uuid::Uuid;
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, count};
 
 /// Every table that holds tenant data, read from the catalog so a new table cannot be missed.
 async fn tenant_tables(conn: &mut PgConnection) -> Vec<String> {
@@ -59,13 +59,6 @@ async fn seed_tenant(conn: &mut PgConnection, name: &str) -> Uuid {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     tenant
-}
-
-async fn count(conn: &mut PgConnection, sql: String) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .fetch_one(conn)
-        .await
-        .unwrap()
 }
 
 /// Opens a transaction as the service's role scoped to `tenant`, exactly as `db::tenant_tx` does.
