@@ -56,9 +56,14 @@ impl PlainJob<Ctx> for Stamp {
     }
 }
 
+/// NaN for a measurement that `BENCH_ONLY` left out.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn last(v: &[f64]) -> f64 {
+    v.last().copied().unwrap_or(f64::NAN)
 }
 
 async fn reset(pool: &PgPool) {
@@ -190,6 +195,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
 
+    // `BENCH_ONLY=bulk,drain` runs a subset while tuning one path; the table needs every part.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wants = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
+
     let (_server, admin) = match std::env::var("DATABASE_URL") {
         Ok(url) => (
             None,
@@ -233,40 +242,47 @@ async fn main() {
         reset(&pool).await;
         let t = bulk_insert(&pool, n).await;
         bulk.push(n as f64 / t.as_secs_f64());
-        let t = drain(&pool, n).await;
-        drained.push(n as f64 / t.as_secs_f64());
-
-        reset(&pool).await;
-        let per = 3_000;
-        single1.push(per as f64 / single_enqueue(&pool, 1, per, false).await.as_secs_f64());
-        single16
-            .push((16 * per) as f64 / single_enqueue(&pool, 16, per, false).await.as_secs_f64());
-        single1_tx.push(per as f64 / single_enqueue(&pool, 1, per, true).await.as_secs_f64());
-        single16_tx
-            .push((16 * per) as f64 / single_enqueue(&pool, 16, per, true).await.as_secs_f64());
-
-        reset(&pool).await;
-        let (a, p) = pickup(&pool, 300, Duration::from_millis(10)).await;
-        avg.push(a);
-        p99.push(p);
+        if wants("drain") {
+            let t = drain(&pool, n).await;
+            drained.push(n as f64 / t.as_secs_f64());
+        }
+        if wants("single") {
+            reset(&pool).await;
+            let per = 3_000;
+            single1.push(per as f64 / single_enqueue(&pool, 1, per, false).await.as_secs_f64());
+            single16.push(
+                (16 * per) as f64 / single_enqueue(&pool, 16, per, false).await.as_secs_f64(),
+            );
+            single1_tx.push(per as f64 / single_enqueue(&pool, 1, per, true).await.as_secs_f64());
+            single16_tx
+                .push((16 * per) as f64 / single_enqueue(&pool, 16, per, true).await.as_secs_f64());
+        }
+        if wants("pickup") {
+            reset(&pool).await;
+            let (a, p) = pickup(&pool, 300, Duration::from_millis(10)).await;
+            avg.push(a);
+            p99.push(p);
+        }
         eprintln!(
             "run {run}: bulk {:.0}/s, drain {:.0}/s, single(1) {:.0}/s, single(16) {:.0}/s, \
              single in BEGIN/COMMIT (1) {:.0}/s (16) {:.0}/s, pickup avg {:.2} ms p99 {:.2} ms",
-            bulk.last().unwrap(),
-            drained.last().unwrap(),
-            single1.last().unwrap(),
-            single16.last().unwrap(),
-            single1_tx.last().unwrap(),
-            single16_tx.last().unwrap(),
-            a,
-            p
+            last(&bulk),
+            last(&drained),
+            last(&single1),
+            last(&single16),
+            last(&single1_tx),
+            last(&single16_tx),
+            last(&avg),
+            last(&p99)
         );
     }
 
     // Table health after a full drain: size and dead tuples left for autovacuum.
     reset(&pool).await;
     bulk_insert(&pool, n).await;
-    drain(&pool, n).await;
+    if wants("drain") {
+        drain(&pool, n).await;
+    }
     let (size, dead, live): (i64, i64, i64) = sqlx::query_as(
         "SELECT pg_total_relation_size('jobs'), n_dead_tup, n_live_tup
          FROM pg_stat_user_tables WHERE relname = 'jobs'",
