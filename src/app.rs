@@ -74,7 +74,7 @@ async fn run_on(database: &Database, command: Command, config: &Config) -> Resul
         run_roles(pool.clone(), roles, config).await
     } else {
         ensure_migrated(&pool).await?;
-        admin_command(&pool, command).await
+        admin_command(&pool, command, config).await
     };
     pool.close().await;
     result
@@ -88,10 +88,7 @@ async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
     if roles.web {
         let listener = http::bind(&config.http).await?;
         let app = http::router(
-            http::AppState {
-                pool: pool.clone(),
-                admin_token: config.admin_token.clone(),
-            },
+            http::AppState::new(pool.clone(), config)?,
             Duration::from_secs(config.http.request_timeout_secs),
         );
         let grace = Duration::from_secs(config.http.shutdown_grace_secs);
@@ -167,7 +164,7 @@ async fn ensure_migrated(pool: &PgPool) -> Result<()> {
 }
 
 /// One-shot administration. Ids go to stdout (one per line, for scripts); explanations to stderr.
-async fn admin_command(pool: &PgPool, command: Command) -> Result<()> {
+async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Result<()> {
     match command {
         Command::Tenants(TenantsCommand::Create { name }) => {
             let tenant = admin::create_tenant(pool, &name).await?;
@@ -200,6 +197,49 @@ async fn admin_command(pool: &PgPool, command: Command) -> Result<()> {
             for i in admin::list_integrations(pool, tenant.id).await? {
                 println!("{}\t{}\t{}\t{}", i.id, i.source_type, i.status, i.name);
             }
+        }
+        Command::Integrations(IntegrationsCommand::SigningSecret {
+            integration,
+            keep_previous_hours,
+            remove,
+        }) => {
+            if remove {
+                admin::remove_signing_secret(pool, integration).await?;
+                eprintln!("integration {integration} no longer requires signed deliveries");
+            } else {
+                let key = config.encryption_key.as_ref().context(
+                    "set SYNCBRIDGE_ENCRYPTION_KEY (32 random bytes, base64: `openssl rand -base64 32`) \
+                     so the secret can be stored sealed",
+                )?;
+                let sealer =
+                    crate::crypto::Sealer::from_base64(secrecy::ExposeSecret::expose_secret(key))?;
+                let keep = chrono::Duration::hours(i64::from(keep_previous_hours));
+                let secret = admin::set_signing_secret(pool, &sealer, integration, keep).await?;
+                eprintln!(
+                    "integration {integration} now requires Standard Webhooks signatures with this \
+                     secret (shown once); a previous secret stays valid for {keep_previous_hours} h. \
+                     See README, \"Signing deliveries from n8n\""
+                );
+                println!("{secret}");
+            }
+        }
+        Command::Integrations(IntegrationsCommand::Pause { integration }) => {
+            admin::set_integration_status(
+                pool,
+                integration,
+                crate::domain::IntegrationStatus::Paused,
+            )
+            .await?;
+            eprintln!("integration {integration} is paused");
+        }
+        Command::Integrations(IntegrationsCommand::Resume { integration }) => {
+            admin::set_integration_status(
+                pool,
+                integration,
+                crate::domain::IntegrationStatus::Active,
+            )
+            .await?;
+            eprintln!("integration {integration} is active");
         }
         Command::Keys(KeysCommand::Create { integration, name }) => {
             let created = admin::create_api_key(pool, integration, name.as_deref()).await?;

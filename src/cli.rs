@@ -135,6 +135,29 @@ pub enum IntegrationsCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Sets (or rotates, or removes) the Standard Webhooks signing secret of an integration and
+    /// prints the new secret once. While one is set, every delivery must be signed with it.
+    /// Needs SYNCBRIDGE_ENCRYPTION_KEY: the secret is stored sealed.
+    SigningSecret {
+        #[arg(long)]
+        integration: Uuid,
+        /// Keep accepting the previous secret for this many hours, so n8n can switch over.
+        #[arg(long, default_value_t = 24, conflicts_with = "remove")]
+        keep_previous_hours: u32,
+        /// Stop requiring signatures.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Pauses an integration: deliveries are refused (409) until it is resumed.
+    Pause {
+        #[arg(long)]
+        integration: Uuid,
+    },
+    /// Resumes a paused integration.
+    Resume {
+        #[arg(long)]
+        integration: Uuid,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,8 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const SECRET_KEYS: &[(&str, &str)] = &[
     ("database.url", "DATABASE_URL"),
     ("admin_token", "SYNCBRIDGE_ADMIN_TOKEN"),
+    ("webhook_api_key", "N8N_WEBHOOK_API_KEY"),
+    ("encryption_key", "SYNCBRIDGE_ENCRYPTION_KEY"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,9 +34,30 @@ pub struct Config {
     pub log: LogConfig,
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
+    pub ingest: IngestConfig,
     /// The token of the admin API (`/api/admin`); `None` turns the admin API off.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
+    /// One webhook key for every integration (`N8N_WEBHOOK_API_KEY`); `None`: per-integration
+    /// keys only.
+    #[serde(default)]
+    pub webhook_api_key: Option<SecretString>,
+    /// Seals integration secrets at rest (`SYNCBRIDGE_ENCRYPTION_KEY`, 32 bytes in base64).
+    #[serde(default)]
+    pub encryption_key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_body_bytes: usize,
+    pub max_records: usize,
+    pub records_per_job: usize,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub max_pending_records_per_tenant: i64,
+    pub backpressure_retry_after_secs: u64,
+    pub dedupe_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,10 +165,18 @@ impl Config {
             .merge(Env::prefixed("SYNCBRIDGE__").split("__"))
             .merge(
                 Env::raw()
-                    .only(&["PORT", "DATABASE_URL", "SYNCBRIDGE_ADMIN_TOKEN"])
+                    .only(&[
+                        "PORT",
+                        "DATABASE_URL",
+                        "SYNCBRIDGE_ADMIN_TOKEN",
+                        "N8N_WEBHOOK_API_KEY",
+                        "SYNCBRIDGE_ENCRYPTION_KEY",
+                    ])
                     .map(|key| match key.as_str() {
                         "PORT" => "http.port".into(),
                         "DATABASE_URL" => "database.url".into(),
+                        "N8N_WEBHOOK_API_KEY" => "webhook_api_key".into(),
+                        "SYNCBRIDGE_ENCRYPTION_KEY" => "encryption_key".into(),
                         _ => "admin_token".into(),
                     }),
             ))
@@ -199,6 +230,32 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "SYNCBRIDGE_ADMIN_TOKEN must be at least 16 characters long".into(),
+            ));
+        }
+        if self
+            .webhook_api_key
+            .as_ref()
+            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "N8N_WEBHOOK_API_KEY must be at least 16 characters long".into(),
+            ));
+        }
+        if let Some(key) = &self.encryption_key {
+            crate::crypto::Sealer::from_base64(secrecy::ExposeSecret::expose_secret(key))
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let ingest = &self.ingest;
+        if ingest.max_body_bytes == 0
+            || ingest.max_records == 0
+            || ingest.records_per_job == 0
+            || ingest.rate_limit_per_second == 0
+            || ingest.rate_limit_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "ingest.max_body_bytes, max_records, records_per_job, rate_limit_per_second and \
+                 rate_limit_burst must be at least 1"
+                    .into(),
             ));
         }
         if self.database.embedded.database.is_empty() {

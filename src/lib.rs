@@ -7,9 +7,11 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod ingest;
 pub mod scheduler;
 pub mod tasks;
 pub mod telemetry;

@@ -9,7 +9,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{system_tx, tenant_tx};
-use crate::domain::{SourceType, api_key::NewApiKey, domain_name::normalize_domain};
+use crate::{
+    crypto::{Sealer, SigningSecrets, generate_signing_secret, signing_secret_context},
+    domain::{IntegrationStatus, SourceType, api_key::NewApiKey, domain_name::normalize_domain},
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Tenant {
@@ -215,4 +218,75 @@ fn unique_violation_as(error: sqlx::Error, message: String) -> anyhow::Error {
         sqlx::Error::Database(db) if db.is_unique_violation() => anyhow::anyhow!(message),
         _ => anyhow::Error::new(error),
     }
+}
+
+/// Sets a new signing secret and returns it; the one it replaces stays accepted for `keep_previous`.
+pub async fn set_signing_secret(
+    pool: &PgPool,
+    sealer: &Sealer,
+    integration_id: Uuid,
+    keep_previous: chrono::Duration,
+) -> Result<String> {
+    let integration = find_integration(pool, integration_id).await?;
+    let context = signing_secret_context(integration.id);
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    let existing: (Option<Vec<u8>>, Option<String>) = sqlx::query_as(
+        "SELECT signing_secret_encrypted, signing_secret_key_id FROM integration_sources
+         WHERE id = $1 FOR UPDATE",
+    )
+    .bind(integration.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let previous = match existing {
+        (Some(sealed), Some(key_id)) => {
+            Some(SigningSecrets::from_bytes(&sealer.open(&key_id, &sealed, &context)?)?.current)
+        }
+        _ => None,
+    };
+    let secrets = SigningSecrets {
+        current: generate_signing_secret(),
+        previous_until: previous.as_ref().map(|_| Utc::now() + keep_previous),
+        previous,
+    };
+    sqlx::query(
+        "UPDATE integration_sources SET signing_secret_encrypted = $2, signing_secret_key_id = $3
+         WHERE id = $1",
+    )
+    .bind(integration.id)
+    .bind(sealer.seal(&secrets.to_bytes(), &context))
+    .bind(sealer.key_id())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(secrets.current)
+}
+
+pub async fn remove_signing_secret(pool: &PgPool, integration_id: Uuid) -> Result<()> {
+    let integration = find_integration(pool, integration_id).await?;
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    sqlx::query(
+        "UPDATE integration_sources SET signing_secret_encrypted = NULL, signing_secret_key_id = NULL
+         WHERE id = $1",
+    )
+    .bind(integration.id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn set_integration_status(
+    pool: &PgPool,
+    integration_id: Uuid,
+    status: IntegrationStatus,
+) -> Result<()> {
+    let integration = find_integration(pool, integration_id).await?;
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    sqlx::query("UPDATE integration_sources SET status = $2 WHERE id = $1")
+        .bind(integration.id)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// Seconds, sent as `Retry-After` (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,7 +28,24 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// The database could not do its part; the client should try again shortly. Never a 2xx.
+    pub fn database_unavailable(error: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %error, "database unavailable while handling a request");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; nothing was stored, retry shortly",
+        )
+        .retry_after(5)
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -50,13 +69,52 @@ impl IntoResponse for ApiError {
         if let Some(details) = self.details {
             error["details"] = details;
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
-        Self::internal(format!("{error:#}"))
+        match error.downcast_ref::<sqlx::Error>() {
+            Some(e) if is_unavailable(e) => Self::database_unavailable(format!("{error:#}")),
+            _ => Self::internal(format!("{error:#}")),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) {
+            Self::database_unavailable(error)
+        } else {
+            Self::internal(error)
+        }
+    }
+}
+
+/// Errors that say the database could not serve now (not that the request was wrong): no
+/// connection, a closed pool, a server shutting down or out of resources, a serialisation
+/// conflict. Retrying later can succeed.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P: operator intervention
+            // (shutdown, crash); 40001/40P01: serialisation failure and deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
     }
 }
 

@@ -3,8 +3,10 @@
 mod admin_jobs;
 pub mod error;
 mod health;
+pub mod webhook_auth;
+mod webhooks;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use axum::{
@@ -17,8 +19,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
-use crate::config::HttpConfig;
+use crate::{
+    config::{Config, HttpConfig},
+    crypto::Sealer,
+};
 pub use error::ApiError;
+use webhook_auth::WebhookState;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -26,6 +32,26 @@ pub struct AppState {
     pub pool: PgPool,
     /// `None` turns the admin API off.
     pub admin_token: Option<SecretString>,
+    pub webhooks: Arc<WebhookState>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: &Config) -> Result<Self> {
+        let sealer = config
+            .encryption_key
+            .as_ref()
+            .map(|k| Sealer::from_base64(secrecy::ExposeSecret::expose_secret(k)))
+            .transpose()?;
+        Ok(Self {
+            pool,
+            admin_token: config.admin_token.clone(),
+            webhooks: WebhookState::new(
+                config.ingest.clone(),
+                config.webhook_api_key.as_ref(),
+                sealer,
+            ),
+        })
+    }
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -36,6 +62,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/admin/jobs/stats", get(admin_jobs::stats))
         .route("/api/admin/jobs/retry", post(admin_jobs::retry))
         .route("/api/admin/jobs/cancel", post(admin_jobs::cancel))
+        .route("/api/webhooks/n8n", post(webhooks::receive))
+        .route("/api/batches/{id}", get(webhooks::batch_status))
         .fallback(error::not_found)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

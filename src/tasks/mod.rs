@@ -2,6 +2,7 @@
 //!
 //! A job's `KIND` is stored with every enqueued row: once released it never changes.
 
+pub mod ingest;
 mod ping;
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use jobs::{Backoff, MaintenanceConfig, Registry, WorkerConfig};
 use sqlx::PgPool;
 
 use crate::config::{JobsConfig, WorkerConfig as WorkerSettings};
+pub use ingest::ProcessChunk;
 pub use ping::Ping;
 
 /// What every job handler may use.

@@ -281,14 +281,23 @@ impl TestApp {
 
     /// Serves with `pool` instead of the database's own (e.g. one that cannot connect).
     pub async fn spawn_with_pool(db: TestDb, pool: Option<PgPool>) -> Self {
+        Self::spawn_configured(db, pool, |_| {}).await
+    }
+
+    /// Serves with the test configuration as changed by `configure`.
+    pub async fn spawn_configured(
+        db: TestDb,
+        pool: Option<PgPool>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = test_config();
         config.http.port = 0;
+        config.admin_token = Some(ADMIN_TOKEN.to_string().into());
+        configure(&mut config);
         let listener = http::bind(&config.http).await.expect("bind");
         let addr = listener.local_addr().unwrap();
-        let state = http::AppState {
-            pool: pool.unwrap_or_else(|| db.pool.clone()),
-            admin_token: Some(ADMIN_TOKEN.to_string().into()),
-        };
+        let state = http::AppState::new(pool.unwrap_or_else(|| db.pool.clone()), &config)
+            .expect("app state");
         let app = http::router(state, Duration::from_secs(30));
         let shutdown = CancellationToken::new();
         tokio::spawn(http::serve(

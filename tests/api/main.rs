@@ -6,3 +6,4 @@ mod health;
 mod helpers;
 mod queue;
 mod rls;
+mod webhooks;

@@ -37,9 +37,12 @@ async fn seed_tenant(conn: &mut PgConnection, name: &str) -> Uuid {
         "INSERT INTO integration_sync_logs (tenant_id, integration_id, trigger)
             SELECT $1, id, 'webhook' FROM integration_sources WHERE tenant_id = $1",
         "INSERT INTO ingest_batches (tenant_id, integration_id, sync_log_id, data_type, source_type,
-                                     content_hash, payload, payload_encoding, record_count)
-            SELECT $1, integration_id, id, 'contacts', 'hubspot', sha256('p'::bytea), '[]'::bytea, 'identity', 0
+                                     content_hash, record_count)
+            SELECT $1, integration_id, id, 'contacts', 'hubspot', sha256('p'::bytea), 0
             FROM integration_sync_logs WHERE tenant_id = $1",
+        "INSERT INTO ingest_batch_chunks (tenant_id, batch_id, chunk_index, record_offset, record_count,
+                                          payload, payload_encoding)
+            SELECT $1, id, 0, 0, 0, '[]'::bytea, 'identity' FROM ingest_batches WHERE tenant_id = $1",
         "INSERT INTO integration_sync_errors (tenant_id, integration_id, sync_log_id, code, message)
             SELECT $1, integration_id, id, 'invalid_email', 'bad email' FROM integration_sync_logs WHERE tenant_id = $1",
         "INSERT INTO external_contacts (tenant_id, integration_id, external_id, email)
@@ -80,7 +83,7 @@ async fn every_tenant_table_has_forced_row_level_security_with_both_policies() {
     let db = TestDb::migrated().await;
     let mut conn = db.owner().await;
     let tables = tenant_tables(&mut conn).await;
-    assert_eq!(tables.len(), 12, "{tables:?}");
+    assert_eq!(tables.len(), 13, "{tables:?}");
     for table in &tables {
         let row = sqlx::query(
             "SELECT relrowsecurity, relforcerowsecurity,

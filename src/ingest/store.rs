@@ -1,0 +1,350 @@
+//! Storing a delivery: sync log, batch, chunks and jobs in one tenant transaction, or nothing.
+//!
+//! Idempotency, in order: the delivery's key (`Idempotency-Key` or `webhook-id`) within its
+//! integration; else the content hash within the named sync log; else, for a delivery that names
+//! neither, the same content from the same integration within the dedupe window. The unique
+//! indexes on `ingest_batches` settle races between concurrent copies of one delivery: the loser
+//! rolls back everything it wrote (including a sync log it created) and answers as a duplicate.
+
+use chrono::{DateTime, Utc};
+use jobs::NewJob;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::envelope::{CHUNK_ENCODING, Chunk};
+use crate::{
+    db::tenant_tx,
+    domain::{DataType, SyncMode},
+    tasks::{ProcessChunk, ingest::job_tag},
+};
+
+/// A validated delivery, ready to store.
+#[derive(Debug)]
+pub struct NewBatch<'a> {
+    pub tenant_id: Uuid,
+    pub integration_id: Uuid,
+    pub sync_log_id: Option<Uuid>,
+    pub data_type: DataType,
+    pub source_type: &'a str,
+    pub sync_mode: SyncMode,
+    pub is_final: bool,
+    pub idempotency_key: Option<&'a str>,
+    pub content_hash: [u8; 32],
+    pub record_count: usize,
+    pub chunks: &'a [Chunk],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Receipt {
+    pub batch_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub records: i32,
+    pub jobs: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Accepted(Receipt),
+    /// The delivery was seen before; nothing was written.
+    Duplicate(Receipt),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sync log {0} does not exist for this integration")]
+    SyncLogNotFound(Uuid),
+    #[error("sync log {id} is already closed ({status}); start a new sync for new batches")]
+    SyncLogClosed { id: Uuid, status: String },
+    #[error("sync log {id} is a sync of {expected}, not of {got}")]
+    DataTypeMismatch {
+        id: Uuid,
+        expected: String,
+        got: DataType,
+    },
+    #[error(
+        "the tenant has {pending} received records not yet processed (limit {limit}); retry later"
+    )]
+    BacklogFull { pending: i64, limit: i64 },
+    #[error(transparent)]
+    Database(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.into())
+    }
+}
+
+impl From<jobs::Error> for StoreError {
+    fn from(e: jobs::Error) -> Self {
+        match e {
+            jobs::Error::Database(e) => e.into(),
+            other => Self::Database(other.into()),
+        }
+    }
+}
+
+pub struct Limits {
+    pub max_pending_records_per_tenant: i64,
+    pub dedupe_window_secs: u64,
+}
+
+const RECEIPT_COLUMNS: &str =
+    "id AS batch_id, sync_log_id, record_count AS records, jobs_total AS jobs";
+
+pub async fn store(
+    pool: &PgPool,
+    batch: &NewBatch<'_>,
+    limits: &Limits,
+) -> Result<Stored, StoreError> {
+    let mut tx = tenant_tx(pool, batch.tenant_id).await?;
+
+    if let Some(receipt) = by_idempotency_key(&mut tx, batch).await? {
+        return Ok(Stored::Duplicate(receipt));
+    }
+
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(record_count - records_processed), 0)::bigint FROM ingest_batches
+         WHERE tenant_id = $1 AND state IN ('received', 'processing')",
+    )
+    .bind(batch.tenant_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if pending >= limits.max_pending_records_per_tenant {
+        return Err(StoreError::BacklogFull {
+            pending,
+            limit: limits.max_pending_records_per_tenant,
+        });
+    }
+
+    let sync_log_id = match batch.sync_log_id {
+        Some(id) => {
+            let log: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
+                "SELECT integration_id, status, data_type FROM integration_sync_logs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((integration_id, status, data_type)) = log else {
+                return Err(StoreError::SyncLogNotFound(id));
+            };
+            if integration_id != batch.integration_id {
+                return Err(StoreError::SyncLogNotFound(id));
+            }
+            if let Some(receipt) = by_content(&mut tx, batch, Some(id)).await? {
+                return Ok(Stored::Duplicate(receipt));
+            }
+            if !matches!(status.as_str(), "pending" | "running") {
+                return Err(StoreError::SyncLogClosed { id, status });
+            }
+            if let Some(expected) = data_type
+                && expected != batch.data_type.as_str()
+            {
+                return Err(StoreError::DataTypeMismatch {
+                    id,
+                    expected,
+                    got: batch.data_type,
+                });
+            }
+            id
+        }
+        None => {
+            if batch.idempotency_key.is_none() {
+                // Serialises concurrent copies of one unkeyed delivery so the window check below
+                // sees the winner's commit.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(advisory_key(batch.integration_id, &batch.content_hash))
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(receipt) = recent_same_content(&mut tx, batch, limits).await? {
+                    return Ok(Stored::Duplicate(receipt));
+                }
+            }
+            sqlx::query_scalar(
+                "INSERT INTO integration_sync_logs
+                     (tenant_id, integration_id, trigger, sync_mode, data_type, status, started_at)
+                 VALUES ($1, $2, 'webhook', $3, $4, 'running', now())
+                 RETURNING id",
+            )
+            .bind(batch.tenant_id)
+            .bind(batch.integration_id)
+            .bind(batch.sync_mode.as_str())
+            .bind(batch.data_type.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
+
+    let jobs_total = batch.chunks.len() as i32;
+    let empty = batch.record_count == 0;
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO ingest_batches
+             (tenant_id, integration_id, sync_log_id, data_type, source_type, sync_mode,
+              idempotency_key, content_hash, is_final, record_count, jobs_total, state, processed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 CASE WHEN $12 THEN 'processed' ELSE 'received' END,
+                 CASE WHEN $12 THEN now() END)
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+    )
+    .bind(batch.tenant_id)
+    .bind(batch.integration_id)
+    .bind(sync_log_id)
+    .bind(batch.data_type.as_str())
+    .bind(batch.source_type)
+    .bind(batch.sync_mode.as_str())
+    .bind(batch.idempotency_key)
+    .bind(&batch.content_hash[..])
+    .bind(batch.is_final)
+    .bind(batch.record_count as i32)
+    .bind(jobs_total)
+    .bind(empty)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(batch_id) = inserted else {
+        // A concurrent copy of this delivery committed first.
+        tx.rollback().await?;
+        let mut tx = tenant_tx(pool, batch.tenant_id).await?;
+        let found = match by_idempotency_key(&mut tx, batch).await? {
+            Some(r) => Some(r),
+            None => by_content(&mut tx, batch, Some(sync_log_id)).await?,
+        };
+        return found.map(Stored::Duplicate).ok_or_else(|| {
+            StoreError::Database(anyhow::anyhow!(
+                "batch insert conflicted but no earlier batch was found"
+            ))
+        });
+    };
+
+    if !batch.chunks.is_empty() {
+        insert_chunks(&mut tx, batch, batch_id).await?;
+        let tag = job_tag(batch.tenant_id, batch.integration_id);
+        let jobs: Vec<NewJob> = batch
+            .chunks
+            .iter()
+            .map(|c| {
+                NewJob::new(&ProcessChunk {
+                    batch_id,
+                    chunk: c.index,
+                })
+                .map(|j| j.tag(tag.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        jobs::enqueue_many(&mut tx, &jobs).await?;
+    }
+
+    sqlx::query(
+        "UPDATE integration_sync_logs
+         SET records_received = records_received + $2,
+             batches_received = batches_received + 1,
+             batches_processed = batches_processed + CASE WHEN $3 THEN 1 ELSE 0 END,
+             final_received_at = CASE WHEN $4 THEN COALESCE(final_received_at, now())
+                                      ELSE final_received_at END,
+             status = CASE WHEN status = 'pending' THEN 'running' ELSE status END,
+             started_at = COALESCE(started_at, now())
+         WHERE id = $1",
+    )
+    .bind(sync_log_id)
+    .bind(batch.record_count as i64)
+    .bind(empty)
+    .bind(batch.is_final)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    Ok(Stored::Accepted(Receipt {
+        batch_id,
+        sync_log_id,
+        records: batch.record_count as i32,
+        jobs: jobs_total,
+    }))
+}
+
+async fn insert_chunks(
+    conn: &mut PgConnection,
+    batch: &NewBatch<'_>,
+    batch_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    let indexes: Vec<i32> = batch.chunks.iter().map(|c| c.index).collect();
+    let offsets: Vec<i32> = batch.chunks.iter().map(|c| c.record_offset).collect();
+    let counts: Vec<i32> = batch.chunks.iter().map(|c| c.record_count).collect();
+    let payloads: Vec<&[u8]> = batch.chunks.iter().map(|c| c.payload.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO ingest_batch_chunks
+             (tenant_id, batch_id, chunk_index, record_offset, record_count, payload, payload_encoding)
+         SELECT $1, $2, i, o, n, p, $7
+         FROM unnest($3::int4[], $4::int4[], $5::int4[], $6::bytea[]) AS t(i, o, n, p)",
+    )
+    .bind(batch.tenant_id)
+    .bind(batch_id)
+    .bind(&indexes)
+    .bind(&offsets)
+    .bind(&counts)
+    .bind(&payloads)
+    .bind(CHUNK_ENCODING)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn by_idempotency_key(
+    conn: &mut PgConnection,
+    batch: &NewBatch<'_>,
+) -> Result<Option<Receipt>, sqlx::Error> {
+    let Some(key) = batch.idempotency_key else {
+        return Ok(None);
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RECEIPT_COLUMNS} FROM ingest_batches WHERE integration_id = $1 AND idempotency_key = $2"
+    )))
+    .bind(batch.integration_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+async fn by_content(
+    conn: &mut PgConnection,
+    batch: &NewBatch<'_>,
+    sync_log_id: Option<Uuid>,
+) -> Result<Option<Receipt>, sqlx::Error> {
+    let Some(sync_log_id) = sync_log_id else {
+        return Ok(None);
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RECEIPT_COLUMNS} FROM ingest_batches WHERE sync_log_id = $1 AND content_hash = $2"
+    )))
+    .bind(sync_log_id)
+    .bind(&batch.content_hash[..])
+    .fetch_optional(conn)
+    .await
+}
+
+async fn recent_same_content(
+    conn: &mut PgConnection,
+    batch: &NewBatch<'_>,
+    limits: &Limits,
+) -> Result<Option<Receipt>, sqlx::Error> {
+    let since: DateTime<Utc> =
+        Utc::now() - chrono::Duration::seconds(limits.dedupe_window_secs as i64);
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RECEIPT_COLUMNS} FROM ingest_batches
+         WHERE integration_id = $1 AND content_hash = $2 AND received_at >= $3
+           AND idempotency_key IS NULL
+         ORDER BY received_at DESC LIMIT 1"
+    )))
+    .bind(batch.integration_id)
+    .bind(&batch.content_hash[..])
+    .bind(since)
+    .fetch_optional(conn)
+    .await
+}
+
+/// 64 bits of (integration, content) for a transaction-level advisory lock.
+fn advisory_key(integration_id: Uuid, content_hash: &[u8; 32]) -> i64 {
+    let mut bytes = [0u8; 8];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = content_hash[i] ^ integration_id.as_bytes()[i];
+    }
+    i64::from_le_bytes(bytes)
+}
