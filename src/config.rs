@@ -109,6 +109,8 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     pub concurrency: usize,
+    pub ingest_concurrency: usize,
+    pub max_errors_per_sync: i64,
     pub fetch_batch: usize,
     pub poll_interval_ms: u64,
     pub heartbeat_interval_secs: u64,
@@ -218,7 +220,10 @@ impl Config {
                 "database.min_connections must not exceed database.max_connections".into(),
             ));
         }
-        if self.worker.concurrency == 0 || self.worker.fetch_batch == 0 {
+        if self.worker.concurrency == 0
+            || self.worker.fetch_batch == 0
+            || self.worker.ingest_concurrency == 0
+        {
             return Err(ConfigError::Invalid(
                 "worker.concurrency and worker.fetch_batch must be at least 1".into(),
             ));

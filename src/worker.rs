@@ -11,7 +11,10 @@ use crate::{
 pub async fn run(pool: PgPool, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = jobs::Worker::new(
         pool.clone(),
-        JobContext { pool },
+        JobContext {
+            pool,
+            pipeline: tasks::pipeline_settings(&config.worker),
+        },
         tasks::registry(&config.worker),
         tasks::worker_config(&config.worker),
     );

@@ -15,7 +15,7 @@ use super::envelope::{CHUNK_ENCODING, Chunk};
 use crate::{
     db::tenant_tx,
     domain::{DataType, SyncMode},
-    tasks::{ProcessChunk, ingest::job_tag},
+    tasks::{FinalizeSync, ProcessChunk, ingest::job_tag},
 };
 
 /// A validated delivery, ready to store.
@@ -224,6 +224,7 @@ pub async fn store(
             .iter()
             .map(|c| {
                 NewJob::new(&ProcessChunk {
+                    tenant_id: batch.tenant_id,
                     batch_id,
                     chunk: c.index,
                 })
@@ -231,6 +232,16 @@ pub async fn store(
             })
             .collect::<Result<_, _>>()?;
         jobs::enqueue_many(&mut tx, &jobs).await?;
+    }
+    if batch.is_final {
+        // Closes the sync if every batch is already processed (an empty or late final batch);
+        // otherwise the last chunk job closes it.
+        let finalize = NewJob::new(&FinalizeSync {
+            tenant_id: batch.tenant_id,
+            sync_log_id,
+        })?
+        .tag(job_tag(batch.tenant_id, batch.integration_id));
+        jobs::enqueue(&mut tx, &finalize).await?;
     }
 
     sqlx::query(

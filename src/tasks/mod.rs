@@ -11,20 +11,24 @@ use jobs::{Backoff, MaintenanceConfig, Registry, WorkerConfig};
 use sqlx::PgPool;
 
 use crate::config::{JobsConfig, WorkerConfig as WorkerSettings};
-pub use ingest::ProcessChunk;
+pub use ingest::{FinalizeSync, ProcessChunk};
 pub use ping::Ping;
 
 /// What every job handler may use.
 #[derive(Clone)]
 pub struct JobContext {
     pub pool: PgPool,
+    pub pipeline: crate::pipeline::PipelineSettings,
 }
 
 /// Every job kind this build can run, and the queues they run on.
 pub fn registry(settings: &WorkerSettings) -> Registry<JobContext> {
     Registry::new()
         .queue("default", settings.concurrency)
+        .queue(ingest::INGEST_QUEUE, settings.ingest_concurrency)
         .plain::<Ping>()
+        .transactional::<ProcessChunk>()
+        .transactional::<FinalizeSync>()
 }
 
 pub fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
@@ -49,5 +53,11 @@ pub fn maintenance_config(settings: &JobsConfig) -> MaintenanceConfig {
         keep_completed: Duration::from_secs(settings.keep_completed_hours * 3600),
         keep_failed: Duration::from_secs(settings.keep_failed_days * 24 * 3600),
         ..MaintenanceConfig::default()
+    }
+}
+
+pub fn pipeline_settings(settings: &WorkerSettings) -> crate::pipeline::PipelineSettings {
+    crate::pipeline::PipelineSettings {
+        max_errors_per_sync: settings.max_errors_per_sync,
     }
 }

@@ -257,7 +257,9 @@ async fn batches_are_split_into_jobs_of_the_configured_size() {
     assert_eq!(
         args,
         (0..3)
-            .map(|i| json!({"batch_id": receipt["batch_id"], "chunk": i}))
+            .map(
+                |i| json!({"tenant_id": fx.tenant_id, "batch_id": receipt["batch_id"], "chunk": i})
+            )
             .collect::<Vec<_>>()
     );
     let (received, batches): (i64, i32) =
@@ -654,7 +656,13 @@ async fn a_final_batch_may_be_empty() {
     assert_eq!(status["state"], "processed");
     assert_eq!(status["final"], true);
     assert_eq!(status["progress"]["percent"], 100.0);
-    assert_eq!(fx.count("SELECT count(*) FROM jobs").await, 0);
+    // No chunk to process; one job to close the sync.
+    assert_eq!(
+        fx.count("SELECT count(*) FROM jobs WHERE kind = 'ingest.finalize_sync'")
+            .await,
+        1
+    );
+    assert_eq!(fx.count("SELECT count(*) FROM jobs").await, 1);
     assert_eq!(
         fx.count("SELECT count(*) FROM integration_sync_logs WHERE final_received_at IS NOT NULL AND batches_processed = 1")
             .await,

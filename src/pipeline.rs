@@ -1,0 +1,647 @@
+//! The worker pipeline: one stored chunk → mapped, deduplicated, matched, bulk-upserted rows,
+//! counted into its batch and sync log, all in the processing job's own transaction.
+//!
+//! Exactly once: the job completes in this transaction (a transactional job), and the chunk is
+//! claimed by setting `processed_at`, so a second run of the same chunk (admin retry of a completed
+//! job, a duplicate) finds it processed and changes nothing. Errors in the data fail records, not
+//! the job; database errors roll everything back and the job retries with backoff.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    domain::{DataType, SourceType},
+    ingest::envelope::decode_chunk,
+    mapping::{self, FieldError, MappedRecord, MappingSet, Outcome, columns},
+    matching::{Clues, Matcher, email_domain},
+};
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Per-record errors kept per sync; beyond it they are only counted.
+    pub max_errors_per_sync: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The stored data cannot be processed by any retry.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// Per-chunk (and per-batch, per-sync) counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub processed: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub unmatched: i64,
+}
+
+struct RecordError {
+    index: i32,
+    external_id: Option<String>,
+    error: FieldError,
+}
+
+/// A mapped record ready for the database.
+struct Row {
+    record: MappedRecord,
+    raw: String,
+    hash: [u8; 32],
+    account_id: Option<Uuid>,
+    method: &'static str,
+    reason: Option<&'static str>,
+    domain: Option<String>,
+}
+
+fn table(data_type: DataType) -> &'static str {
+    match data_type {
+        DataType::Contacts => "external_contacts",
+        DataType::Tickets => "external_tickets",
+        DataType::Deals => "external_deals",
+    }
+}
+
+/// The derived domain column of a table, next to the email it comes from.
+fn domain_column(data_type: DataType) -> Option<(&'static str, &'static str)> {
+    match data_type {
+        DataType::Contacts => Some(("email_domain", "email")),
+        DataType::Tickets => Some(("requester_domain", "requester_email")),
+        DataType::Deals => None,
+    }
+}
+
+pub async fn set_tenant(tx: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Loads an integration's mappings for a data type: its preset with stored overrides.
+pub async fn load_mappings(
+    tx: &mut PgConnection,
+    integration_id: Uuid,
+    source: SourceType,
+    data_type: DataType,
+) -> Result<Result<MappingSet, Vec<mapping::MappingProblem>>, sqlx::Error> {
+    let stored: Vec<(String, Value, bool)> = sqlx::query_as(
+        "SELECT target_field, mapping, enabled FROM integration_field_mappings
+         WHERE integration_id = $1 AND data_type = $2 ORDER BY position, target_field",
+    )
+    .bind(integration_id)
+    .bind(data_type.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(mapping::compile(source, data_type, &stored))
+}
+
+/// The tenant's accounts and never-matched domains.
+pub async fn load_matcher(tx: &mut PgConnection, tenant_id: Uuid) -> Result<Matcher, sqlx::Error> {
+    let accounts: Vec<(Uuid, String, Vec<String>)> =
+        sqlx::query_as("SELECT id, name, domains FROM accounts")
+            .fetch_all(&mut *tx)
+            .await?;
+    let blocked: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(own_domains || excluded_domains) FROM tenants WHERE id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(Matcher::new(
+        accounts
+            .iter()
+            .map(|(id, name, d)| (*id, name.as_str(), &d[..])),
+        blocked.iter().map(String::as_str),
+    ))
+}
+
+/// Processes chunk `chunk` of `batch_id`. Returns `None` when it was processed before.
+pub async fn process_chunk(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    batch_id: Uuid,
+    chunk: i32,
+    settings: &PipelineSettings,
+) -> Result<Option<Counts>, PipelineError> {
+    set_tenant(tx, tenant_id).await?;
+    let claimed: Option<(i32, Vec<u8>, String)> = sqlx::query_as(
+        "UPDATE ingest_batch_chunks SET processed_at = now()
+         WHERE batch_id = $1 AND chunk_index = $2 AND processed_at IS NULL
+         RETURNING record_offset, payload, payload_encoding",
+    )
+    .bind(batch_id)
+    .bind(chunk)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((offset, payload, encoding)) = claimed else {
+        return Ok(None);
+    };
+    let (integration_id, sync_log_id, data_type, sync_mode, source): (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        String,
+    ) = sqlx::query_as(
+        "SELECT b.integration_id, b.sync_log_id, b.data_type, b.sync_mode, i.source_type
+         FROM ingest_batches b JOIN integration_sources i ON i.id = b.integration_id
+         WHERE b.id = $1",
+    )
+    .bind(batch_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let data_type: DataType = data_type
+        .parse()
+        .map_err(|e| PipelineError::Corrupt(format!("batch {batch_id}: {e}")))?;
+    let source: SourceType = source
+        .parse()
+        .map_err(|e| PipelineError::Corrupt(format!("integration {integration_id}: {e}")))?;
+    let full_sync = sync_mode == "full";
+
+    let bytes = decode_chunk(&payload, &encoding)
+        .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
+    let records: Vec<Value> = serde_json::from_slice(&bytes)
+        .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
+    drop(bytes);
+
+    let mappings = load_mappings(tx, integration_id, source, data_type).await?;
+    let matcher = load_matcher(tx, tenant_id).await?;
+
+    let mut counts = Counts {
+        processed: records.len() as i64,
+        ..Counts::default()
+    };
+    let mut errors = Vec::new();
+    let mut rows: Vec<Row> = Vec::with_capacity(records.len());
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    let cols = columns(data_type);
+    let col = |name: &str| cols.iter().position(|(c, _)| *c == name);
+    for (i, record) in records.iter().enumerate() {
+        let index = offset + i as i32;
+        let mapped = match &mappings {
+            Err(problems) => Outcome::Failed {
+                external_id: None,
+                errors: problems
+                    .iter()
+                    .map(|p| FieldError {
+                        field: p.target.clone(),
+                        code: "mapping_invalid",
+                        message: p.message.clone(),
+                    })
+                    .collect(),
+            },
+            Ok(set) => set.apply(record),
+        };
+        match mapped {
+            Outcome::Skipped => counts.skipped += 1,
+            Outcome::Failed {
+                external_id,
+                errors: field_errors,
+            } => {
+                counts.failed += 1;
+                errors.extend(field_errors.into_iter().map(|error| RecordError {
+                    index,
+                    external_id: external_id.clone(),
+                    error,
+                }));
+            }
+            Outcome::Mapped(record_out) => {
+                let get = |name: &str| col(name).and_then(|c| record_out.columns[c].as_deref());
+                let (email, website, company) = match data_type {
+                    DataType::Contacts => (get("email"), None, get("company_name")),
+                    DataType::Tickets => (get("requester_email"), None, None),
+                    DataType::Deals => (
+                        get("contact_email"),
+                        get("company_domain"),
+                        get("company_name"),
+                    ),
+                };
+                let found = matcher.find(&Clues {
+                    email,
+                    website,
+                    company_name: company,
+                });
+                let domain = domain_column(data_type)
+                    .and_then(|(_, from)| get(from))
+                    .and_then(email_domain);
+                let raw = serde_json::to_string(record).unwrap_or_default();
+                let mut hasher = Sha256::new();
+                for c in &record_out.columns {
+                    hasher.update(c.as_deref().unwrap_or("\u{0}").as_bytes());
+                    hasher.update([0xff]);
+                }
+                hasher.update(Value::Object(record_out.properties.clone()).to_string());
+                hasher.update([0xff]);
+                hasher.update(raw.as_bytes());
+                hasher.update(found.account_id.map(|a| a.to_string()).unwrap_or_default());
+                let row = Row {
+                    raw,
+                    hash: hasher.finalize().into(),
+                    account_id: found.account_id,
+                    method: found.method.as_str(),
+                    reason: found.reason,
+                    domain,
+                    record: record_out,
+                };
+                // Last occurrence of an external id wins; the earlier ones count as skipped.
+                match position.get(&row.record.external_id) {
+                    Some(&at) => {
+                        counts.skipped += 1;
+                        rows[at] = row;
+                    }
+                    None => {
+                        position.insert(row.record.external_id.clone(), rows.len());
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+    }
+    counts.unmatched = rows.iter().filter(|r| r.account_id.is_none()).count() as i64;
+
+    let (written, unchanged_ids) =
+        upsert(tx, tenant_id, integration_id, sync_log_id, data_type, &rows).await?;
+    counts.created = written.0;
+    counts.updated = written.1;
+    counts.unchanged = unchanged_ids.len() as i64;
+    if full_sync && !unchanged_ids.is_empty() {
+        // A full sync sweeps what it did not see: unchanged rows were seen.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET last_synced_at = now(), last_sync_log_id = $3
+             WHERE tenant_id = $1 AND integration_id = $2 AND external_id = ANY($4)",
+            table(data_type)
+        )))
+        .bind(tenant_id)
+        .bind(integration_id)
+        .bind(sync_log_id)
+        .bind(&unchanged_ids)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    record_errors(
+        tx,
+        tenant_id,
+        integration_id,
+        sync_log_id,
+        batch_id,
+        &errors,
+        settings,
+    )
+    .await?;
+    let batch_done: bool = sqlx::query_scalar(
+        "UPDATE ingest_batches
+         SET jobs_done = jobs_done + 1,
+             records_processed = records_processed + $2,
+             records_created = records_created + $3,
+             records_updated = records_updated + $4,
+             records_unchanged = records_unchanged + $5,
+             records_skipped = records_skipped + $6,
+             records_failed = records_failed + $7,
+             records_unmatched = records_unmatched + $8,
+             state = CASE WHEN jobs_done + 1 >= jobs_total THEN 'processed' ELSE 'processing' END,
+             processed_at = CASE WHEN jobs_done + 1 >= jobs_total THEN now() END
+         WHERE id = $1
+         RETURNING state = 'processed'",
+    )
+    .bind(batch_id)
+    .bind(counts.processed as i32)
+    .bind(counts.created as i32)
+    .bind(counts.updated as i32)
+    .bind(counts.unchanged as i32)
+    .bind(counts.skipped as i32)
+    .bind(counts.failed as i32)
+    .bind(counts.unmatched as i32)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE integration_sync_logs
+         SET records_created = records_created + $2,
+             records_updated = records_updated + $3,
+             records_unchanged = records_unchanged + $4,
+             records_skipped = records_skipped + $5,
+             records_failed = records_failed + $6,
+             records_unmatched = records_unmatched + $7,
+             batches_processed = batches_processed + $8,
+             status = CASE WHEN status = 'pending' THEN 'running' ELSE status END
+         WHERE id = $1",
+    )
+    .bind(sync_log_id)
+    .bind(counts.created)
+    .bind(counts.updated)
+    .bind(counts.unchanged)
+    .bind(counts.skipped)
+    .bind(counts.failed)
+    .bind(counts.unmatched)
+    .bind(i32::from(batch_done))
+    .execute(&mut *tx)
+    .await?;
+    if batch_done {
+        close_sync_if_done(tx, sync_log_id).await?;
+    }
+    Ok(Some(counts))
+}
+
+/// Created and updated rows are upserted in one statement; unchanged ones (same content hash,
+/// not deleted) are not written. Returns ((created, updated), unchanged external ids).
+async fn upsert(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    sync_log_id: Uuid,
+    data_type: DataType,
+    rows: &[Row],
+) -> Result<((i64, i64), Vec<String>), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(((0, 0), Vec::new()));
+    }
+    let table = table(data_type);
+    let ids: Vec<&str> = rows.iter().map(|r| r.record.external_id.as_str()).collect();
+    let existing: Vec<(String, Option<Vec<u8>>, bool)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT external_id, content_hash, deleted_at IS NOT NULL FROM {table}
+         WHERE tenant_id = $1 AND integration_id = $2 AND external_id = ANY($3)"
+        )))
+        .bind(tenant_id)
+        .bind(integration_id)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let existing: HashMap<String, (Option<Vec<u8>>, bool)> = existing
+        .into_iter()
+        .map(|(id, h, d)| (id, (h, d)))
+        .collect();
+    let mut unchanged = Vec::new();
+    let changed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| match existing.get(&r.record.external_id) {
+            Some((Some(hash), false)) if hash.as_slice() == r.hash => {
+                unchanged.push(r.record.external_id.clone());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if changed.is_empty() {
+        return Ok(((0, 0), unchanged));
+    }
+
+    let cols = columns(data_type);
+    let mut column_names = vec![
+        "external_id",
+        "account_id",
+        "match_method",
+        "match_reason",
+        "properties",
+        "raw",
+        "content_hash",
+    ];
+    let mut select = vec![
+        "t.external_id".to_string(),
+        "t.account_id".into(),
+        "t.match_method".into(),
+        "t.match_reason".into(),
+        "t.properties::jsonb".into(),
+        "t.raw::jsonb".into(),
+        "t.content_hash".into(),
+    ];
+    let mut unnest = vec![
+        "$4::text[]".to_string(),
+        "$5::uuid[]".into(),
+        "$6::text[]".into(),
+        "$7::text[]".into(),
+        "$8::text[]".into(),
+        "$9::text[]".into(),
+        "$10::bytea[]".into(),
+    ];
+    let mut aliases = vec![
+        "external_id".to_string(),
+        "account_id".into(),
+        "match_method".into(),
+        "match_reason".into(),
+        "properties".into(),
+        "raw".into(),
+        "content_hash".into(),
+    ];
+    let mut next = 11;
+    if let Some((domain, _)) = domain_column(data_type) {
+        column_names.push(domain);
+        select.push("t.domain".into());
+        unnest.push(format!("${next}::text[]"));
+        aliases.push("domain".into());
+        next += 1;
+    }
+    for (i, (name, ty)) in cols.iter().enumerate() {
+        column_names.push(name);
+        select.push(format!("t.c{i}::{}", ty.sql()));
+        unnest.push(format!("${next}::text[]"));
+        aliases.push(format!("c{i}"));
+        next += 1;
+    }
+    let updates: Vec<String> = column_names
+        .iter()
+        .filter(|c| **c != "external_id")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .chain([
+            "last_sync_log_id = EXCLUDED.last_sync_log_id".to_string(),
+            "last_synced_at = now()".into(),
+            "deleted_at = NULL".into(),
+        ])
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} (tenant_id, integration_id, last_sync_log_id, {})
+         SELECT $1, $2, $3, {} FROM unnest({}) AS t({})
+         ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE SET {}
+         RETURNING (xmax = 0) AS inserted",
+        column_names.join(", "),
+        select.join(", "),
+        unnest.join(", "),
+        aliases.join(", "),
+        updates.join(", "),
+    );
+    let mut query = sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(integration_id)
+        .bind(sync_log_id)
+        .bind(
+            changed
+                .iter()
+                .map(|r| r.record.external_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(changed.iter().map(|r| r.account_id).collect::<Vec<_>>())
+        .bind(changed.iter().map(|r| r.method).collect::<Vec<_>>())
+        .bind(changed.iter().map(|r| r.reason).collect::<Vec<_>>())
+        .bind(
+            changed
+                .iter()
+                .map(|r| Value::Object(r.record.properties.clone()).to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(changed.iter().map(|r| r.raw.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|r| &r.hash[..]).collect::<Vec<_>>());
+    if domain_column(data_type).is_some() {
+        query = query.bind(
+            changed
+                .iter()
+                .map(|r| r.domain.as_deref())
+                .collect::<Vec<_>>(),
+        );
+    }
+    for i in 0..cols.len() {
+        query = query.bind(
+            changed
+                .iter()
+                .map(|r| r.record.columns[i].as_deref())
+                .collect::<Vec<_>>(),
+        );
+    }
+    let inserted: Vec<bool> = query.fetch_all(&mut *tx).await?;
+    let created = inserted.iter().filter(|i| **i).count() as i64;
+    Ok(((created, inserted.len() as i64 - created), unchanged))
+}
+
+async fn record_errors(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    sync_log_id: Uuid,
+    batch_id: Uuid,
+    errors: &[RecordError],
+    settings: &PipelineSettings,
+) -> Result<(), sqlx::Error> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO integration_sync_errors
+             (tenant_id, integration_id, sync_log_id, batch_id, record_index, external_id, field, code, message)
+         SELECT $1, $2, $3, $4, i, e, f, c, m
+         FROM unnest($5::int4[], $6::text[], $7::text[], $8::text[], $9::text[]) AS t(i, e, f, c, m)
+         LIMIT greatest(0, $10 - (SELECT count(*) FROM integration_sync_errors WHERE sync_log_id = $3))",
+    )
+    .bind(tenant_id)
+    .bind(integration_id)
+    .bind(sync_log_id)
+    .bind(batch_id)
+    .bind(errors.iter().map(|e| e.index).collect::<Vec<_>>())
+    .bind(errors.iter().map(|e| e.external_id.as_deref()).collect::<Vec<_>>())
+    .bind(errors.iter().map(|e| e.error.field.as_str()).collect::<Vec<_>>())
+    .bind(errors.iter().map(|e| e.error.code).collect::<Vec<_>>())
+    .bind(errors.iter().map(|e| e.error.message.as_str()).collect::<Vec<_>>())
+    .bind(settings.max_errors_per_sync)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// tenant, integration, status, mode, started, records synced, records failed.
+type ClosedSync = (Uuid, Uuid, String, String, Option<DateTime<Utc>>, i64, i64);
+
+/// Closes the sync when its final batch has arrived and every batch is processed: status, timings,
+/// the full-sync sweep, the integration's last-sync fields. Does nothing otherwise, or when
+/// another transaction closed it first.
+pub async fn close_sync_if_done(
+    tx: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    let closed: Option<ClosedSync> = sqlx::query_as(
+        "UPDATE integration_sync_logs
+         SET status = CASE
+                 WHEN records_failed = 0 THEN 'success'
+                 WHEN records_created + records_updated + records_unchanged + records_skipped > 0 THEN 'partial'
+                 ELSE 'failed' END,
+             completed_at = now(),
+             duration_ms = (extract(epoch FROM now() - COALESCE(started_at, created_at)) * 1000)::bigint,
+             records_per_second = records_received
+                 / GREATEST(extract(epoch FROM now() - COALESCE(started_at, created_at)), 0.001),
+             error_summary = CASE WHEN records_failed > 0
+                 THEN records_failed || ' of ' || records_received || ' records failed; see integration_sync_errors'
+                 END
+         WHERE id = $1 AND status IN ('pending', 'running') AND final_received_at IS NOT NULL
+           AND batches_processed >= batches_received
+         RETURNING tenant_id, integration_id, status, sync_mode, started_at,
+                   records_created + records_updated + records_unchanged, records_failed",
+    )
+    .bind(sync_log_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((_tenant, integration_id, status, sync_mode, started_at, synced, _failed)) = closed
+    else {
+        return Ok(());
+    };
+    if status == "success" && sync_mode == "full" {
+        let data_types: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT data_type FROM ingest_batches WHERE sync_log_id = $1",
+        )
+        .bind(sync_log_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for data_type in data_types.iter().filter_map(|d| d.parse::<DataType>().ok()) {
+            // Rows this sync wrote or saw carry a last_synced_at after it started.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {} SET deleted_at = now()
+                 WHERE integration_id = $1 AND deleted_at IS NULL AND last_synced_at < $2",
+                table(data_type)
+            )))
+            .bind(integration_id)
+            .bind(started_at.unwrap_or_else(Utc::now))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    sqlx::query(
+        "UPDATE integration_sources
+         SET last_sync_at = now(), last_sync_status = $2, last_sync_log_id = $3,
+             last_successful_sync_at = CASE WHEN $2 = 'success' THEN now() ELSE last_successful_sync_at END,
+             total_syncs = total_syncs + 1,
+             failed_syncs = failed_syncs + CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END,
+             total_records_synced = total_records_synced + $4
+         WHERE id = $1",
+    )
+    .bind(integration_id)
+    .bind(&status)
+    .bind(sync_log_id)
+    .bind(synced)
+    .execute(&mut *tx)
+    .await?;
+    tracing::info!(%sync_log_id, %integration_id, %status, "sync closed");
+    Ok(())
+}
+
+/// A dry run of an integration's mappings over sample records: the mapped rows and errors.
+pub fn preview(set: &MappingSet, records: &[Value]) -> Vec<Value> {
+    let cols = columns(set.data_type());
+    records
+        .iter()
+        .map(|r| match set.apply(r) {
+            Outcome::Mapped(m) => {
+                let mut row = serde_json::Map::new();
+                row.insert("external_id".into(), json!(m.external_id));
+                for (i, (name, _)) in cols.iter().enumerate() {
+                    row.insert((*name).into(), json!(m.columns[i]));
+                }
+                row.insert("properties".into(), Value::Object(m.properties));
+                json!({"outcome": "mapped", "row": row})
+            }
+            Outcome::Skipped => json!({"outcome": "skipped"}),
+            Outcome::Failed {
+                external_id,
+                errors,
+            } => json!({"outcome": "failed", "external_id": external_id, "errors": errors}),
+        })
+        .collect()
+}
