@@ -4,6 +4,7 @@ mod cli;
 mod embedded;
 mod health;
 mod helpers;
+mod pipeline;
 mod queue;
 mod rls;
 mod webhooks;

@@ -1,0 +1,621 @@
+//! The worker pipeline end to end: POST a batch, run the worker, read the rows and the sync log.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use syncbridge::{
+    db::admin,
+    domain::SourceType,
+    tasks::{self, JobContext},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, count, test_config};
+
+struct World {
+    app: TestApp,
+    tenant_id: Uuid,
+    accounts: std::collections::HashMap<&'static str, Uuid>,
+}
+
+async fn world() -> World {
+    let app = TestApp::spawn().await;
+    let tenant = admin::create_tenant(&app.db.pool, "Acme CS").await.unwrap();
+    let mut accounts = std::collections::HashMap::new();
+    for (name, domains) in [
+        ("Northwind", vec!["https://www.northwind.io/"]),
+        ("Acme Logistics", vec!["acme-logistics.com"]),
+        ("Globex Ltd", vec!["globex.co.uk"]),
+        ("Shared One", vec!["shared.io"]),
+        ("Shared Two", vec!["shared.io"]),
+    ] {
+        let domains: Vec<String> = domains.into_iter().map(String::from).collect();
+        let account = admin::add_account(&app.db.pool, tenant.id, name, &domains)
+            .await
+            .unwrap();
+        accounts.insert(name, account.id);
+    }
+    World {
+        app,
+        tenant_id: tenant.id,
+        accounts,
+    }
+}
+
+impl World {
+    async fn integration(&self, source: SourceType) -> (Uuid, String) {
+        let integration = admin::create_integration(
+            &self.app.db.pool,
+            self.tenant_id,
+            source,
+            &format!("{source} {}", Uuid::new_v4()),
+            None,
+        )
+        .await
+        .unwrap();
+        let key = admin::create_api_key(&self.app.db.pool, integration.id, None)
+            .await
+            .unwrap();
+        (integration.id, key.key.plaintext)
+    }
+
+    async fn post(&self, key: &str, body: &Value) -> Value {
+        let response = self
+            .app
+            .client
+            .post(self.app.url("/api/webhooks/n8n"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+        response.json().await.unwrap()
+    }
+
+    async fn owner(&self) -> PgConnection {
+        self.app.db.owner().await
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        count(&mut self.owner().await, sql).await
+    }
+
+    /// Runs a worker until no ingestion job is left to run.
+    async fn drain(&self) {
+        let mut config = test_config().worker;
+        config.poll_interval_ms = 20;
+        let worker = jobs::Worker::new(
+            self.app.db.pool.clone(),
+            JobContext {
+                pool: self.app.db.pool.clone(),
+                pipeline: tasks::pipeline_settings(&config),
+            },
+            tasks::registry(&config),
+            tasks::worker_config(&config),
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = self
+                .count(
+                    "SELECT count(*) FROM jobs WHERE queue = 'ingest'
+                     AND state IN ('available', 'scheduled', 'running', 'retryable')",
+                )
+                .await;
+            if left == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} ingestion jobs still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        assert_eq!(
+            self.count("SELECT count(*) FROM jobs WHERE queue = 'ingest' AND state <> 'completed'")
+                .await,
+            0,
+            "every ingestion job completed"
+        );
+    }
+}
+
+fn sample(name: &str, integration_id: Uuid) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/samples/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut body: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    body["integration_id"] = json!(integration_id);
+    body.as_object_mut().unwrap().remove("sync_log_id");
+    body.as_object_mut().unwrap().remove("api_key");
+    body["final"] = json!(true);
+    body
+}
+
+/// One row of a table as JSON, by external id (typed columns rendered by PostgreSQL).
+async fn row(w: &World, table: &str, external_id: &str) -> Value {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT to_jsonb(t) FROM {table} t WHERE external_id = $1"
+    )))
+    .bind(external_id)
+    .fetch_one(&mut w.owner().await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_sample_lands_mapped_and_matched_with_the_presets() {
+    let w = world().await;
+    let samples = [
+        ("zoho_crm_contacts", SourceType::ZohoCrm),
+        ("zoho_crm_deals", SourceType::ZohoCrm),
+        ("zoho_desk_tickets", SourceType::ZohoDesk),
+        ("jira_tickets", SourceType::Jira),
+        ("salesforce_deals", SourceType::Salesforce),
+        ("hubspot_contacts", SourceType::Hubspot),
+        ("hubspot_deals", SourceType::Hubspot),
+        ("zendesk_tickets", SourceType::Zendesk),
+        ("intercom_contacts", SourceType::Intercom),
+    ];
+    for (name, source) in samples {
+        let (integration, key) = w.integration(source).await;
+        w.post(&key, &sample(name, integration)).await;
+    }
+    w.drain().await;
+
+    let northwind = json!(w.accounts["Northwind"]);
+    let acme = json!(w.accounts["Acme Logistics"]);
+    let globex = json!(w.accounts["Globex Ltd"]);
+
+    // Zoho CRM: lookups are objects, dates carry +05:30 and are stored in UTC.
+    let priya = row(&w, "external_contacts", "5725767000000415001").await;
+    assert_eq!(priya["email"], "priya.raman@acme-logistics.com");
+    assert_eq!(priya["email_domain"], "acme-logistics.com");
+    assert_eq!(priya["company_name"], "Acme Logistics");
+    assert_eq!(priya["source_updated_at"], "2024-03-11T09:15:22+00:00");
+    assert_eq!(
+        (priya["account_id"].clone(), priya["match_method"].clone()),
+        (acme.clone(), json!("exact_domain"))
+    );
+    assert_eq!(priya["properties"]["owner_email"], "arun@csm-vendor.io");
+    let ravi = row(&w, "external_contacts", "5725767000000415022").await;
+    assert_eq!(ravi["email"], "ravi.k+crm@gmail.com");
+    assert_eq!(
+        (ravi["account_id"].clone(), ravi["match_method"].clone()),
+        (Value::Null, json!("none"))
+    );
+    assert_eq!(ravi["match_reason"], "free_mail_domain");
+    assert_eq!(ravi["first_name"], Value::Null);
+
+    // Zoho CRM deals: a lookup name matches an account by name; stage → won/closed.
+    let globex_deal = row(&w, "external_deals", "5725767000000611009").await;
+    assert_eq!(globex_deal["amount"], 18500.0);
+    assert_eq!(globex_deal["close_date"], "2024-03-01");
+    assert_eq!(
+        (
+            globex_deal["is_won"].clone(),
+            globex_deal["is_closed"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+    assert_eq!(
+        (
+            globex_deal["account_id"].clone(),
+            globex_deal["match_method"].clone()
+        ),
+        (globex.clone(), json!("name"))
+    );
+    let acme_deal = row(&w, "external_deals", "5725767000000611044").await;
+    assert_eq!(
+        (acme_deal["amount"].clone(), acme_deal["is_won"].clone()),
+        (Value::Null, json!(false))
+    );
+    assert_eq!(acme_deal["account_id"], acme);
+
+    // Zoho Desk: exact domain, and a subdomain of a known domain.
+    let vat = row(&w, "external_tickets", "1892000000143217").await;
+    assert_eq!(
+        (vat["ticket_number"].clone(), vat["status"].clone()),
+        (json!("10231"), json!("On Hold"))
+    );
+    assert_eq!(
+        (vat["account_id"].clone(), vat["match_method"].clone()),
+        (globex.clone(), json!("exact_domain"))
+    );
+    assert_eq!(vat["due_at"], "2024-03-12T13:20:11+00:00");
+    let seats = row(&w, "external_tickets", "1892000000143299").await;
+    assert_eq!(
+        (seats["account_id"].clone(), seats["match_method"].clone()),
+        (acme.clone(), json!("registrable_domain"))
+    );
+    assert_eq!(seats["closed_at"], "2024-03-06T17:30:12+00:00");
+
+    // Jira: +0000 offsets, nested fields, a reporter without email.
+    let export = row(&w, "external_tickets", "10482").await;
+    assert_eq!(export["ticket_number"], "SUP-231");
+    assert_eq!(export["opened_at"], "2024-03-08T11:02:17+00:00");
+    assert_eq!(export["source_updated_at"], "2024-03-11T09:15:22.481+00:00");
+    assert_eq!(
+        (export["status"].clone(), export["priority"].clone()),
+        (json!("In Progress"), json!("High"))
+    );
+    assert_eq!(
+        (export["account_id"].clone(), export["match_method"].clone()),
+        (northwind.clone(), json!("registrable_domain"))
+    );
+    let former = row(&w, "external_tickets", "10490").await;
+    assert_eq!(
+        (former["account_id"].clone(), former["match_reason"].clone()),
+        (Value::Null, json!("no_email_or_company"))
+    );
+
+    // Salesforce: date-only close dates, website-based matching.
+    let expansion = row(&w, "external_deals", "0065g00000XyZabAAF").await;
+    assert_eq!(
+        (
+            expansion["amount"].clone(),
+            expansion["probability"].clone()
+        ),
+        (json!(125000.0), json!(80.0))
+    );
+    assert_eq!(expansion["close_date"], "2024-05-15");
+    assert_eq!(
+        (
+            expansion["account_id"].clone(),
+            expansion["match_method"].clone()
+        ),
+        (northwind.clone(), json!("exact_domain"))
+    );
+    assert_eq!(
+        row(&w, "external_deals", "0065g00000XyZacAAF").await["account_id"],
+        globex
+    );
+
+    // HubSpot: string amounts become numbers, "" becomes NULL; no email falls back to the name.
+    let renewal = row(&w, "external_deals", "14823001").await;
+    assert_eq!(renewal["amount"], 48000.0);
+    assert_eq!(renewal["close_date"], "2024-04-30");
+    assert_eq!(renewal["account_id"], acme);
+    let pilot = row(&w, "external_deals", "14823077").await;
+    assert_eq!(
+        (pilot["amount"].clone(), pilot["close_date"].clone()),
+        (Value::Null, Value::Null)
+    );
+    let dana = row(&w, "external_contacts", "51").await;
+    assert_eq!(dana["full_name"], "Dana Lee");
+    assert_eq!(
+        (dana["account_id"].clone(), dana["match_method"].clone()),
+        (northwind.clone(), json!("registrable_domain"))
+    );
+    let sam = row(&w, "external_contacts", "1201").await;
+    assert_eq!(
+        (sam["account_id"].clone(), sam["match_method"].clone()),
+        (northwind.clone(), json!("name"))
+    );
+
+    // Zendesk: uppercase email; a ticket without any email.
+    let sso = row(&w, "external_tickets", "35436").await;
+    assert_eq!(sso["requester_email"], "it-admin@acme-logistics.com");
+    assert_eq!(
+        (sso["channel"].clone(), sso["account_id"].clone()),
+        (json!("email"), acme.clone())
+    );
+    assert_eq!(
+        row(&w, "external_tickets", "35440").await["match_method"],
+        "none"
+    );
+
+    // Intercom: epoch seconds, uppercase email, a disposable domain.
+    let marco = row(&w, "external_contacts", "65f0c2a1e4b0a1b2c3d4e5f6").await;
+    assert_eq!(marco["email"], "marco@globex.co.uk");
+    assert_eq!(marco["source_created_at"], "2024-02-29T13:30:00+00:00");
+    assert_eq!(
+        (marco["first_name"].clone(), marco["last_name"].clone()),
+        (json!("Marco"), json!("Rossi"))
+    );
+    assert_eq!(marco["account_id"], globex);
+    let temp = row(&w, "external_contacts", "65f0c2a1e4b0a1b2c3d4e5f7").await;
+    assert_eq!(temp["match_reason"], "free_mail_domain");
+
+    // Every sync closed successfully with consistent counts.
+    assert_eq!(
+        w.count("SELECT count(*) FROM integration_sync_logs WHERE status = 'success'")
+            .await,
+        9
+    );
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM integration_sync_logs
+             WHERE records_received <> records_created + records_updated + records_unchanged
+                                      + records_skipped + records_failed
+                OR completed_at IS NULL OR duration_ms IS NULL OR records_per_second IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        w.count("SELECT sum(records_created)::bigint FROM integration_sync_logs")
+            .await,
+        18
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM integration_sources WHERE last_sync_status = 'success' AND total_syncs = 1")
+            .await,
+        9
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM integration_synced_records")
+            .await,
+        18
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM ingest_batches WHERE state = 'processed'")
+            .await,
+        9
+    );
+}
+
+fn contacts(integration: Uuid, records: Vec<Value>) -> Value {
+    json!({
+        "integration_id": integration,
+        "data_type": "contacts",
+        "source_type": "custom",
+        "records": records,
+    })
+}
+
+#[tokio::test]
+async fn redelivery_and_rerun_change_nothing() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Custom).await;
+    let records: Vec<Value> = (0..30)
+        .map(|i| json!({"id": i, "email": format!("p{i}@northwind.io"), "first_name": "P"}))
+        .collect();
+    let first = w.post(&key, &contacts(integration, records.clone())).await;
+    w.drain().await;
+    let snapshot = "SELECT string_agg(id::text || updated_at::text, ',' ORDER BY external_id) FROM external_contacts";
+    let before: String = sqlx::query_scalar(snapshot)
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap();
+
+    // The same content again: a duplicate delivery, nothing queued.
+    let again = w.post(&key, &contacts(integration, records.clone())).await;
+    assert_eq!(
+        (again["duplicate"].clone(), again["batch_id"].clone()),
+        (json!(true), first["batch_id"].clone())
+    );
+
+    // The completed job retried by an admin: the chunk is already processed.
+    // Rerun every completed chunk job, as an admin retry or a duplicate run would.
+    sqlx::query("UPDATE jobs SET state = 'available', finalized_at = NULL, scheduled_at = now() WHERE queue = 'ingest'")
+        .execute(&mut w.owner().await)
+        .await
+        .unwrap();
+    w.drain().await;
+    let after: String = sqlx::query_scalar(snapshot)
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(
+        w.count("SELECT records_created FROM integration_sync_logs")
+            .await,
+        30,
+        "nothing counted twice"
+    );
+
+    // A new delivery of the same records in a new sync: all unchanged, nothing rewritten.
+    let mut body = contacts(integration, records);
+    body["final"] = json!(true);
+    let resync = w
+        .app
+        .client
+        .post(w.app.url("/api/webhooks/n8n"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "second-sync")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resync.status(), StatusCode::ACCEPTED);
+    let resync: Value = resync.json().await.unwrap();
+    w.drain().await;
+    let (unchanged, created, status): (i64, i64, String) = sqlx::query_as(
+        "SELECT records_unchanged, records_created, status FROM integration_sync_logs WHERE id = $1",
+    )
+    .bind(Uuid::parse_str(resync["sync_log_id"].as_str().unwrap()).unwrap())
+    .fetch_one(&mut w.owner().await)
+    .await
+    .unwrap();
+    assert_eq!((unchanged, created, status.as_str()), (30, 0, "success"));
+    let after: String = sqlx::query_scalar(snapshot)
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn bad_records_fail_alone_and_the_sync_is_partial() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Custom).await;
+    let mut records: Vec<Value> = (0..1_000)
+        .map(|i| {
+            json!({"id": format!("c{i}"), "email": format!("p{i}@acme-logistics.com"),
+                        "source_created_at": "2024-03-11T09:15:22Z"})
+        })
+        .collect();
+    records[10]["source_created_at"] = json!("not a date");
+    records[500].as_object_mut().unwrap().remove("id");
+    records[999]["first_name"] = json!({"an": "object"});
+    // A repeated external id: the last occurrence wins, the earlier is skipped.
+    records[20]["id"] = json!("c21");
+    let mut body = contacts(integration, records);
+    body["final"] = json!(true);
+    w.post(&key, &body).await;
+    w.drain().await;
+    let (status, received, created, skipped, failed): (String, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT status, records_received, records_created, records_skipped, records_failed
+         FROM integration_sync_logs",
+        )
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), received, created, skipped, failed),
+        ("partial", 1_000, 996, 1, 3)
+    );
+    let errors: Vec<(i32, Option<String>, String, String)> = sqlx::query_as(
+        "SELECT record_index, external_id, field, code FROM integration_sync_errors ORDER BY record_index",
+    )
+    .fetch_all(&mut w.owner().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        errors,
+        vec![
+            (
+                10,
+                Some("c10".into()),
+                "source_created_at".into(),
+                "invalid_date".into()
+            ),
+            (500, None, "external_id".into(), "required".into()),
+            (
+                999,
+                Some("c999".into()),
+                "first_name".into(),
+                "not_text".into()
+            ),
+        ]
+    );
+    assert_eq!(w.count("SELECT count(*) FROM external_contacts").await, 996);
+}
+
+#[tokio::test]
+async fn custom_mappings_override_presets_and_ambiguity_is_recorded() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Hubspot).await;
+    sqlx::query(
+        "INSERT INTO integration_field_mappings (tenant_id, integration_id, data_type, target_field, mapping)
+         VALUES ($1, $2, 'contacts', 'title', '{\"source\": \"properties.role\", \"ops\": [{\"op\": \"uppercase\"}]}'),
+                ($1, $2, 'contacts', 'properties.tier', '{\"source\": \"properties.tier\", \"ops\": [
+                    {\"op\": \"enum_map\", \"map\": {\"1\": \"gold\"}, \"on_unmapped\": \"default\", \"default\": \"standard\"}]}')",
+    )
+    .bind(w.tenant_id)
+    .bind(integration)
+    .execute(&mut w.owner().await)
+    .await
+    .unwrap();
+    let body = json!({
+        "integration_id": integration, "data_type": "contacts", "source_type": "hubspot", "final": true,
+        "records": [
+            {"id": "1", "properties": {"email": "a@shared.io", "role": "cto", "tier": "1", "jobtitle": "ignored"}},
+            {"id": "2", "properties": {"email": "b@x.northwind.io", "tier": "7"}},
+            {"id": "3", "archived": true, "properties": {"email": "c@northwind.io"}}
+        ]
+    });
+    w.post(&key, &body).await;
+    w.drain().await;
+    let one = row(&w, "external_contacts", "1").await;
+    assert_eq!(one["title"], "CTO");
+    assert_eq!(one["properties"]["tier"], "gold");
+    assert_eq!(
+        (one["account_id"].clone(), one["match_reason"].clone()),
+        (Value::Null, json!("ambiguous_domain"))
+    );
+    let two = row(&w, "external_contacts", "2").await;
+    assert_eq!(two["properties"]["tier"], "standard");
+    assert_eq!(two["account_id"], json!(w.accounts["Northwind"]));
+    // Archived HubSpot records are filtered: skipped, not stored, not failed.
+    let (skipped, unmatched): (i64, i64) =
+        sqlx::query_as("SELECT records_skipped, records_unmatched FROM integration_sync_logs")
+            .fetch_one(&mut w.owner().await)
+            .await
+            .unwrap();
+    assert_eq!((skipped, unmatched), (1, 1));
+    assert_eq!(w.count("SELECT count(*) FROM external_contacts").await, 2);
+}
+
+#[tokio::test]
+async fn full_syncs_soft_delete_only_after_success() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Custom).await;
+    let deliver = |ids: Vec<&str>, mode: &str, key_header: &str, bad: bool| {
+        let records: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                if bad && *id == "b" {
+                    json!({"id": id, "source_updated_at": "garbage"})
+                } else {
+                    json!({"id": id, "email": format!("{id}@northwind.io")})
+                }
+            })
+            .collect();
+        let mut body = contacts(integration, records);
+        body["final"] = json!(true);
+        body["sync_mode"] = json!(mode);
+        w.app
+            .client
+            .post(w.app.url("/api/webhooks/n8n"))
+            .bearer_auth(&key)
+            .header("idempotency-key", key_header.to_string())
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        deliver(vec!["a", "b", "c"], "incremental", "1", false)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    w.drain().await;
+    // A full sync that partly failed deletes nothing.
+    deliver(vec!["a", "b"], "full", "2", true).await.unwrap();
+    w.drain().await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM external_contacts WHERE deleted_at IS NOT NULL")
+            .await,
+        0
+    );
+    // A successful full sync deletes what it did not see; an incremental one never does.
+    deliver(vec!["a"], "incremental", "3", false).await.unwrap();
+    w.drain().await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM external_contacts WHERE deleted_at IS NOT NULL")
+            .await,
+        0
+    );
+    deliver(vec!["a", "b"], "full", "4", false).await.unwrap();
+    w.drain().await;
+    let deleted: Vec<String> = sqlx::query_scalar(
+        "SELECT external_id FROM external_contacts WHERE deleted_at IS NOT NULL",
+    )
+    .fetch_all(&mut w.owner().await)
+    .await
+    .unwrap();
+    assert_eq!(deleted, vec!["c".to_string()]);
+    // A record that comes back is undeleted.
+    deliver(vec!["c"], "incremental", "5", false).await.unwrap();
+    w.drain().await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM external_contacts WHERE deleted_at IS NOT NULL")
+            .await,
+        0
+    );
+}
