@@ -436,3 +436,421 @@ fn truncate(s: &str) -> String {
         s.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Applies one custom mapping for `target` to `record`.
+    fn map(target: &str, mapping: Value, record: Value) -> Outcome {
+        let set = compile(
+            SourceType::Custom,
+            DataType::Contacts,
+            &[(target.to_string(), mapping, true)],
+        )
+        .unwrap();
+        set.apply(&record)
+    }
+
+    fn column(outcome: &Outcome, name: &str) -> Option<String> {
+        match outcome {
+            Outcome::Mapped(m) => m.columns[columns(DataType::Contacts)
+                .iter()
+                .position(|(c, _)| *c == name)
+                .unwrap()]
+            .clone(),
+            other => panic!("not mapped: {other:?}"),
+        }
+    }
+
+    fn prop_of(mapping: Value, record: Value) -> Value {
+        match map("properties.x", mapping, record) {
+            Outcome::Mapped(m) => m.properties.get("x").cloned().unwrap_or(json!("<absent>")),
+            other => json!(format!("{other:?}")),
+        }
+    }
+
+    fn error_code(outcome: Outcome) -> &'static str {
+        match outcome {
+            Outcome::Failed { errors, .. } => errors[0].code,
+            other => panic!("did not fail: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_null_and_empty_are_distinct() {
+        let default = json!({"source": "v", "ops": [{"op": "default", "value": "d"}]});
+        assert_eq!(prop_of(default.clone(), json!({"id": 1})), json!("d"));
+        assert_eq!(
+            prop_of(default.clone(), json!({"id": 1, "v": null})),
+            json!("d")
+        );
+        assert_eq!(
+            prop_of(default.clone(), json!({"id": 1, "v": ""})),
+            json!("")
+        );
+        let when_empty =
+            json!({"source": "v", "ops": [{"op": "default", "value": "d", "when_empty": true}]});
+        assert_eq!(prop_of(when_empty, json!({"id": 1, "v": " "})), json!("d"));
+        // Without ops: a missing value is absent, a null is null.
+        assert_eq!(
+            prop_of(json!({"source": "v"}), json!({"id": 1})),
+            json!("<absent>")
+        );
+        assert_eq!(
+            prop_of(json!({"source": "v"}), json!({"id": 1, "v": null})),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn casts_accept_the_sources_spellings() {
+        let n = |v: Value| {
+            prop_of(
+                json!({"source": "v", "ops": [{"op": "to_number"}]}),
+                json!({"id": 1, "v": v}),
+            )
+        };
+        assert_eq!(n(json!("48000")), json!(48000));
+        assert_eq!(n(json!("1,250.50")), json!(1250.5));
+        assert_eq!(n(json!("")), Value::Null);
+        assert_eq!(n(json!(true)), json!(1));
+        assert!(n(json!("abc")).as_str().unwrap().contains("not_a_number"));
+        let i = |v: Value| {
+            prop_of(
+                json!({"source": "v", "ops": [{"op": "to_int"}]}),
+                json!({"id": 1, "v": v}),
+            )
+        };
+        assert_eq!(i(json!("42.0")), json!(42));
+        assert!(i(json!("4.5")).as_str().unwrap().contains("not_an_integer"));
+        let b = |v: Value| {
+            prop_of(
+                json!({"source": "v", "ops": [{"op": "to_bool"}]}),
+                json!({"id": 1, "v": v}),
+            )
+        };
+        assert_eq!(
+            (b(json!("TRUE")), b(json!("no")), b(json!(0))),
+            (json!(true), json!(false), json!(false))
+        );
+        let s = |v: Value| {
+            prop_of(
+                json!({"source": "v", "ops": [{"op": "to_string"}]}),
+                json!({"id": 1, "v": v}),
+            )
+        };
+        assert_eq!((s(json!(7)), s(json!(false))), (json!("7"), json!("false")));
+    }
+
+    #[test]
+    fn dates_try_formats_in_order_and_end_in_utc() {
+        let d = |v: Value, formats: Value| {
+            prop_of(
+                json!({"source": "v", "ops": [{"op": "date", "formats": formats}]}),
+                json!({"id": 1, "v": v}),
+            )
+        };
+        let all = json!([]);
+        assert_eq!(
+            d(json!("2024-03-11T14:45:22+05:30"), all.clone()),
+            json!("2024-03-11T09:15:22Z")
+        );
+        assert_eq!(
+            d(json!("2024-03-11T09:15:22.481+0000"), all.clone()),
+            json!("2024-03-11T09:15:22.481Z")
+        );
+        assert_eq!(
+            d(json!("2024-05-15"), all.clone()),
+            json!("2024-05-15T00:00:00Z")
+        );
+        assert_eq!(
+            d(json!(1709213400), json!(["epoch_s"])),
+            json!("2024-02-29T13:30:00Z")
+        );
+        assert_eq!(
+            d(json!("1709213400000"), json!(["epoch_ms"])),
+            json!("2024-02-29T13:30:00Z")
+        );
+        assert_eq!(
+            d(json!("11/03/2024"), json!(["%d/%m/%Y"])),
+            json!("2024-03-11T00:00:00Z")
+        );
+        assert!(
+            d(json!("yesterday"), all)
+                .as_str()
+                .unwrap()
+                .contains("invalid_date")
+        );
+        assert!(
+            compile(
+                SourceType::Custom,
+                DataType::Contacts,
+                &[(
+                    "source_created_at".into(),
+                    json!({"source": "v", "ops": [{"op": "date", "formats": ["iso-ish"]}]}),
+                    true
+                )]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn text_ops_enum_maps_and_paths() {
+        let r = json!({"id": 1, "name": "  Dana Lee ", "email": "Dana+x@EU.Northwind.io",
+                       "custom_fields": [{"id": 123, "value": "gold"}], "status": "Won"});
+        let p = |m: Value| prop_of(m, r.clone());
+        assert_eq!(
+            p(json!({"source": "name", "ops": [{"op": "trim"}, {"op": "uppercase"}]})),
+            json!("DANA LEE")
+        );
+        assert_eq!(
+            p(
+                json!({"source": "name", "ops": [{"op": "trim"}, {"op": "split", "separator": " ", "index": -1}]})
+            ),
+            json!("Lee")
+        );
+        assert_eq!(
+            p(json!({"source": "email", "ops": [{"op": "email_domain"}]})),
+            json!("eu.northwind.io")
+        );
+        assert_eq!(
+            p(json!({"source": "custom_fields[id=123].value"})),
+            json!("gold")
+        );
+        assert_eq!(
+            p(
+                json!({"ops": [{"op": "concat", "paths": ["status", "missing", "custom_fields[0].value"], "separator": "/"}]})
+            ),
+            json!("Won/gold")
+        );
+        assert_eq!(
+            p(
+                json!({"source": "missing", "ops": [{"op": "coalesce", "paths": ["nope", "status"]}]})
+            ),
+            json!("Won")
+        );
+        assert_eq!(p(json!({"ops": [{"op": "const", "value": 3}]})), json!(3));
+        assert_eq!(
+            p(json!({"source": "email", "ops": [{"op": "regex_extract", "pattern": "^([^+@]+)"}]})),
+            json!("Dana")
+        );
+        assert_eq!(
+            p(
+                json!({"source": "email", "ops": [{"op": "regex_replace", "pattern": "\\+[^@]*", "replacement": ""}, {"op": "lowercase"}]})
+            ),
+            json!("dana@eu.northwind.io")
+        );
+        assert_eq!(
+            p(json!({"source": "status", "ops": [{"op": "hash"}]}))
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
+        let enum_map = |on: &str| {
+            p(
+                json!({"source": "status", "ops": [{"op": "enum_map", "map": {"Lost": "closed_lost"}, "on_unmapped": on, "default": "other"}]}),
+            )
+        };
+        assert_eq!(enum_map("passthrough"), json!("Won"));
+        assert_eq!(enum_map("default"), json!("other"));
+        assert_eq!(enum_map("null"), Value::Null);
+        assert!(
+            enum_map("error")
+                .as_str()
+                .unwrap()
+                .contains("unmapped_value")
+        );
+        assert_eq!(
+            p(
+                json!({"source": "status", "ops": [{"op": "enum_map", "case_insensitive": true, "map": {"WON": true}}]})
+            ),
+            json!(true)
+        );
+    }
+
+    #[test]
+    fn validators_and_filters() {
+        let r = json!({"id": 1, "email": "not-an-email", "code": "abcdef", "kind": "bot"});
+        assert_eq!(
+            error_code(map(
+                "email",
+                json!({"source": "email", "ops": [{"op": "is_email"}]}),
+                r.clone()
+            )),
+            "invalid_email"
+        );
+        assert_eq!(
+            error_code(map(
+                "title",
+                json!({"source": "missing", "ops": [{"op": "required"}]}),
+                r.clone()
+            )),
+            "required"
+        );
+        assert_eq!(
+            error_code(map(
+                "title",
+                json!({"source": "code", "ops": [{"op": "max_len", "max": 3}]}),
+                r.clone()
+            )),
+            "too_long"
+        );
+        assert_eq!(
+            error_code(map(
+                "title",
+                json!({"source": "kind", "ops": [{"op": "one_of", "values": ["human"]}]}),
+                r.clone()
+            )),
+            "not_allowed"
+        );
+        assert_eq!(
+            map(
+                "properties.k",
+                json!({"source": "kind", "ops": [{"op": "skip_if", "equals": "bot"}]}),
+                r.clone()
+            ),
+            Outcome::Skipped
+        );
+        assert_eq!(
+            map(
+                "properties.k",
+                json!({"source": "nope", "ops": [{"op": "skip_if", "missing": true}]}),
+                r.clone()
+            ),
+            Outcome::Skipped
+        );
+        assert!(matches!(
+            map(
+                "properties.k",
+                json!({"source": "kind", "ops": [{"op": "skip_if", "not_equals": "bot"}]}),
+                r
+            ),
+            Outcome::Mapped(_)
+        ));
+    }
+
+    #[test]
+    fn typed_columns_are_canonical_and_blank_is_null() {
+        let r = json!({"id": 1, "email": "", "source_created_at": 1709213400, "phone": 4930123});
+        let out = map("title", json!({"source": "email"}), r);
+        assert_eq!(column(&out, "email"), None);
+        assert_eq!(column(&out, "title"), None);
+        assert_eq!(column(&out, "phone").as_deref(), Some("4930123"));
+        assert_eq!(
+            column(&out, "source_created_at").as_deref(),
+            Some("2024-02-29T13:30:00Z")
+        );
+    }
+
+    #[test]
+    fn bad_definitions_are_refused_naming_the_problem() {
+        let problems = |target: &str, mapping: Value| {
+            compile(
+                SourceType::Custom,
+                DataType::Contacts,
+                &[(target.to_string(), mapping, true)],
+            )
+            .unwrap_err()
+        };
+        let p = problems("nonsense", json!({"source": "x"}));
+        assert!(p[0].message.contains("unknown target `nonsense`"), "{p:?}");
+        let p = problems("title", json!({"source": "x", "ops": [{"op": "explode"}]}));
+        assert!(p[0].message.contains("explode"), "{p:?}");
+        let p = problems(
+            "title",
+            json!({"source": "x", "ops": [{"op": "regex_extract", "pattern": "("}]}),
+        );
+        assert!(p[0].message.contains("bad regex"), "{p:?}");
+        let p = problems("title", json!({"source": "a[", "ops": []}));
+        assert!(p[0].message.contains("path"), "{p:?}");
+        assert!(
+            compile(
+                SourceType::Custom,
+                DataType::Contacts,
+                &[("external_id".into(), json!({}), false)]
+            )
+            .unwrap_err()
+            .iter()
+            .any(|p| p.message.contains("external_id is required"))
+        );
+    }
+
+    #[test]
+    fn every_preset_compiles() {
+        for source in SourceType::ALL {
+            for data_type in DataType::ALL {
+                compile(*source, *data_type, &[])
+                    .unwrap_or_else(|p| panic!("{source} {data_type}: {p:?}"));
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|i| json!(i)),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+                ".{0,40}".prop_map(Value::String),
+                "[0-9]{1,14}".prop_map(Value::String),
+                "(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9](T[0-2][0-9]:[0-5][0-9]:[0-5][0-9](Z|[+-][0-9]{4}))?".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..5)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Whatever a source sends, every preset maps, skips or fails it: never panics.
+            #[test]
+            fn presets_never_panic(record in json_value(), fields in proptest::collection::btree_map(
+                prop_oneof![Just("id".to_string()), Just("email".to_string()), Just("properties".to_string()),
+                            Just("fields".to_string()), Just("Amount".to_string()), "[a-zA-Z_]{1,10}"],
+                json_value(), 0..8)) {
+                let mut record = record;
+                if let Value::Object(map) = &mut record {
+                    map.extend(fields);
+                }
+                for source in SourceType::ALL {
+                    for data_type in DataType::ALL {
+                        let set = compile(*source, *data_type, &[]).unwrap();
+                        let _ = set.apply(&record);
+                    }
+                }
+            }
+
+            /// Every op, on any value, yields a value or a per-record error.
+            #[test]
+            fn ops_never_panic(value in json_value(), index in -3i64..3, max in 0usize..5) {
+                let ops = json!([
+                    {"op": "to_number"}, {"op": "to_int"}, {"op": "to_bool"}, {"op": "to_string"},
+                    {"op": "date"}, {"op": "lowercase"}, {"op": "uppercase"}, {"op": "trim"},
+                    {"op": "split", "separator": "-", "index": index}, {"op": "email_domain"},
+                    {"op": "regex_extract", "pattern": "(\\d+)"}, {"op": "regex_replace", "pattern": "\\s", "replacement": "_"},
+                    {"op": "hash"}, {"op": "max_len", "max": max}, {"op": "is_email"},
+                    {"op": "enum_map", "map": {"a": 1}, "on_unmapped": "null"},
+                    {"op": "concat", "paths": ["v", "w"]}, {"op": "coalesce", "paths": ["w"]}
+                ]);
+                for op in ops.as_array().unwrap() {
+                    for target in ["properties.x", "source_created_at", "email", "first_name"] {
+                        let _ = map(target, json!({"source": "v", "ops": [op]}), json!({"id": 1, "v": value.clone(), "w": value.clone()}));
+                    }
+                }
+            }
+        }
+    }
+}
