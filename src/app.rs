@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{
-        AccountsCommand, Command, IntegrationsCommand, JobsCommand, KeysCommand, TenantsCommand,
+        AccountsCommand, Command, IntegrationsCommand, JobsCommand, KeysCommand, MappingsCommand,
+        TenantsCommand,
     },
     config::Config,
     db::{self, Database, Readiness, admin},
@@ -241,6 +242,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             .await?;
             eprintln!("integration {integration} is active");
         }
+        Command::Mappings(command) => mappings_command(pool, command).await?,
         Command::Keys(KeysCommand::Create { integration, name }) => {
             let created = admin::create_api_key(pool, integration, name.as_deref()).await?;
             eprintln!(
@@ -367,5 +369,92 @@ async fn bulk(
     bar.finish_and_clear();
     eprintln!("{verb} {changed} of {matching} matching jobs");
     println!("{changed}");
+    Ok(())
+}
+
+async fn mappings_command(pool: &PgPool, command: MappingsCommand) -> Result<()> {
+    match command {
+        MappingsCommand::Preview {
+            integration,
+            file,
+            data_type,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let (records, from_file) = match &body {
+                serde_json::Value::Array(records) => (records.clone(), None),
+                serde_json::Value::Object(map) => (
+                    map.get("records")
+                        .and_then(|r| r.as_array())
+                        .cloned()
+                        .context("the file has no `records` array")?,
+                    map.get("data_type")
+                        .and_then(|d| d.as_str())
+                        .map(str::to_string),
+                ),
+                _ => anyhow::bail!("the file must hold a webhook body or an array of records"),
+            };
+            let data_type = match (data_type, from_file) {
+                (Some(d), _) => d,
+                (None, Some(d)) => d
+                    .parse()
+                    .map_err(|e: crate::domain::kinds::UnknownValue| anyhow::anyhow!(e))?,
+                (None, None) => {
+                    anyhow::bail!("say which data type: --data-type contacts|tickets|deals")
+                }
+            };
+            let results = admin::preview_mappings(pool, integration, data_type, &records).await?;
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        }
+        MappingsCommand::Set {
+            integration,
+            data_type,
+            target,
+            mapping,
+        } => {
+            let mapping: serde_json::Value =
+                serde_json::from_str(&mapping).context("--mapping must be JSON")?;
+            admin::set_mapping(pool, integration, data_type, &target, &mapping, true).await?;
+            eprintln!("mapping for {data_type} `{target}` stored");
+        }
+        MappingsCommand::Disable {
+            integration,
+            data_type,
+            target,
+        } => {
+            admin::set_mapping(
+                pool,
+                integration,
+                data_type,
+                &target,
+                &serde_json::json!({}),
+                false,
+            )
+            .await?;
+            eprintln!("{data_type} `{target}` is no longer mapped for this integration");
+        }
+        MappingsCommand::Remove {
+            integration,
+            data_type,
+            target,
+        } => {
+            if !admin::remove_mapping(pool, integration, data_type, &target).await? {
+                anyhow::bail!(
+                    "integration {integration} has no stored {data_type} mapping for `{target}`"
+                );
+            }
+            eprintln!("stored mapping removed; the preset applies to `{target}` again");
+        }
+        MappingsCommand::List { integration } => {
+            for (data_type, target, mapping, enabled) in
+                admin::list_mappings(pool, integration).await?
+            {
+                let state = if enabled { "" } else { "\t(disabled)" };
+                println!("{data_type}\t{target}\t{mapping}{state}");
+            }
+        }
+    }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::domain::SourceType;
+use crate::domain::{DataType, SourceType};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +45,9 @@ pub enum Command {
     /// Background jobs: inspect, retry, cancel, pause queues.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Field mappings: how an integration's records become rows (presets plus overrides).
+    #[command(subcommand)]
+    Mappings(MappingsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +178,57 @@ pub struct CreateIntegration {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MappingsCommand {
+    /// Shows what the integration's mappings make of sample records, without writing anything.
+    Preview {
+        #[arg(long)]
+        integration: Uuid,
+        /// A webhook body (with `records`) or a JSON array of records.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// contacts, tickets or deals; default: the file's `data_type`.
+        #[arg(long, value_parser = parse_data_type)]
+        data_type: Option<DataType>,
+    },
+    /// Sets the mapping of one target (validated first; refused with the problem named).
+    Set {
+        #[arg(long)]
+        integration: Uuid,
+        #[arg(long, value_parser = parse_data_type)]
+        data_type: DataType,
+        /// A column (e.g. `email`), `external_id`, or `properties.<key>`.
+        #[arg(long)]
+        target: String,
+        /// The mapping as JSON: `{"source": "properties.email", "ops": [{"op": "lowercase"}]}`.
+        #[arg(long)]
+        mapping: String,
+    },
+    /// Turns one preset target off for this integration.
+    Disable {
+        #[arg(long)]
+        integration: Uuid,
+        #[arg(long, value_parser = parse_data_type)]
+        data_type: DataType,
+        #[arg(long)]
+        target: String,
+    },
+    /// Removes a stored mapping (the preset applies again).
+    Remove {
+        #[arg(long)]
+        integration: Uuid,
+        #[arg(long, value_parser = parse_data_type)]
+        data_type: DataType,
+        #[arg(long)]
+        target: String,
+    },
+    /// Lists the stored mappings of an integration (the presets are in the README).
+    List {
+        #[arg(long)]
+        integration: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Creates an API key and prints it once; only its hash is stored.
     Create {
@@ -202,6 +256,11 @@ pub enum AccountsCommand {
 }
 
 fn parse_source_type(s: &str) -> Result<SourceType, String> {
+    s.parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
+}
+
+fn parse_data_type(s: &str) -> Result<DataType, String> {
     s.parse()
         .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
 }

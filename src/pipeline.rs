@@ -281,7 +281,7 @@ pub async fn process_chunk(
         // A full sync sweeps what it did not see: unchanged rows were seen.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE {} SET last_synced_at = now(), last_sync_log_id = $3
-             WHERE tenant_id = $1 AND integration_id = $2 AND external_id = ANY($4)",
+             WHERE tenant_id = $1 AND integration_id = $2 AND id = ANY($4)",
             table(data_type)
         )))
         .bind(tenant_id)
@@ -356,7 +356,7 @@ pub async fn process_chunk(
 }
 
 /// Created and updated rows are upserted in one statement; unchanged ones (same content hash,
-/// not deleted) are not written. Returns ((created, updated), unchanged external ids).
+/// not deleted) are not written. Returns ((created, updated), the unchanged rows' ids).
 async fn upsert(
     tx: &mut PgConnection,
     tenant_id: Uuid,
@@ -364,32 +364,38 @@ async fn upsert(
     sync_log_id: Uuid,
     data_type: DataType,
     rows: &[Row],
-) -> Result<((i64, i64), Vec<String>), sqlx::Error> {
+) -> Result<((i64, i64), Vec<Uuid>), sqlx::Error> {
     if rows.is_empty() {
         return Ok(((0, 0), Vec::new()));
     }
     let table = table(data_type);
     let ids: Vec<&str> = rows.iter().map(|r| r.record.external_id.as_str()).collect();
-    let existing: Vec<(String, Option<Vec<u8>>, bool)> =
+    let existing: Vec<(Uuid, String, Option<Vec<u8>>, bool)> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT external_id, content_hash, deleted_at IS NOT NULL FROM {table}
-         WHERE tenant_id = $1 AND integration_id = $2 AND external_id = ANY($3)"
+            // One unique-index probe per id, forced by LATERAL … LIMIT 1. Both plain forms went
+            // quadratic as the table grew: `external_id = ANY($3)` became a filter on a tenant-index
+            // scan, and a join on the unnested ids a hash join over all the integration's rows.
+            "SELECT e.id, e.external_id, e.content_hash, e.deleted_at IS NOT NULL
+         FROM unnest($3::text[]) AS k(external_id),
+              LATERAL (SELECT id, external_id, content_hash, deleted_at FROM {table}
+                       WHERE tenant_id = $1 AND integration_id = $2 AND external_id = k.external_id
+                       LIMIT 1) e"
         )))
         .bind(tenant_id)
         .bind(integration_id)
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-    let existing: HashMap<String, (Option<Vec<u8>>, bool)> = existing
+    let existing: HashMap<String, (Uuid, Option<Vec<u8>>, bool)> = existing
         .into_iter()
-        .map(|(id, h, d)| (id, (h, d)))
+        .map(|(internal, id, h, d)| (id, (internal, h, d)))
         .collect();
     let mut unchanged = Vec::new();
     let changed: Vec<&Row> = rows
         .iter()
         .filter(|r| match existing.get(&r.record.external_id) {
-            Some((Some(hash), false)) if hash.as_slice() == r.hash => {
-                unchanged.push(r.record.external_id.clone());
+            Some((internal, Some(hash), false)) if hash.as_slice() == r.hash => {
+                unchanged.push(*internal);
                 false
             }
             _ => true,

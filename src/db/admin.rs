@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::{system_tx, tenant_tx};
 use crate::{
     crypto::{Sealer, SigningSecrets, generate_signing_secret, signing_secret_context},
-    domain::{IntegrationStatus, SourceType, api_key::NewApiKey, domain_name::normalize_domain},
+    domain::{
+        DataType, IntegrationStatus, SourceType, api_key::NewApiKey, domain_name::normalize_domain,
+    },
 };
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -289,4 +291,114 @@ pub async fn set_integration_status(
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Stores the mapping of one target after validating it; the error names the problem.
+pub async fn set_mapping(
+    pool: &PgPool,
+    integration_id: Uuid,
+    data_type: DataType,
+    target: &str,
+    mapping: &serde_json::Value,
+    enabled: bool,
+) -> Result<()> {
+    let integration = find_integration(pool, integration_id).await?;
+    if enabled && let Err(problem) = crate::mapping::compile_field(data_type, target, mapping) {
+        bail!(
+            "mapping for `{}` refused: {}",
+            problem.target,
+            problem.message
+        );
+    }
+    if !enabled {
+        crate::mapping::parse_target(data_type, target).map_err(anyhow::Error::msg)?;
+        if target == crate::mapping::EXTERNAL_ID {
+            bail!("external_id cannot be disabled: every record needs one");
+        }
+    }
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    sqlx::query(
+        "INSERT INTO integration_field_mappings (tenant_id, integration_id, data_type, target_field, mapping, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (integration_id, data_type, target_field)
+         DO UPDATE SET mapping = EXCLUDED.mapping, enabled = EXCLUDED.enabled",
+    )
+    .bind(integration.tenant_id)
+    .bind(integration.id)
+    .bind(data_type.as_str())
+    .bind(target)
+    .bind(mapping)
+    .bind(enabled)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn remove_mapping(
+    pool: &PgPool,
+    integration_id: Uuid,
+    data_type: DataType,
+    target: &str,
+) -> Result<bool> {
+    let integration = find_integration(pool, integration_id).await?;
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    let removed = sqlx::query(
+        "DELETE FROM integration_field_mappings
+         WHERE integration_id = $1 AND data_type = $2 AND target_field = $3",
+    )
+    .bind(integration.id)
+    .bind(data_type.as_str())
+    .bind(target)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(removed > 0)
+}
+
+/// (data type, target, mapping, enabled) of an integration's stored mappings.
+pub async fn list_mappings(
+    pool: &PgPool,
+    integration_id: Uuid,
+) -> Result<Vec<(String, String, serde_json::Value, bool)>> {
+    let integration = find_integration(pool, integration_id).await?;
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    let rows = sqlx::query_as(
+        "SELECT data_type, target_field, mapping, enabled FROM integration_field_mappings
+         WHERE integration_id = $1 ORDER BY data_type, position, target_field",
+    )
+    .bind(integration.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// The integration's effective mappings applied to `records`: one result per record.
+pub async fn preview_mappings(
+    pool: &PgPool,
+    integration_id: Uuid,
+    data_type: DataType,
+    records: &[serde_json::Value],
+) -> Result<Vec<serde_json::Value>> {
+    let integration = find_integration(pool, integration_id).await?;
+    let source: SourceType = integration
+        .source_type
+        .parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| anyhow::anyhow!(e))?;
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    let set = crate::pipeline::load_mappings(&mut tx, integration.id, source, data_type).await?;
+    tx.commit().await?;
+    let set = set.map_err(|problems| {
+        anyhow::anyhow!(
+            "the stored mappings do not compile: {}",
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.target, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok(crate::pipeline::preview(&set, records))
 }

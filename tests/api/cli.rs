@@ -373,3 +373,95 @@ async fn signing_secrets_are_stored_sealed_and_integrations_pause() {
             .unwrap();
     assert_eq!((status.as_str(), removed), ("active", true));
 }
+
+#[tokio::test]
+async fn mappings_are_validated_when_set_and_previewed_on_samples() {
+    let db = TestDb::migrated().await;
+    ok(&db, &["tenants", "create", "Initech"]);
+    let integration = ok(
+        &db,
+        &[
+            "integrations",
+            "create",
+            "--tenant",
+            "initech",
+            "--source",
+            "hubspot",
+            "--name",
+            "HS",
+        ],
+    );
+    let set = |target: &str, mapping: &str| {
+        syncbridge(
+            &db,
+            &[
+                "mappings",
+                "set",
+                "--integration",
+                &integration,
+                "--data-type",
+                "contacts",
+                "--target",
+                target,
+                "--mapping",
+                mapping,
+            ],
+        )
+    };
+    let bad = set(
+        "title",
+        r#"{"source": "x", "ops": [{"op": "regex_extract", "pattern": "("}]}"#,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad regex"));
+    let bad = set("favourite_colour", r#"{"source": "x"}"#);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown target `favourite_colour`"));
+    let good = set(
+        "title",
+        r#"{"source": "properties.jobtitle", "ops": [{"op": "uppercase"}]}"#,
+    );
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let listed = ok(&db, &["mappings", "list", "--integration", &integration]);
+    assert!(listed.starts_with("contacts\ttitle\t"), "{listed}");
+
+    let sample = format!(
+        "{}/tests/fixtures/samples/hubspot_contacts.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let with_title = dir.path().join("sample.json");
+    let mut body: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+    body["records"][0]["properties"]["jobtitle"] = serde_json::json!("cto");
+    body["records"][1]["properties"]["createdate"] = serde_json::json!("someday");
+    std::fs::write(&with_title, body.to_string()).unwrap();
+    let preview: serde_json::Value = serde_json::from_str(&ok(
+        &db,
+        &[
+            "mappings",
+            "preview",
+            "--integration",
+            &integration,
+            "--file",
+            with_title.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(preview[0]["outcome"], "mapped");
+    assert_eq!(preview[0]["row"]["title"], "CTO");
+    assert_eq!(preview[0]["row"]["email"], "dana@eu.northwind.io");
+    assert_eq!(preview[1]["outcome"], "failed");
+    assert_eq!(preview[1]["errors"][0]["code"], "invalid_date");
+    assert_eq!(preview[1]["errors"][0]["field"], "source_created_at");
+    // Nothing was written by the preview.
+    let mut conn = db.owner().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM external_contacts")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
