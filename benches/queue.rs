@@ -5,7 +5,6 @@
 //! (default 3), printing each figure's median. Results are recorded in `jobs/README.md`.
 
 use std::{
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -13,10 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::{BenchDb, median};
 use jobs::{Job, JobError, JobMeta, NewJob, PlainJob, Registry, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
-use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgPoolOptions};
-use syncbridge::db::embedded::{EmbeddedOptions, EmbeddedPostgres, quote_ident};
+use sqlx::{Executor, PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Default)]
@@ -54,12 +55,6 @@ impl PlainJob<Ctx> for Stamp {
             .push(now - self.enqueued_us);
         Ok(())
     }
-}
-
-/// NaN for a measurement that `BENCH_ONLY` left out.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn last(v: &[f64]) -> f64 {
@@ -199,39 +194,12 @@ async fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wants = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
 
-    let (_server, admin) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (
-            None,
-            url.parse::<sqlx::postgres::PgConnectOptions>().unwrap(),
-        ),
-        Err(_) => {
-            let data_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-pg");
-            let server = EmbeddedPostgres::start(&EmbeddedOptions {
-                data_dir,
-                bin_dir: None,
-                run_as: "postgres".into(),
-                database: "postgres".into(),
-                durable: true,
-            })
-            .expect("embedded PostgreSQL for the benchmark");
-            let admin = server.connect_options("postgres");
-            (Some(server), admin)
-        }
-    };
-    let name = format!("queue_bench_{}", std::process::id());
-    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-    conn.execute(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {}",
-        quote_ident(&name)
-    )))
-    .await
-    .unwrap();
-    let options = admin.clone().database(&name);
-    syncbridge::db::migrate(&options).await.unwrap();
+    let bench = BenchDb::create("queue_bench").await;
+    // The owner, not the service role: the benchmark truncates the queue tables between runs.
     let pool = PgPoolOptions::new()
         .max_connections(24)
         .test_before_acquire(false)
-        .connect_with(options)
+        .connect_with(bench.owner_options.clone())
         .await
         .unwrap();
 
@@ -325,14 +293,5 @@ async fn main() {
     );
 
     pool.close().await;
-    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-    conn.execute(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {} WITH (FORCE)",
-        quote_ident(&name)
-    )))
-    .await
-    .unwrap();
-    if let Some(server) = _server {
-        server.stop().unwrap();
-    }
+    bench.finish().await;
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -55,9 +55,9 @@ struct RecordError {
 }
 
 /// A mapped record ready for the database.
-struct Row {
+struct Row<'a> {
     record: MappedRecord,
-    raw: String,
+    raw: &'a str,
     hash: [u8; 32],
     account_id: Option<Uuid>,
     method: &'static str,
@@ -173,24 +173,28 @@ pub async fn process_chunk(
 
     let bytes = decode_chunk(&payload, &encoding)
         .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
-    let records: Vec<Value> = serde_json::from_slice(&bytes)
+    // Kept raw: each record's text is stored as received and hashed as is, never re-serialised.
+    let raws: Vec<&RawValue> = serde_json::from_slice(&bytes)
         .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
-    drop(bytes);
 
     let mappings = load_mappings(tx, integration_id, source, data_type).await?;
     let matcher = load_matcher(tx, tenant_id).await?;
 
     let mut counts = Counts {
-        processed: records.len() as i64,
+        processed: raws.len() as i64,
         ..Counts::default()
     };
     let mut errors = Vec::new();
-    let mut rows: Vec<Row> = Vec::with_capacity(records.len());
-    let mut position: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(raws.len());
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(raws.len());
     let cols = columns(data_type);
     let col = |name: &str| cols.iter().position(|(c, _)| *c == name);
-    for (i, record) in records.iter().enumerate() {
+    for (i, raw) in raws.iter().enumerate() {
         let index = offset + i as i32;
+        let record: Value = serde_json::from_str(raw.get()).map_err(|e| {
+            PipelineError::Corrupt(format!("record {index} of batch {batch_id}: {e}"))
+        })?;
+        let record = &record;
         let mapped = match &mappings {
             Err(problems) => Outcome::Failed {
                 external_id: None,
@@ -237,7 +241,7 @@ pub async fn process_chunk(
                 let domain = domain_column(data_type)
                     .and_then(|(_, from)| get(from))
                     .and_then(email_domain);
-                let raw = serde_json::to_string(record).unwrap_or_default();
+                let raw = raw.get();
                 let mut hasher = Sha256::new();
                 for c in &record_out.columns {
                     hasher.update(c.as_deref().unwrap_or("\u{0}").as_bytes());
@@ -363,7 +367,7 @@ async fn upsert(
     integration_id: Uuid,
     sync_log_id: Uuid,
     data_type: DataType,
-    rows: &[Row],
+    rows: &[Row<'_>],
 ) -> Result<((i64, i64), Vec<Uuid>), sqlx::Error> {
     if rows.is_empty() {
         return Ok(((0, 0), Vec::new()));
@@ -391,7 +395,7 @@ async fn upsert(
         .map(|(internal, id, h, d)| (id, (internal, h, d)))
         .collect();
     let mut unchanged = Vec::new();
-    let changed: Vec<&Row> = rows
+    let changed: Vec<&Row<'_>> = rows
         .iter()
         .filter(|r| match existing.get(&r.record.external_id) {
             Some((internal, Some(hash), false)) if hash.as_slice() == r.hash => {
@@ -497,7 +501,7 @@ async fn upsert(
                 .map(|r| Value::Object(r.record.properties.clone()).to_string())
                 .collect::<Vec<_>>(),
         )
-        .bind(changed.iter().map(|r| r.raw.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|r| r.raw).collect::<Vec<_>>())
         .bind(changed.iter().map(|r| &r.hash[..]).collect::<Vec<_>>());
     if domain_column(data_type).is_some() {
         query = query.bind(

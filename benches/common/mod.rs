@@ -89,6 +89,8 @@ pub struct BenchDb {
     server: Option<EmbeddedPostgres>,
     admin_options: PgConnectOptions,
     name: String,
+    /// Connects as the login user (owner of the tables).
+    pub owner_options: PgConnectOptions,
     /// For child processes.
     pub url: String,
     /// Runs as the service role, like the service's own pool.
@@ -161,6 +163,7 @@ impl BenchDb {
             server: server_pg,
             admin_options,
             name,
+            owner_options: options.clone(),
             url: database_url,
             pool: db::connect(options, &config),
         }
@@ -183,6 +186,7 @@ impl BenchDb {
     }
 }
 
+/// NaN for a measurement left out.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)

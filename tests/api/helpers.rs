@@ -342,3 +342,29 @@ pub async fn count<'e>(executor: impl PgExecutor<'e>, sql: impl Into<String>) ->
         .await
         .unwrap()
 }
+
+/// Every sample payload in `tests/fixtures/samples/` (copied from `shared/samples/`), with the
+/// source it comes from.
+pub const SAMPLES: [(&str, syncbridge::domain::SourceType); 9] = {
+    use syncbridge::domain::SourceType::*;
+    [
+        ("hubspot_contacts", Hubspot),
+        ("hubspot_deals", Hubspot),
+        ("intercom_contacts", Intercom),
+        ("jira_tickets", Jira),
+        ("salesforce_deals", Salesforce),
+        ("zendesk_tickets", Zendesk),
+        ("zoho_crm_contacts", ZohoCrm),
+        ("zoho_crm_deals", ZohoCrm),
+        ("zoho_desk_tickets", ZohoDesk),
+    ]
+};
+
+/// A sample webhook body by name.
+pub fn sample(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/tests/fixtures/samples/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}

@@ -13,7 +13,7 @@ use syncbridge::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, count, test_config};
+use crate::helpers::{self, TestApp, count, test_config};
 
 struct World {
     app: TestApp,
@@ -132,11 +132,7 @@ impl World {
 }
 
 fn sample(name: &str, integration_id: Uuid) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/samples/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut body: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut body = helpers::sample(name);
     body["integration_id"] = json!(integration_id);
     body.as_object_mut().unwrap().remove("sync_log_id");
     body.as_object_mut().unwrap().remove("api_key");
@@ -158,17 +154,7 @@ async fn row(w: &World, table: &str, external_id: &str) -> Value {
 #[tokio::test]
 async fn every_sample_lands_mapped_and_matched_with_the_presets() {
     let w = world().await;
-    let samples = [
-        ("zoho_crm_contacts", SourceType::ZohoCrm),
-        ("zoho_crm_deals", SourceType::ZohoCrm),
-        ("zoho_desk_tickets", SourceType::ZohoDesk),
-        ("jira_tickets", SourceType::Jira),
-        ("salesforce_deals", SourceType::Salesforce),
-        ("hubspot_contacts", SourceType::Hubspot),
-        ("hubspot_deals", SourceType::Hubspot),
-        ("zendesk_tickets", SourceType::Zendesk),
-        ("intercom_contacts", SourceType::Intercom),
-    ];
+    let samples = helpers::SAMPLES;
     for (name, source) in samples {
         let (integration, key) = w.integration(source).await;
         w.post(&key, &sample(name, integration)).await;

@@ -10,7 +10,7 @@ use syncbridge::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestDb, count};
+use crate::helpers::{SAMPLES, TestApp, TestDb, count, sample};
 
 const GLOBAL_KEY: &str = "global-webhook-key-0123456789";
 
@@ -135,28 +135,10 @@ async fn refused(response: reqwest::Response, status: StatusCode, code: &str) ->
     body
 }
 
-fn sample(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/samples/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn sample_batches_from_every_source_are_stored_and_queued() {
     let fx = fixture().await;
-    let samples = [
-        ("hubspot_contacts", SourceType::Hubspot),
-        ("hubspot_deals", SourceType::Hubspot),
-        ("intercom_contacts", SourceType::Intercom),
-        ("jira_tickets", SourceType::Jira),
-        ("salesforce_deals", SourceType::Salesforce),
-        ("zendesk_tickets", SourceType::Zendesk),
-        ("zoho_crm_contacts", SourceType::ZohoCrm),
-        ("zoho_crm_deals", SourceType::ZohoCrm),
-        ("zoho_desk_tickets", SourceType::ZohoDesk),
-    ];
+    let samples = SAMPLES;
     for (name, source) in samples {
         let (integration_id, key) = fx.integration(source, name).await;
         let mut body = sample(name);
