@@ -1,6 +1,7 @@
 //! The web process: the axum router, its shared state, and serving with graceful shutdown.
 
 mod admin_jobs;
+mod admin_mappings;
 pub mod error;
 mod health;
 pub mod webhook_auth;
@@ -62,6 +63,18 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/admin/jobs/stats", get(admin_jobs::stats))
         .route("/api/admin/jobs/retry", post(admin_jobs::retry))
         .route("/api/admin/jobs/cancel", post(admin_jobs::cancel))
+        .route(
+            "/api/admin/integrations/{id}/mappings",
+            get(admin_mappings::list),
+        )
+        .route(
+            "/api/admin/integrations/{id}/mappings/{data_type}/preview",
+            post(admin_mappings::preview),
+        )
+        .route(
+            "/api/admin/integrations/{id}/mappings/{data_type}/{target}",
+            axum::routing::put(admin_mappings::set),
+        )
         .route("/api/webhooks/n8n", post(webhooks::receive))
         .route("/api/batches/{id}", get(webhooks::batch_status))
         .fallback(error::not_found)

@@ -605,3 +605,74 @@ async fn full_syncs_soft_delete_only_after_success() {
         0
     );
 }
+
+#[tokio::test]
+async fn admins_set_and_preview_mappings_over_http() {
+    let w = world().await;
+    let (integration, _) = w.integration(SourceType::Hubspot).await;
+    let url = |path: &str| {
+        w.app.url(&format!(
+            "/api/admin/integrations/{integration}/mappings{path}"
+        ))
+    };
+    let admin =
+        |request: reqwest::RequestBuilder| request.bearer_auth(crate::helpers::ADMIN_TOKEN).send();
+
+    let refused = admin(
+        w.app
+            .client
+            .put(url("/contacts/title"))
+            .json(&json!({"source": "x", "ops": [{"op": "date", "formats": ["someday"]}]})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_mapping");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("someday")
+    );
+    assert_eq!(body["error"]["details"]["target"], "title");
+
+    let stored = admin(
+        w.app
+            .client
+            .put(url("/contacts/title"))
+            .json(&json!({"source": "properties.jobtitle", "ops": [{"op": "uppercase"}]})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.status(), StatusCode::OK);
+    let listed: Value = admin(w.app.client.get(url("")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["mappings"][0]["target"], "title");
+
+    let preview: Value = admin(w.app.client.post(url("/contacts/preview")).json(&json!({
+        "records": [{"id": "9", "properties": {"email": "A@B.io", "jobtitle": "cfo"}}, {"properties": {}}]
+    })))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(preview["results"][0]["row"]["title"], "CFO");
+    assert_eq!(preview["results"][0]["row"]["email"], "a@b.io");
+    assert_eq!(preview["results"][1]["errors"][0]["field"], "external_id");
+
+    let unknown = admin(w.app.client.get(w.app.url(&format!(
+        "/api/admin/integrations/{}/mappings",
+        Uuid::new_v4()
+    ))))
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let anonymous = w.app.client.get(url("")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,137 @@
+//! `/api/admin/integrations/{id}/mappings`: an integration's field mappings for operators — list,
+//! set one target (validated: 422 naming the problem), and preview on sample records.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{
+    AppState, admin_jobs::AdminAuth, error::ApiError, webhook_auth::integration_not_found,
+};
+use crate::{
+    db::{admin, system_tx},
+    domain::DataType,
+    mapping,
+};
+
+fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
+fn data_type(text: &str) -> Result<DataType, ApiError> {
+    text.parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_data_type", e.to_string())
+        })
+}
+
+async fn ensure_integration(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_integration_id",
+            format!("{id:?} is not an integration id (a UUID)"),
+        )
+    })?;
+    let mut tx = system_tx(&state.pool).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM integration_sources WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    if exists {
+        Ok(id)
+    } else {
+        Err(integration_not_found(id))
+    }
+}
+
+pub async fn list(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = ensure_integration(&state, &id).await?;
+    let rows = admin::list_mappings(&state.pool, id).await?;
+    Ok(Json(json!({
+        "mappings": rows.into_iter().map(|(data_type, target, mapping, enabled)| json!({
+            "data_type": data_type, "target": target, "mapping": mapping, "enabled": enabled,
+        })).collect::<Vec<_>>()
+    })))
+}
+
+pub async fn set(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((id, data_type_text, target)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = ensure_integration(&state, &id).await?;
+    let data_type = data_type(&data_type_text)?;
+    let spec = parse_json(&body)?;
+    if let Err(problem) = mapping::compile_field(data_type, &target, &spec) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_mapping",
+            format!("mapping for `{}`: {}", problem.target, problem.message),
+        )
+        .with_details(json!({ "target": problem.target, "problem": problem.message })));
+    }
+    admin::set_mapping(&state.pool, id, data_type, &target, &spec, true).await?;
+    Ok(Json(
+        json!({ "integration_id": id, "data_type": data_type, "target": target, "mapping": spec }),
+    ))
+}
+
+/// Body: `{"records": [...]}` or an array of records.
+pub async fn preview(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((id, data_type_text)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = ensure_integration(&state, &id).await?;
+    let data_type = data_type(&data_type_text)?;
+    let records = match parse_json(&body)? {
+        Value::Array(records) => records,
+        Value::Object(mut map) => match map.remove("records") {
+            Some(Value::Array(records)) => records,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "send {\"records\": [...]} or an array of records",
+                ));
+            }
+        },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "send {\"records\": [...]} or an array of records",
+            ));
+        }
+    };
+    let results = admin::preview_mappings(&state.pool, id, data_type, &records)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_mapping",
+                format!("{e:#}"),
+            )
+        })?;
+    Ok(Json(json!({ "results": results })))
+}
