@@ -558,8 +558,8 @@ async fn record_errors(
     Ok(())
 }
 
-/// tenant, integration, status, mode, started, records synced, records failed.
-type ClosedSync = (Uuid, Uuid, String, String, Option<DateTime<Utc>>, i64, i64);
+/// integration, status, mode, started, records synced.
+type ClosedSync = (Uuid, String, String, Option<DateTime<Utc>>, i64);
 
 /// Closes the sync when its final batch has arrived and every batch is processed: status, timings,
 /// the full-sync sweep, the integration's last-sync fields. Does nothing otherwise, or when
@@ -583,14 +583,13 @@ pub async fn close_sync_if_done(
                  END
          WHERE id = $1 AND status IN ('pending', 'running') AND final_received_at IS NOT NULL
            AND batches_processed >= batches_received
-         RETURNING tenant_id, integration_id, status, sync_mode, started_at,
-                   records_created + records_updated + records_unchanged, records_failed",
+         RETURNING integration_id, status, sync_mode, started_at,
+                   records_created + records_updated + records_unchanged",
     )
     .bind(sync_log_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((_tenant, integration_id, status, sync_mode, started_at, synced, _failed)) = closed
-    else {
+    let Some((integration_id, status, sync_mode, started_at, synced)) = closed else {
         return Ok(());
     };
     if status == "success" && sync_mode == "full" {

@@ -78,7 +78,7 @@ impl WebhookState {
     }
 }
 
-/// A presented key, with where it came from (for messages).
+/// A presented key (from a header or the body).
 pub struct Credential {
     pub key: String,
 }
