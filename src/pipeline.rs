@@ -82,14 +82,6 @@ fn domain_column(data_type: DataType) -> Option<(&'static str, &'static str)> {
     }
 }
 
-pub async fn set_tenant(tx: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
 /// Loads an integration's mappings for a data type: its preset with stored overrides.
 pub async fn load_mappings(
     tx: &mut PgConnection,
@@ -136,7 +128,7 @@ pub async fn process_chunk(
     chunk: i32,
     settings: &PipelineSettings,
 ) -> Result<Option<Counts>, PipelineError> {
-    set_tenant(tx, tenant_id).await?;
+    crate::db::set_tenant(tx, tenant_id).await?;
     let claimed: Option<(i32, Vec<u8>, String)> = sqlx::query_as(
         "UPDATE ingest_batch_chunks SET processed_at = now()
          WHERE batch_id = $1 AND chunk_index = $2 AND processed_at IS NULL

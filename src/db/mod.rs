@@ -167,11 +167,18 @@ pub async fn readiness(pool: &PgPool) -> Readiness {
 /// Begins a transaction that sees and writes only `tenant_id`'s rows (row level security).
 pub async fn tenant_tx(pool: &PgPool, tenant_id: Uuid) -> Result<Transaction<'static, Postgres>> {
     let mut tx = pool.begin().await?;
+    set_tenant(&mut tx, tenant_id).await?;
+    Ok(tx)
+}
+
+/// Scopes the open transaction on `conn` to `tenant_id` (until it ends), as [`tenant_tx`] does;
+/// for transactions begun elsewhere, such as a transactional job's.
+pub async fn set_tenant(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
         .bind(tenant_id.to_string())
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
-    Ok(tx)
+    Ok(())
 }
 
 /// Begins a transaction for cross-tenant system work (key lookup, workers, admin CLI).

@@ -135,6 +135,15 @@ pub struct IntegrationRow {
     pub signing_secret_key_id: Option<String>,
 }
 
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    key_hash: Vec<u8>,
+    revoked: bool,
+    key_id: Uuid,
+    #[sqlx(flatten)]
+    integration: IntegrationRow,
+}
+
 const INTEGRATION_COLUMNS: &str = "i.id, i.tenant_id, i.source_type, i.status, i.sync_mode, \
      i.sync_data_types, i.signing_secret_encrypted, i.signing_secret_key_id";
 
@@ -158,25 +167,27 @@ pub async fn authenticate(
         return Err(invalid_key());
     };
     let mut tx = system_tx(pool).await?;
-    let row: Option<(Vec<u8>, bool, Uuid)> = sqlx::query_as(
-        "SELECT key_hash, revoked_at IS NOT NULL, id FROM integration_api_keys WHERE key_prefix = $1",
-    )
+    // The key and the integration it reaches, in one round trip: this runs on every delivery.
+    let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT k.key_hash, k.revoked_at IS NOT NULL AS revoked, k.id AS key_id, {INTEGRATION_COLUMNS}
+         FROM integration_api_keys k JOIN integration_sources i ON i.id = k.integration_id
+         WHERE k.key_prefix = $1"
+    )))
     .bind(prefix)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((hash, revoked, key_id)) = row else {
+    let Some(KeyRow {
+        key_hash,
+        revoked,
+        key_id,
+        integration,
+    }) = row
+    else {
         return Err(invalid_key());
     };
-    if revoked || !api_key::verify(&credential.key, &hash) {
+    if revoked || !api_key::verify(&credential.key, &key_hash) {
         return Err(invalid_key());
     }
-    let integration: IntegrationRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {INTEGRATION_COLUMNS} FROM integration_sources i
-         JOIN integration_api_keys k ON k.integration_id = i.id WHERE k.id = $1"
-    )))
-    .bind(key_id)
-    .fetch_one(&mut *tx)
-    .await?;
     // Throttled so that a busy integration does not rewrite its key row on every request.
     sqlx::query(
         "UPDATE integration_api_keys SET last_used_at = now()

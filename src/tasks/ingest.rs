@@ -74,7 +74,7 @@ impl TransactionalJob<JobContext> for FinalizeSync {
         _meta: &JobMeta,
         tx: &mut PgConnection,
     ) -> Result<(), JobError> {
-        pipeline::set_tenant(tx, self.tenant_id).await?;
+        crate::db::set_tenant(tx, self.tenant_id).await?;
         pipeline::close_sync_if_done(tx, self.sync_log_id).await?;
         Ok(())
     }

@@ -9,8 +9,14 @@ use uuid::Uuid;
 use crate::helpers::TestDb;
 
 fn syncbridge(db: &TestDb, args: &[&str]) -> Output {
+    syncbridge_with(db, args, &[])
+}
+
+/// Runs the binary with `env` added to the test environment.
+fn syncbridge_with(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_syncbridge"))
         .args(args)
+        .envs(env.iter().copied())
         .env("DATABASE_URL", db.url())
         .env_remove("SYNCBRIDGE_ENV")
         .env("RUST_LOG", "warn")
@@ -308,14 +314,7 @@ async fn signing_secrets_are_stored_sealed_and_integrations_pause() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("SYNCBRIDGE_ENCRYPTION_KEY"));
 
     let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
-    let out = Command::new(env!("CARGO_BIN_EXE_syncbridge"))
-        .args(args)
-        .env("DATABASE_URL", db.url())
-        .env("SYNCBRIDGE_ENCRYPTION_KEY", &key)
-        .env_remove("SYNCBRIDGE_ENV")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = syncbridge_with(&db, &args, &[("SYNCBRIDGE_ENCRYPTION_KEY", &key)]);
     assert!(
         out.status.success(),
         "{}",
