@@ -100,9 +100,10 @@ async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
         roles_running.spawn(worker::run(pool, cfg, token));
     }
     if roles.scheduler {
-        let token = shutdown.clone();
+        let (pool, token) = (pool.clone(), shutdown.clone());
+        let settings = scheduler::SchedulerSettings::from_config(config);
         roles_running.spawn(async move {
-            scheduler::run(token).await;
+            scheduler::run(pool, settings, token).await;
             Ok(())
         });
     }
@@ -242,6 +243,38 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             .await?;
             eprintln!("integration {integration} is active");
         }
+        Command::Integrations(IntegrationsCommand::Set(args)) => {
+            let settings = set_integration(pool, config, args).await?;
+            eprintln!(
+                "integration {} settings stored{}",
+                settings.integration_id,
+                settings
+                    .next_tick
+                    .map(|t| format!("; next scheduled sync {}", t.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+            println!("{}", serde_json::to_string_pretty(&settings)?);
+        }
+        Command::Sync(args) => {
+            let request = crate::scheduler::SyncRequest {
+                trigger: crate::domain::SyncTrigger::Manual,
+                sync_mode: args.mode,
+                data_types: (!args.data_types.is_empty()).then_some(args.data_types),
+                scheduled_for: None,
+            };
+            let (sync_log_id, job_id) = crate::scheduler::request_sync(
+                pool,
+                args.integration,
+                &request,
+                args.force,
+                config.n8n.trigger_max_attempts.max(1),
+            )
+            .await?;
+            eprintln!(
+                "sync {sync_log_id} requested (trigger job {job_id}); a worker asks n8n to start it"
+            );
+            println!("{sync_log_id}");
+        }
         Command::Mappings(command) => mappings_command(pool, command).await?,
         Command::Keys(KeysCommand::Create { integration, name }) => {
             let created = admin::create_api_key(pool, integration, name.as_deref()).await?;
@@ -273,6 +306,67 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
         }
     }
     Ok(())
+}
+
+async fn set_integration(
+    pool: &PgPool,
+    config: &Config,
+    args: crate::cli::SetIntegration,
+) -> Result<crate::db::sync_settings::SyncSettings> {
+    use crate::n8n::Credentials;
+    let credentials = match args.auth.as_deref() {
+        None => None,
+        Some("none") => Some(Credentials::None),
+        Some(kind) => {
+            let name = args
+                .auth_name
+                .clone()
+                .context("--auth header|basic needs --auth-name (the header or user name)")?;
+            let secret = std::env::var(crate::cli::N8N_SECRET_ENV).with_context(|| {
+                format!(
+                    "put the secret in the {} environment variable (it is not taken from the \
+                     command line, which the shell history and process list would keep)",
+                    crate::cli::N8N_SECRET_ENV
+                )
+            })?;
+            Some(if kind == "header" {
+                Credentials::Header {
+                    name,
+                    value: secret,
+                }
+            } else {
+                Credentials::Basic {
+                    username: name,
+                    password: secret,
+                }
+            })
+        }
+    };
+    let change = crate::db::sync_settings::SettingsChange {
+        webhook_url: if args.no_webhook_url {
+            Some(None)
+        } else {
+            args.webhook_url.map(Some)
+        },
+        schedule: if args.no_schedule {
+            Some(None)
+        } else {
+            args.schedule.map(Some)
+        },
+        timezone: args.timezone,
+        sync_mode: args.mode,
+        data_types: args.data_types,
+        missed_ticks: args.missed,
+        on_running: args.on_running,
+        jitter_secs: args.jitter,
+        credentials,
+    };
+    let policy = crate::n8n::UrlPolicy::new(&config.n8n.deny).map_err(anyhow::Error::msg)?;
+    let sealer = crate::crypto::sealer(config)?;
+    Ok(
+        crate::db::sync_settings::update(pool, &policy, sealer.as_ref(), args.integration, &change)
+            .await?,
+    )
 }
 
 async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {

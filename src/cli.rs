@@ -4,7 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::domain::{DataType, SourceType};
+use crate::domain::{DataType, MissedTicks, OnRunning, SourceType, SyncMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +48,69 @@ pub enum Command {
     /// Field mappings: how an integration's records become rows (presets plus overrides).
     #[command(subcommand)]
     Mappings(MappingsCommand),
+    /// Starts a sync now: asks the integration's n8n workflow to run; prints the sync log id.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The integration's id.
+    pub integration: Uuid,
+    /// incremental or full; default: the integration's setting.
+    #[arg(long, value_parser = parse_sync_mode)]
+    pub mode: Option<SyncMode>,
+    /// Data types to sync, comma-separated; default: the integration's setting.
+    #[arg(long, value_delimiter = ',', value_parser = parse_data_type)]
+    pub data_types: Vec<DataType>,
+    /// Start even while another sync of the integration is still open.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The environment variable `integrations set` reads the n8n credential's secret from, so it
+/// never appears in the shell history or the process list.
+pub const N8N_SECRET_ENV: &str = "SYNCBRIDGE_N8N_AUTH_SECRET";
+
+#[derive(Debug, Args)]
+pub struct SetIntegration {
+    /// The integration's id.
+    pub integration: Uuid,
+    /// The n8n Webhook trigger's URL (http or https) that starts this integration's workflow.
+    #[arg(long, conflicts_with = "no_webhook_url")]
+    pub webhook_url: Option<String>,
+    #[arg(long)]
+    pub no_webhook_url: bool,
+    /// A cron expression (5 fields, or 6 with seconds first as the `cron` crate writes them) or
+    /// a preset: @hourly, @daily, @weekly, every 15m, every 2h.
+    #[arg(long, conflicts_with = "no_schedule")]
+    pub schedule: Option<String>,
+    /// Remove the schedule: the integration then syncs only when triggered.
+    #[arg(long)]
+    pub no_schedule: bool,
+    /// IANA time zone the schedule runs in (default UTC), e.g. Europe/Berlin.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    #[arg(long, value_parser = parse_sync_mode)]
+    pub mode: Option<SyncMode>,
+    /// Data types each sync asks for, comma-separated (contacts,tickets,deals).
+    #[arg(long, value_delimiter = ',', value_parser = parse_data_type)]
+    pub data_types: Option<Vec<DataType>>,
+    /// Ticks missed while no scheduler ran: skip, or run_latest (once).
+    #[arg(long, value_parser = parse_missed)]
+    pub missed: Option<MissedTicks>,
+    /// A tick while a sync is still open: skip (recorded), or queue a new sync anyway.
+    #[arg(long, value_parser = parse_on_running)]
+    pub on_running: Option<OnRunning>,
+    /// Spread ticks: each fires up to this many seconds late (a fixed offset per integration).
+    #[arg(long)]
+    pub jitter: Option<u32>,
+    /// How syncbridge authenticates toward n8n: none, header (Header Auth) or basic.
+    #[arg(long, value_parser = ["none", "header", "basic"])]
+    pub auth: Option<String>,
+    /// The header name (header) or user name (basic); the secret is read from the
+    /// SYNCBRIDGE_N8N_AUTH_SECRET environment variable.
+    #[arg(long)]
+    pub auth_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +224,9 @@ pub enum IntegrationsCommand {
         #[arg(long)]
         integration: Uuid,
     },
+    /// Sets how and when the integration syncs: n8n webhook URL and credentials, schedule, mode.
+    /// Prints the resulting settings (never the credentials).
+    Set(SetIntegration),
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +327,22 @@ fn parse_source_type(s: &str) -> Result<SourceType, String> {
 }
 
 fn parse_data_type(s: &str) -> Result<DataType, String> {
+    s.parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
+}
+
+fn parse_sync_mode(s: &str) -> Result<SyncMode, String> {
+    s.parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
+}
+
+fn parse_missed(s: &str) -> Result<MissedTicks, String> {
+    s.replace('-', "_")
+        .parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
+}
+
+fn parse_on_running(s: &str) -> Result<OnRunning, String> {
     s.parse()
         .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
 }

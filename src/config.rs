@@ -35,6 +35,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
     pub ingest: IngestConfig,
+    pub scheduler: SchedulerConfig,
+    pub n8n: N8nConfig,
     /// The token of the admin API (`/api/admin`); `None` turns the admin API off.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
@@ -58,6 +60,41 @@ pub struct IngestConfig {
     pub max_pending_records_per_tenant: i64,
     pub backpressure_retry_after_secs: u64,
     pub dedupe_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    pub interval_ms: u64,
+    pub missed_grace_secs: u64,
+    pub watchdog_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct N8nConfig {
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    pub quick_retries: usize,
+    pub trigger_max_attempts: i32,
+    pub public_base_url: String,
+    pub deny: Vec<String>,
+}
+
+impl Config {
+    /// The URL n8n posts batches to: `n8n.public_base_url`, or this process's own address.
+    pub fn callback_url(&self) -> String {
+        let base = if self.n8n.public_base_url.trim().is_empty() {
+            let host = match self.http.host.as_str() {
+                "0.0.0.0" | "::" | "" => "127.0.0.1",
+                h => h,
+            };
+            format!("http://{host}:{}", self.http.port)
+        } else {
+            self.n8n.public_base_url.trim().to_string()
+        };
+        format!("{}/api/webhooks/n8n", base.trim_end_matches('/'))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

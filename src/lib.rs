@@ -14,6 +14,7 @@ pub mod http;
 pub mod ingest;
 pub mod mapping;
 pub mod matching;
+pub mod n8n;
 pub mod pipeline;
 pub mod scheduler;
 pub mod tasks;

@@ -1,11 +1,468 @@
-//! The scheduler process: turns integration schedules into trigger jobs. Integration schedules
-//! arrive with a later issue; until then the role only takes part in the queue engine's
-//! maintenance (started for it by `app`), and says so.
+//! The scheduler: turns integration schedules into syncs, each tick exactly once however many
+//! scheduler processes run, and closes syncs that n8n went silent on (the watchdog). It only
+//! enqueues: a `TriggerSync` job asks n8n to start the workflow.
+//!
+//! Exactly once does not rest on leader election: the tick's row in
+//! `integration_schedule_ticks` (primary key integration + tick time) is inserted in the
+//! transaction that creates the sync and its job, under a lock on the integration's row, so a
+//! second scheduler finds the tick taken and creates nothing.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-pub async fn run(shutdown: CancellationToken) {
-    tracing::info!("scheduler: no integration schedules are implemented yet; idle");
-    shutdown.cancelled().await;
+use crate::{
+    db::{system_tx, tenant_tx},
+    domain::{
+        DataType, MissedTicks, OnRunning, SourceType, SyncMode, SyncTrigger,
+        schedule::{self, Schedule},
+    },
+    tasks::{TriggerSync, ingest::job_tag},
+};
+
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub interval: Duration,
+    /// A tick found later than this after it was due was missed.
+    pub missed_grace: Duration,
+    pub watchdog_timeout: Duration,
+    pub trigger_max_attempts: i32,
+}
+
+impl SchedulerSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            interval: Duration::from_millis(config.scheduler.interval_ms.max(10)),
+            missed_grace: Duration::from_secs(config.scheduler.missed_grace_secs),
+            watchdog_timeout: Duration::from_secs(config.scheduler.watchdog_timeout_secs),
+            trigger_max_attempts: config.n8n.trigger_max_attempts.max(1),
+        }
+    }
+}
+
+/// What one scheduler round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoundReport {
+    pub triggered: Vec<Uuid>,
+    pub skipped_running: usize,
+    pub skipped_missed: usize,
+    pub timed_out: usize,
+}
+
+/// Runs rounds every `interval` until shutdown.
+pub async fn run(pool: PgPool, settings: SchedulerSettings, shutdown: CancellationToken) {
+    tracing::info!(
+        interval_ms = settings.interval.as_millis() as u64,
+        "scheduler started"
+    );
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        match run_round(&pool, &settings, Utc::now()).await {
+            Ok(report) if report != RoundReport::default() => {
+                tracing::info!(
+                    triggered = report.triggered.len(),
+                    skipped_running = report.skipped_running,
+                    skipped_missed = report.skipped_missed,
+                    timed_out = report.timed_out,
+                    "scheduler round"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "scheduler round failed; trying again next interval")
+            }
+        }
+    }
     tracing::info!("scheduler stopped");
+}
+
+/// One round at `now`: every due tick of every active schedule, then the watchdog.
+pub async fn run_round(
+    pool: &PgPool,
+    settings: &SchedulerSettings,
+    now: DateTime<Utc>,
+) -> anyhow::Result<RoundReport> {
+    let mut report = RoundReport::default();
+    let mut tx = system_tx(pool).await?;
+    let candidates: Vec<(Uuid, Uuid, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT i.id, i.tenant_id, i.sync_schedule, i.sync_timezone, i.sync_jitter_secs,
+                GREATEST(COALESCE(i.schedule_changed_at, i.created_at), t.last_tick)
+         FROM integration_sources i
+         LEFT JOIN LATERAL (SELECT max(tick_at) AS last_tick FROM integration_schedule_ticks
+                            WHERE integration_id = i.id) t ON true
+         WHERE i.sync_schedule IS NOT NULL AND i.status = 'active'",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    for (integration_id, tenant_id, expression, timezone, jitter_secs, anchor) in candidates {
+        let schedule = match Schedule::parse(&expression, &timezone) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%integration_id, error = %e, "stored schedule is not valid; skipped");
+                continue;
+            }
+        };
+        let jitter = schedule::jitter(integration_id, jitter_secs.max(0) as u32);
+        let due_until = now - chrono::Duration::from_std(jitter).unwrap_or_default();
+        let Some(tick) = schedule.latest_tick(anchor, due_until) else {
+            continue;
+        };
+        match fire(pool, settings, tenant_id, integration_id, tick, jitter, now).await {
+            Ok(Some(Fired::Triggered(sync_log_id))) => report.triggered.push(sync_log_id),
+            Ok(Some(Fired::SkippedRunning)) => report.skipped_running += 1,
+            Ok(Some(Fired::SkippedMissed)) => report.skipped_missed += 1,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%integration_id, %tick, error = %format!("{e:#}"), "schedule tick failed; retried next round");
+            }
+        }
+    }
+    report.timed_out = watchdog(pool, settings.watchdog_timeout, now).await?;
+    Ok(report)
+}
+
+enum Fired {
+    Triggered(Uuid),
+    SkippedRunning,
+    SkippedMissed,
+}
+
+/// Settles one tick of one integration, unless another scheduler did (then `None`).
+async fn fire(
+    pool: &PgPool,
+    settings: &SchedulerSettings,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    tick: DateTime<Utc>,
+    jitter: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<Fired>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    // The row lock orders racing schedulers per integration; the tick's primary key is what
+    // makes a second insert of the same tick impossible.
+    let current: Option<(Option<String>, String, String, String)> = sqlx::query_as(
+        "SELECT sync_schedule, status, sync_missed_ticks, sync_on_running
+         FROM integration_sources WHERE id = $1 FOR UPDATE",
+    )
+    .bind(integration_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((Some(_), status, missed_policy, on_running)) = current else {
+        return Ok(None);
+    };
+    if status != "active" {
+        return Ok(None);
+    }
+    let last_tick: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT max(tick_at) FROM integration_schedule_ticks WHERE integration_id = $1",
+    )
+    .bind(integration_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if last_tick.is_some_and(|last| last >= tick) {
+        return Ok(None);
+    }
+
+    let due_at = tick + chrono::Duration::from_std(jitter).unwrap_or_default();
+    let missed = (now - due_at).to_std().unwrap_or_default() > settings.missed_grace;
+    let missed_policy: MissedTicks = missed_policy.parse()?;
+    let on_running: OnRunning = on_running.parse()?;
+
+    let (outcome, detail, fired) = if missed && missed_policy == MissedTicks::Skip {
+        (
+            "skipped_missed",
+            Some(format!(
+                "the tick passed {} s before a scheduler saw it; the policy is to skip missed ticks",
+                (now - due_at).num_seconds()
+            )),
+            Fired::SkippedMissed,
+        )
+    } else {
+        let open: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM integration_sync_logs
+             WHERE integration_id = $1 AND status IN ('pending', 'running')
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(integration_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match open {
+            Some(open) if on_running == OnRunning::Skip => (
+                "skipped_running",
+                Some(format!("sync {open} was still open")),
+                Fired::SkippedRunning,
+            ),
+            _ => {
+                let request = SyncRequest {
+                    trigger: SyncTrigger::Schedule,
+                    sync_mode: None,
+                    data_types: None,
+                    scheduled_for: Some(tick),
+                };
+                let (sync_log_id, _job) = create_sync(
+                    &mut tx,
+                    integration_id,
+                    &request,
+                    settings.trigger_max_attempts,
+                )
+                .await?;
+                ("triggered", None, Fired::Triggered(sync_log_id))
+            }
+        }
+    };
+    let sync_log_id = match &fired {
+        Fired::Triggered(id) => Some(*id),
+        _ => None,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO integration_schedule_ticks
+             (tenant_id, integration_id, tick_at, outcome, sync_log_id, job_id, detail)
+         VALUES ($1, $2, $3, $4, $5,
+                 (SELECT trigger_job_id FROM integration_sync_logs WHERE id = $5), $6)
+         ON CONFLICT (integration_id, tick_at) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(integration_id)
+    .bind(tick)
+    .bind(outcome)
+    .bind(sync_log_id)
+    .bind(detail.as_deref())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // Someone else settled this tick: undo the sync and job created above.
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    tx.commit().await?;
+    if let Some(id) = sync_log_id {
+        tracing::info!(%integration_id, %tick, sync_log_id = %id, "scheduled sync triggered");
+    } else {
+        tracing::info!(%integration_id, %tick, outcome, detail = detail.as_deref().unwrap_or(""), "schedule tick skipped");
+    }
+    Ok(Some(fired))
+}
+
+/// What a new sync asks of n8n. `None`s take the integration's settings.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub trigger: SyncTrigger,
+    pub sync_mode: Option<SyncMode>,
+    pub data_types: Option<Vec<DataType>>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// Creates a pending sync log and its `TriggerSync` job in the caller's (tenant) transaction.
+/// Returns the sync log id and the job id.
+pub async fn create_sync(
+    tx: &mut PgConnection,
+    integration_id: Uuid,
+    request: &SyncRequest,
+    max_attempts: i32,
+) -> anyhow::Result<(Uuid, i64)> {
+    let (tenant_id, source_type, mode, stored_types): (Uuid, String, String, Vec<String>) =
+        sqlx::query_as(
+            "SELECT tenant_id, source_type, sync_mode, sync_data_types
+             FROM integration_sources WHERE id = $1",
+        )
+        .bind(integration_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let source_type: SourceType = source_type.parse()?;
+    let mode = match request.sync_mode {
+        Some(m) => m,
+        None => mode.parse()?,
+    };
+    let data_types: Vec<DataType> = match &request.data_types {
+        Some(types) if !types.is_empty() => types.clone(),
+        _ if !stored_types.is_empty() => stored_types
+            .iter()
+            .map(|t| t.parse())
+            .collect::<Result<_, _>>()?,
+        _ => source_type.default_data_types().to_vec(),
+    };
+    let type_names: Vec<&str> = data_types.iter().map(|d| d.as_str()).collect();
+    let single = (data_types.len() == 1).then(|| data_types[0].as_str());
+    let sync_log_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO integration_sync_logs
+             (tenant_id, integration_id, trigger, sync_mode, data_type, data_types, status, scheduled_for)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)
+         RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(integration_id)
+    .bind(request.trigger.as_str())
+    .bind(mode.as_str())
+    .bind(single)
+    .bind(&type_names)
+    .bind(request.scheduled_for)
+    .fetch_one(&mut *tx)
+    .await?;
+    let job = jobs::NewJob::new(&TriggerSync {
+        tenant_id,
+        integration_id,
+        sync_log_id,
+    })?
+    .max_attempts(max_attempts)
+    .unique_key(format!("trigger:{sync_log_id}"))
+    .tag(job_tag(tenant_id, integration_id));
+    let job_id = jobs::enqueue(&mut *tx, &job).await?;
+    sqlx::query("UPDATE integration_sync_logs SET trigger_job_id = $2 WHERE id = $1")
+        .bind(sync_log_id)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok((sync_log_id, job_id))
+}
+
+/// Why a sync could not be requested.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncRequestError {
+    #[error("no integration {0}")]
+    NotFound(Uuid),
+    #[error("integration {0} is paused; resume it first")]
+    Paused(Uuid),
+    #[error(
+        "integration {0} has no n8n webhook URL; set one with `syncbridge integrations set {0} --webhook-url URL`"
+    )]
+    NoWebhookUrl(Uuid),
+    #[error(
+        "sync {sync_log_id} of this integration is still open; wait for it, or force a new one"
+    )]
+    SyncOpen { sync_log_id: Uuid },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for SyncRequestError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+/// A sync started by an operator (manual) or a retry: checks the integration can be triggered,
+/// then creates the sync and its job. `force` starts it even while another sync is open.
+pub async fn request_sync(
+    pool: &PgPool,
+    integration_id: Uuid,
+    request: &SyncRequest,
+    force: bool,
+    max_attempts: i32,
+) -> Result<(Uuid, i64), SyncRequestError> {
+    let mut tx = system_tx(pool).await?;
+    let tenant: Option<Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM integration_sources WHERE id = $1")
+            .bind(integration_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let tenant_id = tenant.ok_or(SyncRequestError::NotFound(integration_id))?;
+    let mut tx = tenant_tx(pool, tenant_id)
+        .await
+        .map_err(SyncRequestError::Other)?;
+    let (status, url): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, n8n_webhook_url FROM integration_sources WHERE id = $1 FOR UPDATE",
+    )
+    .bind(integration_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if status == "paused" {
+        return Err(SyncRequestError::Paused(integration_id));
+    }
+    if url.is_none() {
+        return Err(SyncRequestError::NoWebhookUrl(integration_id));
+    }
+    if !force {
+        let open: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM integration_sync_logs
+             WHERE integration_id = $1 AND status IN ('pending', 'running')
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(integration_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(sync_log_id) = open {
+            return Err(SyncRequestError::SyncOpen { sync_log_id });
+        }
+    }
+    let created = create_sync(&mut tx, integration_id, request, max_attempts).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Closes a pending or running sync as failed with a machine-readable reason, and counts it on
+/// the integration. False when the sync was already closed.
+pub async fn fail_sync(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    reason: &str,
+    summary: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let failed: Option<Uuid> = sqlx::query_scalar(
+        "WITH failed AS (
+             UPDATE integration_sync_logs
+             SET status = 'failed', failure_reason = $2, error_summary = $3, completed_at = $4,
+                 duration_ms = (extract(epoch FROM $4 - COALESCE(started_at, created_at)) * 1000)::bigint
+             WHERE id = $1 AND status IN ('pending', 'running')
+             RETURNING id, integration_id)
+         UPDATE integration_sources i
+         SET last_sync_at = $4, last_sync_status = 'failed', last_sync_log_id = failed.id,
+             total_syncs = total_syncs + 1, failed_syncs = failed_syncs + 1
+         FROM failed WHERE i.id = failed.integration_id
+         RETURNING failed.id",
+    )
+    .bind(sync_log_id)
+    .bind(reason)
+    .bind(summary)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(failed.is_some())
+}
+
+/// Closes syncs that have had no delivery for `timeout` as failed (`timed_out`). Any number of
+/// schedulers may run it at once: a sync is closed by whoever locks it first.
+pub async fn watchdog(
+    pool: &PgPool,
+    timeout: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let mut tx = system_tx(pool).await?;
+    let silent: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT id, integration_id FROM integration_sync_logs
+         WHERE status IN ('pending', 'running')
+           AND COALESCE(last_batch_at, created_at) < $1 - $2 * interval '1 second'
+         ORDER BY COALESCE(last_batch_at, created_at)
+         LIMIT 1000
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(timeout.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let summary = format!(
+        "no batch was delivered for {} s; closed by the watchdog (batches that still arrive are stored, processed and counted as late)",
+        timeout.as_secs()
+    );
+    let mut closed = 0;
+    for (sync_log_id, integration_id) in &silent {
+        if fail_sync(&mut tx, *sync_log_id, "timed_out", &summary, now).await? {
+            closed += 1;
+            tracing::warn!(%sync_log_id, %integration_id, "sync timed out: n8n delivered nothing for too long");
+        }
+    }
+    tx.commit().await?;
+    Ok(closed)
 }

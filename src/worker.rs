@@ -11,10 +11,7 @@ use crate::{
 pub async fn run(pool: PgPool, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = jobs::Worker::new(
         pool.clone(),
-        JobContext {
-            pool,
-            pipeline: tasks::pipeline_settings(&config.worker),
-        },
+        JobContext::new(pool, &config)?,
         tasks::registry(&config.worker),
         tasks::worker_config(&config.worker),
     );

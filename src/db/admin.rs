@@ -284,11 +284,19 @@ pub async fn set_integration_status(
 ) -> Result<()> {
     let integration = find_integration(pool, integration_id).await?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
-    sqlx::query("UPDATE integration_sources SET status = $2 WHERE id = $1")
-        .bind(integration.id)
-        .bind(status.as_str())
-        .execute(&mut *tx)
-        .await?;
+    // Ticks that passed while the integration was paused were not missed by a scheduler that was
+    // down: resuming starts the schedule afresh instead of catching up on them.
+    sqlx::query(
+        "UPDATE integration_sources
+         SET schedule_changed_at = CASE WHEN status <> $2 AND $2 = 'active' THEN now()
+                                        ELSE schedule_changed_at END,
+             status = $2
+         WHERE id = $1",
+    )
+    .bind(integration.id)
+    .bind(status.as_str())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

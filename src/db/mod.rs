@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod embedded;
+pub mod sync_settings;
 
 use std::{str::FromStr, time::Duration};
 

@@ -74,6 +74,21 @@ vocabulary!(
     }
 );
 
+impl SourceType {
+    /// What a sync of this source asks n8n for when the integration names no data types: the
+    /// types its presets map.
+    pub fn default_data_types(self) -> &'static [DataType] {
+        use DataType::*;
+        match self {
+            Self::ZohoCrm | Self::Hubspot => &[Contacts, Deals],
+            Self::ZohoDesk | Self::Jira | Self::Zendesk => &[Tickets],
+            Self::Salesforce => &[Deals],
+            Self::Intercom | Self::Slack => &[Contacts],
+            Self::Custom => &[Contacts, Tickets, Deals],
+        }
+    }
+}
+
 vocabulary!(
     /// The kind of record a batch carries, and so the table it lands in.
     DataType, "data type" {
@@ -97,6 +112,32 @@ vocabulary!(
     SyncMode, "sync mode" {
         Incremental => "incremental",
         Full => "full",
+    }
+);
+
+vocabulary!(
+    /// Ticks that passed while no scheduler ran: forgotten, or run once for the latest.
+    MissedTicks, "missed-tick policy" {
+        Skip => "skip",
+        RunLatest => "run_latest",
+    }
+);
+
+vocabulary!(
+    /// A tick that comes while a sync of the integration is still open.
+    OnRunning, "on-running policy" {
+        Skip => "skip",
+        Queue => "queue",
+    }
+);
+
+vocabulary!(
+    /// Why a sync was started.
+    SyncTrigger, "sync trigger" {
+        Webhook => "webhook",
+        Schedule => "schedule",
+        Manual => "manual",
+        Retry => "retry",
     }
 );
 

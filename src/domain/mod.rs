@@ -3,5 +3,8 @@
 pub mod api_key;
 pub mod domain_name;
 pub mod kinds;
+pub mod schedule;
 
-pub use kinds::{DataType, IntegrationStatus, SourceType, SyncMode};
+pub use kinds::{
+    DataType, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode, SyncTrigger,
+};

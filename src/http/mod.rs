@@ -1,5 +1,6 @@
 //! The web process: the axum router, its shared state, and serving with graceful shutdown.
 
+mod admin_integrations;
 mod admin_jobs;
 mod admin_mappings;
 pub mod error;
@@ -34,23 +35,32 @@ pub struct AppState {
     /// `None` turns the admin API off.
     pub admin_token: Option<SecretString>,
     pub webhooks: Arc<WebhookState>,
+    pub sync: Arc<SyncAdmin>,
+}
+
+/// What the sync-settings and manual-trigger endpoints need.
+pub struct SyncAdmin {
+    pub policy: crate::n8n::UrlPolicy,
+    pub sealer: Option<Sealer>,
+    pub trigger_max_attempts: i32,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, config: &Config) -> Result<Self> {
-        let sealer = config
-            .encryption_key
-            .as_ref()
-            .map(|k| Sealer::from_base64(secrecy::ExposeSecret::expose_secret(k)))
-            .transpose()?;
+        let sealer = crate::crypto::sealer(config)?;
         Ok(Self {
             pool,
             admin_token: config.admin_token.clone(),
             webhooks: WebhookState::new(
                 config.ingest.clone(),
                 config.webhook_api_key.as_ref(),
-                sealer,
+                sealer.clone(),
             ),
+            sync: Arc::new(SyncAdmin {
+                policy: crate::n8n::UrlPolicy::new(&config.n8n.deny).map_err(anyhow::Error::msg)?,
+                sealer,
+                trigger_max_attempts: config.n8n.trigger_max_attempts.max(1),
+            }),
         })
     }
 }
@@ -63,6 +73,14 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/admin/jobs/stats", get(admin_jobs::stats))
         .route("/api/admin/jobs/retry", post(admin_jobs::retry))
         .route("/api/admin/jobs/cancel", post(admin_jobs::cancel))
+        .route(
+            "/api/admin/integrations/{id}",
+            get(admin_integrations::get).patch(admin_integrations::update),
+        )
+        .route(
+            "/api/admin/integrations/{id}/sync",
+            post(admin_integrations::sync),
+        )
         .route(
             "/api/admin/integrations/{id}/mappings",
             get(admin_mappings::list),

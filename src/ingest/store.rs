@@ -119,13 +119,14 @@ pub async fn store(
 
     let sync_log_id = match batch.sync_log_id {
         Some(id) => {
-            let log: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
-                "SELECT integration_id, status, data_type FROM integration_sync_logs WHERE id = $1",
+            let log: Option<(Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT integration_id, status, data_type, failure_reason
+                 FROM integration_sync_logs WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((integration_id, status, data_type)) = log else {
+            let Some((integration_id, status, data_type, failure_reason)) = log else {
                 return Err(StoreError::SyncLogNotFound(id));
             };
             if integration_id != batch.integration_id {
@@ -134,7 +135,10 @@ pub async fn store(
             if let Some(receipt) = by_content(&mut tx, batch, Some(id)).await? {
                 return Ok(Stored::Duplicate(receipt));
             }
-            if !matches!(status.as_str(), "pending" | "running") {
+            // A sync the watchdog closed for silence still takes its late batches: the records
+            // are real, and losing them would be worse than a sync log that says they were late.
+            let timed_out = failure_reason.as_deref() == Some("timed_out");
+            if !matches!(status.as_str(), "pending" | "running") && !timed_out {
                 return Err(StoreError::SyncLogClosed { id, status });
             }
             if let Some(expected) = data_type
@@ -252,7 +256,9 @@ pub async fn store(
              final_received_at = CASE WHEN $4 THEN COALESCE(final_received_at, now())
                                       ELSE final_received_at END,
              status = CASE WHEN status = 'pending' THEN 'running' ELSE status END,
-             started_at = COALESCE(started_at, now())
+             started_at = COALESCE(started_at, now()),
+             last_batch_at = now(),
+             late_batches = late_batches + CASE WHEN status IN ('pending', 'running') THEN 0 ELSE 1 END
          WHERE id = $1",
     )
     .bind(sync_log_id)

@@ -4,21 +4,52 @@
 
 pub mod ingest;
 mod ping;
+mod trigger;
 
 use std::time::Duration;
 
 use jobs::{Backoff, MaintenanceConfig, Registry, WorkerConfig};
 use sqlx::PgPool;
 
-use crate::config::{JobsConfig, WorkerConfig as WorkerSettings};
+use crate::config::{Config, JobsConfig, WorkerConfig as WorkerSettings};
 pub use ingest::{FinalizeSync, ProcessChunk};
 pub use ping::Ping;
+pub use trigger::TriggerSync;
 
 /// What every job handler may use.
 #[derive(Clone)]
 pub struct JobContext {
     pub pool: PgPool,
     pub pipeline: crate::pipeline::PipelineSettings,
+    /// The HTTP client of the sync triggers.
+    pub n8n: crate::n8n::Client,
+    /// Opens integration credentials; `None` when SYNCBRIDGE_ENCRYPTION_KEY is not set.
+    pub sealer: Option<crate::crypto::Sealer>,
+    /// Where n8n posts the batches of a triggered sync.
+    pub callback_url: String,
+}
+
+impl JobContext {
+    pub fn new(pool: PgPool, config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool,
+            pipeline: pipeline_settings(&config.worker),
+            n8n: crate::n8n::Client::new(n8n_settings(config)?)?,
+            sealer: crate::crypto::sealer(config)?,
+            callback_url: config.callback_url(),
+        })
+    }
+}
+
+pub fn n8n_settings(config: &Config) -> anyhow::Result<crate::n8n::ClientSettings> {
+    Ok(crate::n8n::ClientSettings {
+        connect_timeout: Duration::from_secs(config.n8n.connect_timeout_secs.max(1)),
+        timeout: Duration::from_secs(config.n8n.timeout_secs.max(1)),
+        quick_retries: config.n8n.quick_retries,
+        policy: std::sync::Arc::new(
+            crate::n8n::UrlPolicy::new(&config.n8n.deny).map_err(anyhow::Error::msg)?,
+        ),
+    })
 }
 
 /// Every job kind this build can run, and the queues they run on.
@@ -27,6 +58,7 @@ pub fn registry(settings: &WorkerSettings) -> Registry<JobContext> {
         .queue("default", settings.concurrency)
         .queue(ingest::INGEST_QUEUE, settings.ingest_concurrency)
         .plain::<Ping>()
+        .plain::<TriggerSync>()
         .transactional::<ProcessChunk>()
         .transactional::<FinalizeSync>()
 }

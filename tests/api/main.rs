@@ -7,4 +7,5 @@ mod helpers;
 mod pipeline;
 mod queue;
 mod rls;
+mod scheduler;
 mod webhooks;

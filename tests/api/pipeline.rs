@@ -94,10 +94,7 @@ impl World {
         config.poll_interval_ms = 20;
         let worker = jobs::Worker::new(
             self.app.db.pool.clone(),
-            JobContext {
-                pool: self.app.db.pool.clone(),
-                pipeline: tasks::pipeline_settings(&config),
-            },
+            JobContext::new(self.app.db.pool.clone(), &test_config()).unwrap(),
             tasks::registry(&config),
             tasks::worker_config(&config),
         );

@@ -1,0 +1,243 @@
+//! An integration's sync settings: the n8n webhook URL and credentials, the schedule and its
+//! policies. Every write is validated first (the error says what is wrong) and credentials are
+//! sealed before they reach the database; no read ever returns them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{system_tx, tenant_tx};
+use crate::{
+    crypto::Sealer,
+    domain::{
+        DataType, MissedTicks, OnRunning, SyncMode,
+        schedule::{Schedule, ScheduleError},
+    },
+    n8n::{Credentials, UrlError, UrlPolicy, credentials_context},
+};
+
+/// A change of settings; `None` leaves a setting as it is. For the URL and the schedule,
+/// `Some(None)` removes them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    #[serde(default, deserialize_with = "present")]
+    pub webhook_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub schedule: Option<Option<String>>,
+    pub timezone: Option<String>,
+    pub sync_mode: Option<SyncMode>,
+    pub data_types: Option<Vec<DataType>>,
+    pub missed_ticks: Option<MissedTicks>,
+    pub on_running: Option<OnRunning>,
+    pub jitter_secs: Option<u32>,
+    pub credentials: Option<Credentials>,
+}
+
+/// Tells a field given as `null` (remove it) from a field left out (keep it).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// What operators see of the settings: never the credentials, only their kind.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SyncSettings {
+    pub integration_id: Uuid,
+    pub status: String,
+    pub webhook_url: Option<String>,
+    pub auth: String,
+    pub schedule: Option<String>,
+    pub timezone: String,
+    pub sync_mode: String,
+    pub data_types: Vec<String>,
+    pub missed_ticks: String,
+    pub on_running: String,
+    pub jitter_secs: i32,
+    /// The next tick of the schedule (before jitter), when scheduled and active.
+    pub next_tick: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("no integration {0}")]
+    NotFound(Uuid),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error("a schedule needs an n8n webhook URL to trigger; set --webhook-url too")]
+    WebhookUrlRequired,
+    #[error("the credentials are not valid: {0}")]
+    Credentials(String),
+    #[error(
+        "credentials are stored sealed: set SYNCBRIDGE_ENCRYPTION_KEY (32 random bytes, base64: `openssl rand -base64 32`)"
+    )]
+    NoEncryptionKey,
+    #[error("jitter may be at most 86400 s (a day), not {0}")]
+    Jitter(u32),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for SettingsError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    tenant_id: Uuid,
+    status: String,
+    n8n_webhook_url: Option<String>,
+    n8n_auth_kind: String,
+    sync_schedule: Option<String>,
+    sync_timezone: String,
+    sync_mode: String,
+    sync_data_types: Vec<String>,
+    sync_missed_ticks: String,
+    sync_on_running: String,
+    sync_jitter_secs: i32,
+}
+
+const COLUMNS: &str = "id, tenant_id, status, n8n_webhook_url, n8n_auth_kind, sync_schedule,
+     sync_timezone, sync_mode, sync_data_types, sync_missed_ticks, sync_on_running, sync_jitter_secs";
+
+async fn load(pool: &PgPool, integration_id: Uuid) -> Result<Row, SettingsError> {
+    let mut tx = system_tx(pool).await?;
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integration_sources WHERE id = $1"
+    )))
+    .bind(integration_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.ok_or(SettingsError::NotFound(integration_id))
+}
+
+fn view(row: Row) -> SyncSettings {
+    let next_tick = row
+        .sync_schedule
+        .as_deref()
+        .filter(|_| row.status == "active")
+        .and_then(|s| Schedule::parse(s, &row.sync_timezone).ok())
+        .and_then(|s| s.next_tick(Utc::now()));
+    SyncSettings {
+        integration_id: row.id,
+        status: row.status,
+        webhook_url: row.n8n_webhook_url,
+        auth: row.n8n_auth_kind,
+        schedule: row.sync_schedule,
+        timezone: row.sync_timezone,
+        sync_mode: row.sync_mode,
+        data_types: row.sync_data_types,
+        missed_ticks: row.sync_missed_ticks,
+        on_running: row.sync_on_running,
+        jitter_secs: row.sync_jitter_secs,
+        next_tick,
+    }
+}
+
+pub async fn get(pool: &PgPool, integration_id: Uuid) -> Result<SyncSettings, SettingsError> {
+    Ok(view(load(pool, integration_id).await?))
+}
+
+/// Validates and applies `change`. A new schedule or time zone starts from now: ticks before the
+/// change are not missed ticks.
+pub async fn update(
+    pool: &PgPool,
+    policy: &UrlPolicy,
+    sealer: Option<&Sealer>,
+    integration_id: Uuid,
+    change: &SettingsChange,
+) -> Result<SyncSettings, SettingsError> {
+    let row = load(pool, integration_id).await?;
+    let url = match &change.webhook_url {
+        Some(Some(url)) => Some(policy.check_resolved(url).await?.to_string()),
+        Some(None) => None,
+        None => row.n8n_webhook_url.clone(),
+    };
+    let schedule_text = match &change.schedule {
+        Some(Some(s)) => Some(s.trim().to_string()),
+        Some(None) => None,
+        None => row.sync_schedule.clone(),
+    };
+    let timezone = change
+        .timezone
+        .as_deref()
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| row.sync_timezone.clone());
+    crate::domain::schedule::parse_timezone(&timezone)?;
+    if let Some(s) = &schedule_text {
+        Schedule::parse(s, &timezone)?;
+        if url.is_none() {
+            return Err(SettingsError::WebhookUrlRequired);
+        }
+    }
+    if let Some(j) = change.jitter_secs
+        && j > 86_400
+    {
+        return Err(SettingsError::Jitter(j));
+    }
+    let sealed = match &change.credentials {
+        None => None,
+        Some(Credentials::None) => Some((None, None, "none")),
+        Some(c) => {
+            c.validate().map_err(SettingsError::Credentials)?;
+            let sealer = sealer.ok_or(SettingsError::NoEncryptionKey)?;
+            let plain = serde_json::to_vec(c).map_err(anyhow::Error::from)?;
+            let ciphertext = sealer.seal(&plain, &credentials_context(integration_id));
+            Some((
+                Some(ciphertext),
+                Some(sealer.key_id().to_string()),
+                c.kind(),
+            ))
+        }
+    };
+    let schedule_changed = schedule_text != row.sync_schedule || timezone != row.sync_timezone;
+    let data_types: Option<Vec<&str>> = change
+        .data_types
+        .as_ref()
+        .map(|types| types.iter().map(|d| d.as_str()).collect());
+
+    let mut tx = tenant_tx(pool, row.tenant_id).await?;
+    let updated: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE integration_sources SET
+             n8n_webhook_url = $2, sync_schedule = $3, sync_timezone = $4,
+             sync_mode = COALESCE($5, sync_mode),
+             sync_data_types = COALESCE($6, sync_data_types),
+             sync_missed_ticks = COALESCE($7, sync_missed_ticks),
+             sync_on_running = COALESCE($8, sync_on_running),
+             sync_jitter_secs = COALESCE($9, sync_jitter_secs),
+             schedule_changed_at = CASE WHEN $10 THEN now() ELSE schedule_changed_at END,
+             credentials_encrypted = CASE WHEN $11 THEN $12 ELSE credentials_encrypted END,
+             credentials_key_id = CASE WHEN $11 THEN $13 ELSE credentials_key_id END,
+             n8n_auth_kind = CASE WHEN $11 THEN $14 ELSE n8n_auth_kind END
+         WHERE id = $1
+         RETURNING {COLUMNS}"
+    )))
+    .bind(integration_id)
+    .bind(&url)
+    .bind(&schedule_text)
+    .bind(&timezone)
+    .bind(change.sync_mode.map(|m| m.as_str()))
+    .bind(data_types)
+    .bind(change.missed_ticks.map(|m| m.as_str()))
+    .bind(change.on_running.map(|o| o.as_str()))
+    .bind(change.jitter_secs.map(|j| j as i32))
+    .bind(schedule_changed)
+    .bind(sealed.is_some())
+    .bind(sealed.as_ref().and_then(|s| s.0.clone()))
+    .bind(sealed.as_ref().and_then(|s| s.1.clone()))
+    .bind(sealed.as_ref().map_or("none", |s| s.2))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(view(updated))
+}

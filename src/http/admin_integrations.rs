@@ -1,0 +1,155 @@
+//! `/api/admin/integrations/{id}`: an integration's sync settings (webhook URL, credentials,
+//! schedule; validated, 422 naming the problem) and the manual sync trigger, behind the admin
+//! token. Credentials can be written here but are never returned.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{
+    AppState, admin_jobs::AdminAuth, error::ApiError, webhook_auth::integration_not_found,
+};
+use crate::{
+    db::sync_settings::{self, SettingsChange, SettingsError},
+    domain::{DataType, SyncMode, SyncTrigger, schedule::ScheduleError},
+    n8n::UrlError,
+    scheduler::{self, SyncRequest, SyncRequestError},
+};
+
+fn integration_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_integration_id",
+            format!("{text:?} is not an integration id (a UUID)"),
+        )
+    })
+}
+
+fn body_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let text: &[u8] = if body.is_empty() { b"{}" } else { body };
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the body is not valid: {e}"),
+        )
+    })
+}
+
+impl From<SettingsError> for ApiError {
+    fn from(e: SettingsError) -> Self {
+        let message = e.to_string();
+        let e = match e {
+            SettingsError::Other(inner) => return ApiError::from(inner),
+            other => other,
+        };
+        let (status, code) = match &e {
+            SettingsError::NotFound(id) => return integration_not_found(*id),
+            SettingsError::Url(UrlError::Denied { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "webhook_url_denied")
+            }
+            SettingsError::Url(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook_url"),
+            SettingsError::Schedule(ScheduleError::TimeZone(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_timezone")
+            }
+            SettingsError::Schedule(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schedule"),
+            SettingsError::WebhookUrlRequired => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "webhook_url_required")
+            }
+            SettingsError::Credentials(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_credentials")
+            }
+            SettingsError::NoEncryptionKey => (StatusCode::CONFLICT, "encryption_key_missing"),
+            SettingsError::Jitter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_jitter"),
+            SettingsError::Other(_) => unreachable!("handled above"),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+pub async fn get(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<sync_settings::SyncSettings>, ApiError> {
+    let id = integration_id(&id)?;
+    Ok(Json(sync_settings::get(&state.pool, id).await?))
+}
+
+pub async fn update(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<sync_settings::SyncSettings>, ApiError> {
+    let id = integration_id(&id)?;
+    let change: SettingsChange = body_json(&body)?;
+    let sync = &state.sync;
+    Ok(Json(
+        sync_settings::update(&state.pool, &sync.policy, sync.sealer.as_ref(), id, &change).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualSync {
+    sync_mode: Option<SyncMode>,
+    data_types: Option<Vec<DataType>>,
+    /// Start even while another sync of the integration is open.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/admin/integrations/{id}/sync` → 202 with the new sync log's id.
+pub async fn sync(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = integration_id(&id)?;
+    let request: ManualSync = body_json(&body)?;
+    let sync_request = SyncRequest {
+        trigger: SyncTrigger::Manual,
+        sync_mode: request.sync_mode,
+        data_types: request.data_types,
+        scheduled_for: None,
+    };
+    match scheduler::request_sync(
+        &state.pool,
+        id,
+        &sync_request,
+        request.force,
+        state.sync.trigger_max_attempts,
+    )
+    .await
+    {
+        Ok((sync_log_id, job_id)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "sync_log_id": sync_log_id, "job_id": job_id, "status": "pending" })),
+        )),
+        Err(SyncRequestError::Other(inner)) => Err(ApiError::from(inner)),
+        Err(e) => Err(match &e {
+            SyncRequestError::NotFound(id) => integration_not_found(*id),
+            SyncRequestError::Paused(_) => {
+                ApiError::new(StatusCode::CONFLICT, "integration_paused", e.to_string())
+            }
+            SyncRequestError::NoWebhookUrl(_) => {
+                ApiError::new(StatusCode::CONFLICT, "webhook_url_missing", e.to_string())
+            }
+            SyncRequestError::SyncOpen { sync_log_id } => {
+                ApiError::new(StatusCode::CONFLICT, "sync_in_progress", e.to_string())
+                    .with_details(json!({ "sync_log_id": sync_log_id }))
+            }
+            SyncRequestError::Other(_) => unreachable!("handled above"),
+        }),
+    }
+}

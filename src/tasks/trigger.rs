@@ -1,0 +1,196 @@
+//! `TriggerSync`: asks n8n to start an integration's workflow for one pending sync. A plain job
+//! (its effect is an HTTP request): quick retries for connection failures happen in the client,
+//! then the job's durable backoff; n8n's permanent refusals and exhausted attempts close the
+//! sync as failed with the reason on its log.
+
+use chrono::{DateTime, Utc};
+use jobs::{Job, JobError, JobMeta, PlainJob};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::JobContext;
+use crate::{
+    db::tenant_tx,
+    domain::{DataType, SourceType, SyncMode},
+    n8n::{Credentials, TriggerBody, TriggerError, credentials_context},
+    scheduler::fail_sync,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TriggerSync {
+    pub tenant_id: Uuid,
+    pub integration_id: Uuid,
+    pub sync_log_id: Uuid,
+}
+
+impl Job for TriggerSync {
+    const KIND: &'static str = "sync.trigger";
+    const MAX_ATTEMPTS: i32 = 10;
+}
+
+/// What the trigger needs, read in one query.
+#[derive(sqlx::FromRow)]
+struct Target {
+    integration_status: String,
+    url: Option<String>,
+    auth_kind: String,
+    credentials_encrypted: Option<Vec<u8>>,
+    credentials_key_id: Option<String>,
+    source_type: String,
+    last_successful_sync_at: Option<DateTime<Utc>>,
+    sync_status: String,
+    sync_mode: String,
+    data_types: Option<Vec<String>>,
+    triggered_at: Option<DateTime<Utc>>,
+}
+
+impl PlainJob<JobContext> for TriggerSync {
+    async fn run(&self, ctx: &JobContext, meta: &JobMeta) -> Result<(), JobError> {
+        let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
+        let target: Option<Target> = sqlx::query_as(
+            "SELECT i.status AS integration_status, i.n8n_webhook_url AS url,
+                    i.n8n_auth_kind AS auth_kind, i.credentials_encrypted, i.credentials_key_id,
+                    i.source_type, i.last_successful_sync_at,
+                    l.status AS sync_status, l.sync_mode, l.data_types, l.triggered_at
+             FROM integration_sync_logs l JOIN integration_sources i ON i.id = l.integration_id
+             WHERE l.id = $1",
+        )
+        .bind(self.sync_log_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(target) = target else {
+            tracing::info!(sync_log_id = %self.sync_log_id, "sync log no longer exists; nothing to trigger");
+            return Ok(());
+        };
+        if target.sync_status != "pending" || target.triggered_at.is_some() {
+            // Already triggered (a re-run after a crash) or closed meanwhile (watchdog, admin).
+            tracing::info!(sync_log_id = %self.sync_log_id, status = %target.sync_status, "sync is no longer waiting for its trigger");
+            return Ok(());
+        }
+        if target.integration_status == "paused" {
+            self.fail(
+                "trigger_failed",
+                "the integration was paused before n8n was asked to sync",
+                ctx,
+            )
+            .await?;
+            return Ok(());
+        }
+        let Some(url) = target.url.clone() else {
+            return Err(self
+                .give_up(
+                    ctx,
+                    "trigger_rejected",
+                    "the integration has no n8n webhook URL",
+                )
+                .await);
+        };
+        let credentials = match self.credentials(ctx, &target) {
+            Ok(c) => c,
+            Err(message) => return Err(self.give_up(ctx, "trigger_failed", &message).await),
+        };
+        let body = match self.body(ctx, &target) {
+            Ok(b) => b,
+            Err(message) => return Err(self.give_up(ctx, "trigger_failed", &message).await),
+        };
+
+        match ctx.n8n.trigger(&url, &credentials, &body).await {
+            Ok(()) => {
+                let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
+                sqlx::query("UPDATE integration_sync_logs SET triggered_at = now() WHERE id = $1")
+                    .bind(self.sync_log_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                tracing::info!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, "n8n accepted the sync trigger");
+                Ok(())
+            }
+            Err(e) if e.is_permanent() => {
+                let reason = "trigger_rejected";
+                Err(self.give_up(ctx, reason, &e.to_string()).await)
+            }
+            Err(TriggerError::Transient {
+                message,
+                retry_after,
+            }) => {
+                if meta.attempt >= meta.max_attempts {
+                    let summary = format!(
+                        "n8n could not be asked to sync after {} attempts; last error: {message}",
+                        meta.attempt
+                    );
+                    self.fail("trigger_failed", &summary, ctx).await?;
+                }
+                Err(JobError::Retry {
+                    message,
+                    after: retry_after,
+                })
+            }
+            Err(e) => Err(self.give_up(ctx, "trigger_failed", &e.to_string()).await),
+        }
+    }
+}
+
+impl TriggerSync {
+    async fn fail(&self, reason: &str, summary: &str, ctx: &JobContext) -> Result<(), JobError> {
+        let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
+        fail_sync(&mut tx, self.sync_log_id, reason, summary, Utc::now()).await?;
+        tx.commit().await.map_err(JobError::from)?;
+        tracing::warn!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, reason, summary, "sync failed before it started");
+        Ok(())
+    }
+
+    /// Fails the sync and returns the permanent job error that kills the job.
+    async fn give_up(&self, ctx: &JobContext, reason: &str, summary: &str) -> JobError {
+        if let Err(e) = self.fail(reason, summary, ctx).await {
+            // The sync log could not be written: retry the whole job rather than lose the reason.
+            return e;
+        }
+        JobError::permanent(summary)
+    }
+
+    fn credentials(&self, ctx: &JobContext, target: &Target) -> Result<Credentials, String> {
+        if target.auth_kind == "none" {
+            return Ok(Credentials::None);
+        }
+        let (Some(sealed), Some(key_id)) =
+            (&target.credentials_encrypted, &target.credentials_key_id)
+        else {
+            return Err("the integration's n8n credentials are missing".into());
+        };
+        let sealer = ctx.sealer.as_ref().ok_or(
+            "the integration's n8n credentials are sealed but SYNCBRIDGE_ENCRYPTION_KEY is not set",
+        )?;
+        let plain = sealer
+            .open(key_id, sealed, &credentials_context(self.integration_id))
+            .map_err(|e| format!("cannot open the integration's n8n credentials: {e}"))?;
+        serde_json::from_slice(&plain)
+            .map_err(|_| "the integration's n8n credentials are not readable".to_string())
+    }
+
+    fn body(&self, ctx: &JobContext, target: &Target) -> Result<TriggerBody, String> {
+        let source_type: SourceType = target.source_type.parse().map_err(|e| format!("{e}"))?;
+        let sync_mode: SyncMode = target.sync_mode.parse().map_err(|e| format!("{e}"))?;
+        let data_types: Vec<DataType> = match &target.data_types {
+            Some(types) if !types.is_empty() => types
+                .iter()
+                .map(|t| t.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{e}"))?,
+            _ => source_type.default_data_types().to_vec(),
+        };
+        Ok(TriggerBody {
+            integration_id: self.integration_id,
+            sync_log_id: self.sync_log_id,
+            source_type,
+            data_type: (data_types.len() == 1).then(|| data_types[0]),
+            data_types,
+            sync_mode,
+            since: match sync_mode {
+                SyncMode::Incremental => target.last_successful_sync_at,
+                SyncMode::Full => None,
+            },
+            callback_url: ctx.callback_url.clone(),
+        })
+    }
+}
