@@ -188,14 +188,7 @@ async fn fire(
             Fired::SkippedMissed,
         )
     } else {
-        let open: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM integration_sync_logs
-             WHERE integration_id = $1 AND status IN ('pending', 'running')
-             ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(integration_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let open = open_sync(&mut tx, integration_id).await?;
         match open {
             Some(open) if on_running == OnRunning::Skip => (
                 "skipped_running",
@@ -252,6 +245,21 @@ async fn fire(
         tracing::info!(%integration_id, %tick, outcome, detail = detail.as_deref().unwrap_or(""), "schedule tick skipped");
     }
     Ok(Some(fired))
+}
+
+/// The newest sync of the integration that is still pending or running.
+async fn open_sync(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM integration_sync_logs
+         WHERE integration_id = $1 AND status IN ('pending', 'running')
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(integration_id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// What a new sync asks of n8n. `None`s take the integration's settings.
@@ -384,14 +392,7 @@ pub async fn request_sync(
         return Err(SyncRequestError::NoWebhookUrl(integration_id));
     }
     if !force {
-        let open: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM integration_sync_logs
-             WHERE integration_id = $1 AND status IN ('pending', 'running')
-             ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(integration_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let open = open_sync(&mut tx, integration_id).await?;
         if let Some(sync_log_id) = open {
             return Err(SyncRequestError::SyncOpen { sync_log_id });
         }

@@ -464,3 +464,129 @@ async fn mappings_are_validated_when_set_and_previewed_on_samples() {
         .unwrap();
     assert_eq!(rows, 0);
 }
+
+#[tokio::test]
+async fn operators_set_the_webhook_schedule_and_credentials_and_start_a_sync() {
+    let db = TestDb::migrated().await;
+    ok(&db, &["tenants", "create", "Cron Co"]);
+    let integration = ok(
+        &db,
+        &[
+            "integrations",
+            "create",
+            "--tenant",
+            "Cron Co",
+            "--source",
+            "zoho_desk",
+            "--name",
+            "Desk",
+        ],
+    );
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let secret = "cli-header-secret-91b2";
+    let out = syncbridge_with(
+        &db,
+        &[
+            "integrations",
+            "set",
+            &integration,
+            "--webhook-url",
+            "https://n8n.example.com/webhook/zoho-desk",
+            "--schedule",
+            "0 */2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+            "--mode",
+            "full",
+            "--missed",
+            "skip",
+            "--auth",
+            "header",
+            "--auth-name",
+            "X-N8N-Key",
+        ],
+        &[
+            ("SYNCBRIDGE_ENCRYPTION_KEY", key),
+            ("SYNCBRIDGE_N8N_AUTH_SECRET", secret),
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("next scheduled sync"), "{stderr}");
+    let settings: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(settings["schedule"], "0 */2 * * *");
+    assert_eq!(settings["timezone"], "Europe/Berlin");
+    assert_eq!(settings["sync_mode"], "full");
+    assert_eq!(settings["missed_ticks"], "skip");
+    assert_eq!(settings["auth"], "header");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
+
+    // A secret on the command line is not accepted; a bad schedule says what is wrong.
+    let out = syncbridge_with(
+        &db,
+        &[
+            "integrations",
+            "set",
+            &integration,
+            "--auth",
+            "basic",
+            "--auth-name",
+            "u",
+        ],
+        &[("SYNCBRIDGE_ENCRYPTION_KEY", key)],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SYNCBRIDGE_N8N_AUTH_SECRET"));
+    let out = syncbridge(
+        &db,
+        &[
+            "integrations",
+            "set",
+            &integration,
+            "--schedule",
+            "0 9 * * 1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MON-FRI"));
+    let out = syncbridge(
+        &db,
+        &[
+            "integrations",
+            "set",
+            &integration,
+            "--webhook-url",
+            "http://169.254.169.254/",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deny list"));
+
+    let sync_log: Uuid = ok(&db, &["sync", &integration]).parse().unwrap();
+    let mut conn = db.owner().await;
+    let (trigger, status, mode): (String, String, String) = sqlx::query_as(
+        "SELECT trigger, status, sync_mode FROM integration_sync_logs WHERE id = $1",
+    )
+    .bind(sync_log)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (trigger.as_str(), status.as_str(), mode.as_str()),
+        ("manual", "pending", "full")
+    );
+    // A second one while the first is open is refused unless forced.
+    let out = syncbridge(&db, &["sync", &integration]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still open"));
+    let forced: Uuid = ok(
+        &db,
+        &["sync", &integration, "--force", "--mode", "incremental"],
+    )
+    .parse()
+    .unwrap();
+    assert_ne!(forced, sync_log);
+}

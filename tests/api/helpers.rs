@@ -368,3 +368,40 @@ pub fn sample(name: &str) -> serde_json::Value {
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// Runs a worker (and the queue's maintenance, which promotes retries) on `pool` with `config`
+/// until `pending_sql` (a `SELECT count(*)`) counts nothing, at most 60 s.
+pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {
+    let worker = jobs::Worker::new(
+        db.pool.clone(),
+        syncbridge::tasks::JobContext::new(db.pool.clone(), config).unwrap(),
+        syncbridge::tasks::registry(&config.worker),
+        syncbridge::tasks::worker_config(&config.worker),
+    );
+    let maintenance = jobs::Maintenance::new(
+        db.pool.clone(),
+        jobs::MaintenanceConfig {
+            interval: Duration::from_millis(20),
+            ..jobs::MaintenanceConfig::default()
+        },
+        Vec::new(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let maintaining = tokio::spawn(maintenance.run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = count(&mut db.owner().await, pending_sql).await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} jobs still pending: {pending_sql}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    maintaining.await.unwrap();
+}

@@ -4,6 +4,7 @@ mod cli;
 mod embedded;
 mod health;
 mod helpers;
+mod n8n_templates;
 mod pipeline;
 mod queue;
 mod rls;

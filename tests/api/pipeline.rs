@@ -1,16 +1,9 @@
 //! The worker pipeline end to end: POST a batch, run the worker, read the rows and the sync log.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use syncbridge::{
-    db::admin,
-    domain::SourceType,
-    tasks::{self, JobContext},
-};
-use tokio_util::sync::CancellationToken;
+use syncbridge::{db::admin, domain::SourceType};
 use uuid::Uuid;
 
 use crate::helpers::{self, TestApp, count, test_config};
@@ -90,35 +83,15 @@ impl World {
 
     /// Runs a worker until no ingestion job is left to run.
     async fn drain(&self) {
-        let mut config = test_config().worker;
-        config.poll_interval_ms = 20;
-        let worker = jobs::Worker::new(
-            self.app.db.pool.clone(),
-            JobContext::new(self.app.db.pool.clone(), &test_config()).unwrap(),
-            tasks::registry(&config),
-            tasks::worker_config(&config),
-        );
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(worker.run(shutdown.clone()));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = self
-                .count(
-                    "SELECT count(*) FROM jobs WHERE queue = 'ingest'
-                     AND state IN ('available', 'scheduled', 'running', 'retryable')",
-                )
-                .await;
-            if left == 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{left} ingestion jobs still pending"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        shutdown.cancel();
-        running.await.unwrap().unwrap();
+        let mut config = test_config();
+        config.worker.poll_interval_ms = 20;
+        helpers::work_until_done(
+            &self.app.db,
+            &config,
+            "SELECT count(*) FROM jobs WHERE queue = 'ingest'
+             AND state IN ('available', 'scheduled', 'running', 'retryable')",
+        )
+        .await;
         assert_eq!(
             self.count("SELECT count(*) FROM jobs WHERE queue = 'ingest' AND state <> 'completed'")
                 .await,

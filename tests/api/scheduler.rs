@@ -140,40 +140,23 @@ impl World {
 
     /// Runs a worker with `config` until no job is waiting to run (retries included).
     async fn work(&self, config: &Config) {
-        let worker = jobs::Worker::new(
-            self.app.db.pool.clone(),
-            JobContext::new(self.app.db.pool.clone(), config).unwrap(),
-            tasks::registry(&config.worker),
-            tasks::worker_config(&config.worker),
-        );
-        let maintenance = jobs::Maintenance::new(
-            self.app.db.pool.clone(),
-            jobs::MaintenanceConfig {
-                interval: Duration::from_millis(20),
-                ..jobs::MaintenanceConfig::default()
-            },
-            Vec::new(),
-        );
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(worker.run(shutdown.clone()));
-        let maintaining = tokio::spawn(maintenance.run(shutdown.clone()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = self
-                .count(
-                    "SELECT count(*) FROM jobs
-                     WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
-                )
-                .await;
-            if left == 0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{left} jobs still waiting");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        shutdown.cancel();
-        running.await.unwrap().unwrap();
-        maintaining.await.unwrap();
+        crate::helpers::work_until_done(
+            &self.app.db,
+            config,
+            "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
+        )
+        .await;
+    }
+
+    /// An integration of `source` with a webhook URL and the given settings.
+    async fn scheduled(&self, source: SourceType, settings: Value) -> Uuid {
+        let id = self.integration(source).await;
+        let mut body = json!({"webhook_url": self.hook("x")});
+        body.as_object_mut()
+            .unwrap()
+            .extend(settings.as_object().unwrap().clone());
+        self.configure(id, body).await;
+        id
     }
 
     async fn trigger_job(&self, sync_log_id: Uuid) -> (String, i32, Value) {
@@ -757,15 +740,18 @@ async fn expected_ticks(
 #[tokio::test]
 async fn three_schedulers_over_many_ticks_create_exactly_one_sync_per_tick() {
     let w = world().await;
-    let every_minute = w.integration(SourceType::Hubspot).await;
-    let every_five = w.integration(SourceType::Jira).await;
-    for (id, schedule) in [(every_minute, "every 1m"), (every_five, "*/5 * * * *")] {
-        w.configure(
-            id,
-            json!({"webhook_url": w.hook("x"), "schedule": schedule, "on_running": "queue"}),
+    let every_minute = w
+        .scheduled(
+            SourceType::Hubspot,
+            json!({"schedule": "every 1m", "on_running": "queue"}),
         )
         .await;
-    }
+    let every_five = w
+        .scheduled(
+            SourceType::Jira,
+            json!({"schedule": "*/5 * * * *", "on_running": "queue"}),
+        )
+        .await;
     let start = minute_ahead(&w).await;
     // 30 simulated minutes in 7-second steps, three schedulers interleaved on the same clock.
     let steps: Vec<DateTime<Utc>> = (0..=(30 * 60 / 7))
@@ -833,15 +819,18 @@ async fn three_schedulers_over_many_ticks_create_exactly_one_sync_per_tick() {
 #[tokio::test]
 async fn a_scheduler_that_was_down_catches_up_by_policy() {
     let w = world().await;
-    let run_latest = w.integration(SourceType::Hubspot).await;
-    let skip = w.integration(SourceType::Zendesk).await;
-    for (id, policy) in [(run_latest, "run_latest"), (skip, "skip")] {
-        w.configure(
-            id,
-            json!({"webhook_url": w.hook("x"), "schedule": "@hourly", "missed_ticks": policy}),
+    let run_latest = w
+        .scheduled(
+            SourceType::Hubspot,
+            json!({"schedule": "@hourly", "missed_ticks": "run_latest"}),
         )
         .await;
-    }
+    let skip = w
+        .scheduled(
+            SourceType::Zendesk,
+            json!({"schedule": "@hourly", "missed_ticks": "skip"}),
+        )
+        .await;
     let settings = scheduler_settings();
     let start = minute_ahead(&w).await;
     let next_hour =
@@ -892,12 +881,12 @@ async fn a_scheduler_that_was_down_catches_up_by_policy() {
 #[tokio::test]
 async fn paused_integrations_are_never_triggered() {
     let w = world().await;
-    let id = w.integration(SourceType::Hubspot).await;
-    w.configure(
-        id,
-        json!({"webhook_url": w.hook("x"), "schedule": "every 1m", "on_running": "queue"}),
-    )
-    .await;
+    let id = w
+        .scheduled(
+            SourceType::Hubspot,
+            json!({"schedule": "every 1m", "on_running": "queue"}),
+        )
+        .await;
     admin::set_integration_status(
         &w.app.db.pool,
         id,
@@ -934,12 +923,9 @@ async fn paused_integrations_are_never_triggered() {
 #[tokio::test]
 async fn a_tick_while_a_sync_is_open_is_skipped_and_recorded() {
     let w = world().await;
-    let id = w.integration(SourceType::Jira).await;
-    w.configure(
-        id,
-        json!({"webhook_url": w.hook("x"), "schedule": "every 1m"}),
-    )
-    .await;
+    let id = w
+        .scheduled(SourceType::Jira, json!({"schedule": "every 1m"}))
+        .await;
     let settings = scheduler_settings();
     let start = minute_ahead(&w).await;
     let at = |m: i64| start + chrono::Duration::minutes(m) + chrono::Duration::seconds(1);
@@ -973,12 +959,12 @@ async fn a_tick_while_a_sync_is_open_is_skipped_and_recorded() {
 #[tokio::test]
 async fn changing_a_schedule_takes_effect_at_the_next_tick() {
     let w = world().await;
-    let id = w.integration(SourceType::Hubspot).await;
-    w.configure(
-        id,
-        json!({"webhook_url": w.hook("x"), "schedule": "@daily", "on_running": "queue"}),
-    )
-    .await;
+    let id = w
+        .scheduled(
+            SourceType::Hubspot,
+            json!({"schedule": "@daily", "on_running": "queue"}),
+        )
+        .await;
     let settings = scheduler_settings();
     let start = minute_ahead(&w).await;
     let report = scheduler::run_round(
