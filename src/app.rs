@@ -261,6 +261,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
                 sync_mode: args.mode,
                 data_types: (!args.data_types.is_empty()).then_some(args.data_types),
                 scheduled_for: None,
+                retry_of: args.retry_of,
             };
             let (sync_log_id, job_id) = crate::scheduler::request_sync(
                 pool,

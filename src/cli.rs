@@ -65,6 +65,9 @@ pub struct SyncArgs {
     /// Start even while another sync of the integration is still open.
     #[arg(long)]
     pub force: bool,
+    /// Repeat this failed or partial sync (trigger `retry`; its mode and data types by default).
+    #[arg(long)]
+    pub retry_of: Option<Uuid>,
 }
 
 /// The environment variable `integrations set` reads the n8n credential's secret from, so it

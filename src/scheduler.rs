@@ -201,6 +201,7 @@ async fn fire(
                     sync_mode: None,
                     data_types: None,
                     scheduled_for: Some(tick),
+                    retry_of: None,
                 };
                 let (sync_log_id, _job) = create_sync(
                     &mut tx,
@@ -269,6 +270,9 @@ pub struct SyncRequest {
     pub sync_mode: Option<SyncMode>,
     pub data_types: Option<Vec<DataType>>,
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// A failed or partial sync this one repeats (trigger `retry`): its mode and data types are
+    /// the defaults.
+    pub retry_of: Option<Uuid>,
 }
 
 /// Creates a pending sync log and its `TriggerSync` job in the caller's (tenant) transaction.
@@ -349,6 +353,10 @@ pub enum SyncRequestError {
         "sync {sync_log_id} of this integration is still open; wait for it, or force a new one"
     )]
     SyncOpen { sync_log_id: Uuid },
+    #[error("sync {0} is not a sync of this integration")]
+    RetryNotFound(Uuid),
+    #[error("sync {id} is {status}; only failed or partial syncs are retried")]
+    NotRetryable { id: Uuid, status: String },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -391,15 +399,73 @@ pub async fn request_sync(
     if url.is_none() {
         return Err(SyncRequestError::NoWebhookUrl(integration_id));
     }
+    let mut request = request.clone();
+    if let Some(previous) = request.retry_of {
+        let found: Option<(String, String, Option<Vec<String>>)> = sqlx::query_as(
+            "SELECT status, sync_mode, data_types FROM integration_sync_logs
+             WHERE id = $1 AND integration_id = $2",
+        )
+        .bind(previous)
+        .bind(integration_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (status, mode, types) = found.ok_or(SyncRequestError::RetryNotFound(previous))?;
+        if !matches!(status.as_str(), "failed" | "partial") {
+            return Err(SyncRequestError::NotRetryable {
+                id: previous,
+                status,
+            });
+        }
+        request.trigger = SyncTrigger::Retry;
+        if request.sync_mode.is_none() {
+            request.sync_mode = Some(mode.parse().map_err(anyhow::Error::from)?);
+        }
+        if request.data_types.is_none() {
+            request.data_types = types
+                .map(|t| {
+                    t.iter()
+                        .map(|d| d.parse())
+                        .collect::<Result<Vec<DataType>, _>>()
+                })
+                .transpose()
+                .map_err(anyhow::Error::from)?;
+        }
+    }
     if !force {
         let open = open_sync(&mut tx, integration_id).await?;
         if let Some(sync_log_id) = open {
             return Err(SyncRequestError::SyncOpen { sync_log_id });
         }
     }
-    let created = create_sync(&mut tx, integration_id, request, max_attempts).await?;
+    let created = create_sync(&mut tx, integration_id, &request, max_attempts).await?;
     tx.commit().await?;
     Ok(created)
+}
+
+/// Reopens a sync whose trigger had failed, when an operator retries its dead trigger job: the
+/// sync never started, so it goes back to pending and no longer counts as a failed sync.
+pub async fn reopen_untriggered(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let reopened: Option<Uuid> = sqlx::query_scalar(
+        "WITH reopened AS (
+             UPDATE integration_sync_logs
+             SET status = 'pending', failure_reason = NULL, error_summary = NULL,
+                 completed_at = NULL, duration_ms = NULL
+             WHERE id = $1 AND status = 'failed' AND triggered_at IS NULL
+               AND failure_reason IN ('trigger_failed', 'trigger_rejected')
+             RETURNING id, integration_id)
+         UPDATE integration_sources i
+         SET total_syncs = GREATEST(total_syncs - 1, 0), failed_syncs = GREATEST(failed_syncs - 1, 0),
+             last_sync_status = CASE WHEN last_sync_log_id = reopened.id THEN 'pending' ELSE last_sync_status END
+         FROM reopened WHERE i.id = reopened.integration_id
+         RETURNING reopened.id",
+    )
+    .bind(sync_log_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(reopened.is_some())
 }
 
 /// Closes a pending or running sync as failed with a machine-readable reason, and counts it on

@@ -106,6 +106,8 @@ pub struct ManualSync {
     /// Start even while another sync of the integration is open.
     #[serde(default)]
     force: bool,
+    /// Repeat this failed or partial sync.
+    retry_of: Option<Uuid>,
 }
 
 /// `POST /api/admin/integrations/{id}/sync` → 202 with the new sync log's id.
@@ -122,6 +124,7 @@ pub async fn sync(
         sync_mode: request.sync_mode,
         data_types: request.data_types,
         scheduled_for: None,
+        retry_of: request.retry_of,
     };
     match scheduler::request_sync(
         &state.pool,
@@ -144,6 +147,12 @@ pub async fn sync(
             }
             SyncRequestError::NoWebhookUrl(_) => {
                 ApiError::new(StatusCode::CONFLICT, "webhook_url_missing", e.to_string())
+            }
+            SyncRequestError::RetryNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "sync_log_not_found", e.to_string())
+            }
+            SyncRequestError::NotRetryable { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "sync_not_retryable", e.to_string())
             }
             SyncRequestError::SyncOpen { sync_log_id } => {
                 ApiError::new(StatusCode::CONFLICT, "sync_in_progress", e.to_string())

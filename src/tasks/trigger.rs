@@ -13,7 +13,7 @@ use crate::{
     db::tenant_tx,
     domain::{DataType, SourceType, SyncMode},
     n8n::{Credentials, TriggerBody, TriggerError, credentials_context},
-    scheduler::fail_sync,
+    scheduler::{fail_sync, reopen_untriggered},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,10 +59,21 @@ impl PlainJob<JobContext> for TriggerSync {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        let Some(target) = target else {
+        let Some(mut target) = target else {
             tracing::info!(sync_log_id = %self.sync_log_id, "sync log no longer exists; nothing to trigger");
             return Ok(());
         };
+        if target.sync_status == "failed" && target.triggered_at.is_none() {
+            // Only this job fails a sync before its trigger, and only on its last attempt: running
+            // again means an operator retried the dead job. The sync is given back its chance.
+            let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
+            let reopened = reopen_untriggered(&mut tx, self.sync_log_id).await?;
+            tx.commit().await?;
+            if reopened {
+                tracing::info!(sync_log_id = %self.sync_log_id, "trigger retried by an operator; sync reopened");
+                target.sync_status = "pending".into();
+            }
+        }
         if target.sync_status != "pending" || target.triggered_at.is_some() {
             // Already triggered (a re-run after a crash) or closed meanwhile (watchdog, admin).
             tracing::info!(sync_log_id = %self.sync_log_id, status = %target.sync_status, "sync is no longer waiting for its trigger");

@@ -490,6 +490,82 @@ async fn n8n_404_kills_the_job_and_fails_the_sync_with_the_answer() {
     .await
     .unwrap();
     assert_eq!((last_status.as_str(), failed_syncs), ("failed", 1));
+
+    // The operator fixes the workflow and retries the dead job: the same sync is triggered and
+    // no longer counts as failed.
+    w.n8n.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&w.n8n)
+        .await;
+    let job_id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'sync.trigger'")
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap();
+    let filter = jobs::JobFilter {
+        ids: vec![job_id],
+        ..jobs::JobFilter::default()
+    };
+    let retried = jobs::admin::apply(
+        &w.app.db.pool,
+        jobs::BulkAction::Retry,
+        &filter,
+        100,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(retried, 1);
+    w.work(&config()).await;
+    let log = w.sync_log(sync_log_id).await;
+    assert_eq!(log["status"], "pending", "{log}");
+    assert_eq!(log["failure_reason"], Value::Null);
+    assert!(log["triggered_at"].is_string());
+    assert_eq!(w.n8n.received_requests().await.unwrap().len(), 1);
+    let failed_syncs = w
+        .count(&format!(
+            "SELECT failed_syncs FROM integration_sources WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(failed_syncs, 0);
+}
+
+#[tokio::test]
+async fn a_failed_sync_is_retried_as_a_new_sync_with_its_settings() {
+    let w = world().await;
+    let id = w.scheduled(SourceType::Hubspot, json!({})).await;
+    let failed = w
+        .manual_sync(id, json!({"sync_mode": "full", "data_types": ["deals"]}))
+        .await;
+    sqlx::query("UPDATE integration_sync_logs SET status = 'failed', failure_reason = 'timed_out' WHERE id = $1")
+        .bind(failed)
+        .execute(&mut w.owner().await)
+        .await
+        .unwrap();
+    let retry = w.manual_sync(id, json!({"retry_of": failed})).await;
+    let log = w.sync_log(retry).await;
+    assert_eq!(log["trigger"], "retry");
+    assert_eq!(log["sync_mode"], "full");
+    assert_eq!(log["data_types"], json!(["deals"]));
+
+    // Only closed, unsuccessful syncs of this integration are retried.
+    for (retry_of, status, code) in [
+        (retry, StatusCode::CONFLICT, "sync_not_retryable"),
+        (Uuid::new_v4(), StatusCode::NOT_FOUND, "sync_log_not_found"),
+    ] {
+        let response = w
+            .app
+            .client
+            .post(w.app.url(&format!("/api/admin/integrations/{id}/sync")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"retry_of": retry_of, "force": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code);
+    }
 }
 
 #[tokio::test]
@@ -510,6 +586,7 @@ async fn a_silent_n8n_times_out_and_exhausted_attempts_fail_the_sync() {
         sync_mode: None,
         data_types: None,
         scheduled_for: None,
+        retry_of: None,
     };
     let (sync_log_id, _) = scheduler::request_sync(&w.app.db.pool, id, &request, false, 2)
         .await
