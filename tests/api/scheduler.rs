@@ -1034,6 +1034,42 @@ async fn a_tick_while_a_sync_is_open_is_skipped_and_recorded() {
 }
 
 #[tokio::test]
+async fn jitter_delays_each_integrations_ticks_by_its_own_offset() {
+    let w = world().await;
+    let id = w
+        .scheduled(
+            SourceType::Hubspot,
+            json!({"schedule": "every 1m", "jitter_secs": 50, "on_running": "queue"}),
+        )
+        .await;
+    let offset = syncbridge::domain::schedule::jitter(id, 50);
+    let offset = chrono::Duration::from_std(offset).unwrap();
+    let first = minute_ahead(&w).await;
+    let settings = scheduler_settings();
+    let report = scheduler::run_round(&w.app.db.pool, &settings, first + offset)
+        .await
+        .unwrap();
+    assert_eq!(report.triggered.len(), 1);
+    let next = first + chrono::Duration::minutes(1);
+    if offset > chrono::Duration::zero() {
+        let early = next + offset - chrono::Duration::milliseconds(500);
+        let report = scheduler::run_round(&w.app.db.pool, &settings, early)
+            .await
+            .unwrap();
+        assert!(
+            report.triggered.is_empty(),
+            "fired before its offset of {offset}"
+        );
+    }
+    let report = scheduler::run_round(&w.app.db.pool, &settings, next + offset)
+        .await
+        .unwrap();
+    assert_eq!(report.triggered.len(), 1);
+    let fired: Vec<DateTime<Utc>> = ticks(&w, id).await.into_iter().map(|t| t.0).collect();
+    assert_eq!(fired, vec![first, next]);
+}
+
+#[tokio::test]
 async fn changing_a_schedule_takes_effect_at_the_next_tick() {
     let w = world().await;
     let id = w
