@@ -67,16 +67,35 @@ async fn reset(pool: &PgPool) {
         .unwrap();
 }
 
-async fn bulk_insert(pool: &PgPool, n: usize) -> Duration {
-    let job = NewJob::new(&Noop).unwrap();
-    let chunk: Vec<NewJob> = (0..10_000).map(|_| job.clone()).collect();
+/// Jobs whose arguments differ, as real batches' do (a chunk index, a record id).
+#[derive(Serialize, Deserialize)]
+struct Numbered {
+    n: usize,
+}
+impl Job for Numbered {
+    const KIND: &'static str = "bench_numbered";
+}
+
+/// Enqueues `n` jobs 10,000 per statement: identical no-op jobs, or (`distinct`) jobs whose
+/// arguments differ, so that column goes as an array while the uniform ones go once.
+async fn bulk_insert(pool: &PgPool, n: usize, distinct: bool) -> Duration {
+    let chunks: Vec<Vec<NewJob>> = (0..n.div_ceil(10_000))
+        .map(|c| {
+            (0..10_000.min(n - c * 10_000))
+                .map(|i| {
+                    if distinct {
+                        NewJob::new(&Numbered { n: c * 10_000 + i }).unwrap()
+                    } else {
+                        NewJob::new(&Noop).unwrap()
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let started = Instant::now();
-    let mut left = n;
-    while left > 0 {
-        let take = left.min(chunk.len());
+    for chunk in &chunks {
         let mut conn = pool.acquire().await.unwrap();
-        jobs::enqueue_many(&mut conn, &chunk[..take]).await.unwrap();
-        left -= take;
+        jobs::enqueue_many(&mut conn, chunk).await.unwrap();
     }
     started.elapsed()
 }
@@ -205,10 +224,14 @@ async fn main() {
 
     let (mut bulk, mut drained, mut single1, mut single16, mut avg, mut p99) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut bulk_distinct = vec![];
     let (mut single1_tx, mut single16_tx) = (vec![], vec![]);
     for run in 1..=runs {
         reset(&pool).await;
-        let t = bulk_insert(&pool, n).await;
+        let t = bulk_insert(&pool, n, true).await;
+        bulk_distinct.push(n as f64 / t.as_secs_f64());
+        reset(&pool).await;
+        let t = bulk_insert(&pool, n, false).await;
         bulk.push(n as f64 / t.as_secs_f64());
         if wants("drain") {
             let t = drain(&pool, n).await;
@@ -232,9 +255,10 @@ async fn main() {
             p99.push(p);
         }
         eprintln!(
-            "run {run}: bulk {:.0}/s, drain {:.0}/s, single(1) {:.0}/s, single(16) {:.0}/s, \
+            "run {run}: bulk {:.0}/s (distinct args {:.0}/s), drain {:.0}/s, single(1) {:.0}/s, single(16) {:.0}/s, \
              single in BEGIN/COMMIT (1) {:.0}/s (16) {:.0}/s, pickup avg {:.2} ms p99 {:.2} ms",
             last(&bulk),
+            last(&bulk_distinct),
             last(&drained),
             last(&single1),
             last(&single16),
@@ -247,7 +271,7 @@ async fn main() {
 
     // Table health after a full drain: size and dead tuples left for autovacuum.
     reset(&pool).await;
-    bulk_insert(&pool, n).await;
+    bulk_insert(&pool, n, false).await;
     if wants("drain") {
         drain(&pool, n).await;
     }
@@ -263,6 +287,10 @@ async fn main() {
     println!("|---|---|");
     println!("| drain {n} no-op jobs | {:.0} jobs/s |", median(drained));
     println!("| bulk enqueue {n} | {:.0} jobs/s |", median(bulk));
+    println!(
+        "| bulk enqueue {n}, distinct args | {:.0} jobs/s |",
+        median(bulk_distinct)
+    );
     println!(
         "| single enqueue, one per transaction, 1 task | {:.0} jobs/s |",
         median(single1)

@@ -320,6 +320,66 @@ async fn a_second_enqueue_of_a_live_unique_job_returns_the_first() {
 }
 
 #[tokio::test]
+async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    // Identical jobs: every column is the same (sent once each).
+    let same = vec![NewJob::new(&Ping::default()).unwrap().tag("t:1"); 3];
+    let result = jobs::enqueue_many(&mut conn, &same).await.unwrap();
+    assert_eq!(result.inserted, 3);
+    let mut ids = result.ids.clone();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "three distinct jobs");
+    // Mixed: some columns differ per job, others do not.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let mixed = vec![
+        NewJob::new(&Ping {
+            note: Some("a".into()),
+        })
+        .unwrap()
+        .max_attempts(3),
+        NewJob::new(&Ping {
+            note: Some("b".into()),
+        })
+        .unwrap()
+        .run_at(later)
+        .tag("t:2"),
+        NewJob::new(&Ping::default()).unwrap().unique_key("k:1"),
+    ];
+    let result = jobs::enqueue_many(&mut conn, &mixed).await.unwrap();
+    assert_eq!(result.inserted, 3);
+    type Stored = (
+        serde_json::Value,
+        String,
+        i32,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Stored> = sqlx::query_as(
+        "SELECT args, state, max_attempts, tag, unique_key FROM jobs WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(&result.ids)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(rows[0].0["note"], "a");
+    assert_eq!((rows[0].1.as_str(), rows[0].2), ("available", 3));
+    assert_eq!(rows[1].0["note"], "b");
+    assert_eq!(rows[1].1, "scheduled");
+    assert_eq!(rows[1].3.as_deref(), Some("t:2"));
+    assert_eq!(
+        (rows[2].3.as_deref(), rows[2].4.as_deref()),
+        (None, Some("k:1"))
+    );
+    let tagged = count(
+        &db.pool,
+        "SELECT count(*) FROM jobs WHERE tag = 't:1' AND state = 'available'",
+    )
+    .await;
+    assert_eq!(tagged, 3);
+}
+
+#[tokio::test]
 async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
     let db = TestDb::migrated().await;
     let mut tx = db.pool.begin().await.unwrap();
