@@ -57,6 +57,8 @@ struct RecordError {
 /// A mapped record ready for the database.
 struct Row<'a> {
     record: MappedRecord,
+    /// `record.properties` as JSON text, serialised once for the hash and the insert.
+    properties: String,
     raw: &'a str,
     hash: [u8; 32],
     account_id: Option<Uuid>,
@@ -214,7 +216,7 @@ pub async fn process_chunk(
                     error,
                 }));
             }
-            Outcome::Mapped(record_out) => {
+            Outcome::Mapped(mut record_out) => {
                 let get = |name: &str| col(name).and_then(|c| record_out.columns[c].as_deref());
                 let (email, website, company) = match data_type {
                     DataType::Contacts => (get("email"), None, get("company_name")),
@@ -239,11 +241,13 @@ pub async fn process_chunk(
                     hasher.update(c.as_deref().unwrap_or("\u{0}").as_bytes());
                     hasher.update([0xff]);
                 }
-                hasher.update(Value::Object(record_out.properties.clone()).to_string());
+                let properties = Value::Object(std::mem::take(&mut record_out.properties)).to_string();
+                hasher.update(properties.as_bytes());
                 hasher.update([0xff]);
                 hasher.update(raw.as_bytes());
                 hasher.update(found.account_id.map(|a| a.to_string()).unwrap_or_default());
                 let row = Row {
+                    properties,
                     raw,
                     hash: hasher.finalize().into(),
                     account_id: found.account_id,
@@ -417,7 +421,7 @@ async fn upsert(
         "t.match_method".into(),
         "t.match_reason".into(),
         "t.properties::jsonb".into(),
-        "t.raw::jsonb".into(),
+        "t.raw::json".into(),
         "t.content_hash".into(),
     ];
     let mut unnest = vec![
@@ -490,7 +494,7 @@ async fn upsert(
         .bind(
             changed
                 .iter()
-                .map(|r| Value::Object(r.record.properties.clone()).to_string())
+                .map(|r| r.properties.as_str())
                 .collect::<Vec<_>>(),
         )
         .bind(changed.iter().map(|r| r.raw).collect::<Vec<_>>())
