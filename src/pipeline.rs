@@ -272,11 +272,32 @@ pub async fn process_chunk(
     }
     counts.unmatched = rows.iter().filter(|r| r.account_id.is_none()).count() as i64;
 
-    let (written, unchanged_ids) =
-        upsert(tx, tenant_id, integration_id, sync_log_id, data_type, &rows).await?;
-    counts.created = written.0;
-    counts.updated = written.1;
-    counts.unchanged = unchanged_ids.len() as i64;
+    // Probing for existing rows first pays when many are unchanged (they are then not even sent);
+    // an integration whose earlier syncs wrote nothing has none, and the probe only doubles the
+    // index lookups the upsert makes anyway. Either way the result is the same.
+    let probe_first = full_sync
+        || sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM integration_sync_logs
+                            WHERE integration_id = $1 AND id <> $2 AND records_created > 0)",
+        )
+        .bind(integration_id)
+        .bind(sync_log_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let written = upsert(
+        tx,
+        tenant_id,
+        integration_id,
+        sync_log_id,
+        data_type,
+        &rows,
+        probe_first,
+    )
+    .await?;
+    counts.created = written.created;
+    counts.updated = written.updated;
+    counts.unchanged = written.unchanged;
+    let unchanged_ids = written.unchanged_ids;
     if full_sync && !unchanged_ids.is_empty() {
         // A full sync sweeps what it did not see: unchanged rows were seen.
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -355,8 +376,23 @@ pub async fn process_chunk(
     Ok(Some(counts))
 }
 
+/// What an upsert did.
+#[derive(Default)]
+struct Written {
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    /// The unchanged rows' ids, found only when probing first (full syncs mark them seen).
+    unchanged_ids: Vec<Uuid>,
+}
+
 /// Created and updated rows are upserted in one statement; unchanged ones (same content hash,
-/// not deleted) are not written. Returns ((created, updated), the unchanged rows' ids).
+/// not deleted) are not written.
+///
+/// With `probe_first` the rows are looked up first (one unique-index probe each): unchanged ones
+/// are not sent at all and their ids are known (full syncs mark them seen). Without it, the
+/// upsert's own conflict check finds an existing row and its `WHERE` leaves an unchanged one
+/// alone, so it is neither written nor returned.
 async fn upsert(
     tx: &mut PgConnection,
     tenant_id: Uuid,
@@ -364,11 +400,30 @@ async fn upsert(
     sync_log_id: Uuid,
     data_type: DataType,
     rows: &[Row<'_>],
-) -> Result<((i64, i64), Vec<Uuid>), sqlx::Error> {
+    probe_first: bool,
+) -> Result<Written, sqlx::Error> {
     if rows.is_empty() {
-        return Ok(((0, 0), Vec::new()));
+        return Ok(Written::default());
     }
     let table = table(data_type);
+    if !probe_first {
+        let returned = upsert_changed(
+            tx,
+            tenant_id,
+            integration_id,
+            sync_log_id,
+            data_type,
+            &rows.iter().collect::<Vec<_>>(),
+        )
+        .await?;
+        let created = returned.iter().filter(|i| **i).count() as i64;
+        return Ok(Written {
+            created,
+            updated: returned.len() as i64 - created,
+            unchanged: (rows.len() - returned.len()) as i64,
+            unchanged_ids: Vec::new(),
+        });
+    }
     let ids: Vec<&str> = rows.iter().map(|r| r.record.external_id.as_str()).collect();
     let existing: Vec<(Uuid, String, Option<Vec<u8>>, bool)> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -401,10 +456,32 @@ async fn upsert(
             _ => true,
         })
         .collect();
-    if changed.is_empty() {
-        return Ok(((0, 0), unchanged));
-    }
+    let returned = if changed.is_empty() {
+        Vec::new()
+    } else {
+        upsert_changed(tx, tenant_id, integration_id, sync_log_id, data_type, &changed).await?
+    };
+    let created = returned.iter().filter(|i| **i).count() as i64;
+    Ok(Written {
+        created,
+        updated: returned.len() as i64 - created,
+        unchanged: unchanged.len() as i64,
+        unchanged_ids: unchanged,
+    })
+}
 
+/// One `INSERT … ON CONFLICT DO UPDATE` for `changed`; an existing row whose content hash is the
+/// same (and that is not soft-deleted) is left as it is and not returned. Returns, per written
+/// row, whether it was inserted.
+async fn upsert_changed(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    sync_log_id: Uuid,
+    data_type: DataType,
+    changed: &[&Row<'_>],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let table = table(data_type);
     let cols = columns(data_type);
     let mut column_names = vec![
         "external_id",
@@ -471,6 +548,8 @@ async fn upsert(
         "INSERT INTO {table} (tenant_id, integration_id, last_sync_log_id, {})
          SELECT $1, $2, $3, {} FROM unnest({}) AS t({})
          ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE SET {}
+         WHERE {table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+            OR {table}.deleted_at IS NOT NULL
          RETURNING (xmax = 0) AS inserted",
         column_names.join(", "),
         select.join(", "),
@@ -515,9 +594,7 @@ async fn upsert(
                 .collect::<Vec<_>>(),
         );
     }
-    let inserted: Vec<bool> = query.fetch_all(&mut *tx).await?;
-    let created = inserted.iter().filter(|i| **i).count() as i64;
-    Ok(((created, inserted.len() as i64 - created), unchanged))
+    query.fetch_all(&mut *tx).await
 }
 
 async fn record_errors(
