@@ -6,7 +6,10 @@
 //! job, a duplicate) finds it processed and changes nothing. Errors in the data fail records, not
 //! the job; database errors roll everything back and the job retries with backoff.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json, value::RawValue};
@@ -122,6 +125,49 @@ pub async fn load_matcher(tx: &mut PgConnection, tenant_id: Uuid) -> Result<Matc
     ))
 }
 
+/// What identifies a tenant's matcher: its accounts' count and newest change, and the tenant's own
+/// last change (its own and excluded domains).
+type MatcherVersion = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// The matchers of the tenants this process has worked for. Building one loads every account of
+/// the tenant, measured at ~4 % of a 1,000-record chunk's time with 1,000 accounts; a chunk now
+/// only asks whether the accounts changed and reuses the matcher when they did not.
+#[derive(Clone, Default)]
+pub struct MatcherCache(Arc<Mutex<HashMap<Uuid, (MatcherVersion, Arc<Matcher>)>>>);
+
+impl MatcherCache {
+    /// The tenant's current matcher, as of `tx`'s snapshot (which must be scoped to the tenant).
+    pub async fn get(
+        &self,
+        tx: &mut PgConnection,
+        tenant_id: Uuid,
+    ) -> Result<Arc<Matcher>, sqlx::Error> {
+        let version: MatcherVersion = sqlx::query_as(
+            "SELECT count(*), max(updated_at), (SELECT updated_at FROM tenants WHERE id = $1)
+             FROM accounts",
+        )
+        .bind(tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let cached = {
+            let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(&tenant_id)
+                .filter(|(v, _)| *v == version)
+                .map(|(_, m)| m.clone())
+        };
+        if let Some(matcher) = cached {
+            return Ok(matcher);
+        }
+        let matcher = Arc::new(load_matcher(tx, tenant_id).await?);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant_id, (version, matcher.clone()));
+        Ok(matcher)
+    }
+}
+
 /// Processes chunk `chunk` of `batch_id`. Returns `None` when it was processed before.
 pub async fn process_chunk(
     tx: &mut PgConnection,
@@ -129,6 +175,7 @@ pub async fn process_chunk(
     batch_id: Uuid,
     chunk: i32,
     settings: &PipelineSettings,
+    matchers: &MatcherCache,
 ) -> Result<Option<Counts>, PipelineError> {
     crate::db::set_tenant(tx, tenant_id).await?;
     let claimed: Option<(i32, Vec<u8>, String)> = sqlx::query_as(
@@ -172,7 +219,7 @@ pub async fn process_chunk(
         .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
 
     let mappings = load_mappings(tx, integration_id, source, data_type).await?;
-    let matcher = load_matcher(tx, tenant_id).await?;
+    let matcher = matchers.get(tx, tenant_id).await?;
 
     let mut counts = Counts {
         processed: raws.len() as i64,
@@ -241,7 +288,8 @@ pub async fn process_chunk(
                     hasher.update(c.as_deref().unwrap_or("\u{0}").as_bytes());
                     hasher.update([0xff]);
                 }
-                let properties = Value::Object(std::mem::take(&mut record_out.properties)).to_string();
+                let properties =
+                    Value::Object(std::mem::take(&mut record_out.properties)).to_string();
                 hasher.update(properties.as_bytes());
                 hasher.update([0xff]);
                 hasher.update(raw.as_bytes());
@@ -459,7 +507,15 @@ async fn upsert(
     let returned = if changed.is_empty() {
         Vec::new()
     } else {
-        upsert_changed(tx, tenant_id, integration_id, sync_log_id, data_type, &changed).await?
+        upsert_changed(
+            tx,
+            tenant_id,
+            integration_id,
+            sync_log_id,
+            data_type,
+            &changed,
+        )
+        .await?
     };
     let created = returned.iter().filter(|i| **i).count() as i64;
     Ok(Written {

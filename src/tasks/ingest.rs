@@ -38,8 +38,15 @@ impl TransactionalJob<JobContext> for ProcessChunk {
         _meta: &JobMeta,
         tx: &mut PgConnection,
     ) -> Result<(), JobError> {
-        match pipeline::process_chunk(tx, self.tenant_id, self.batch_id, self.chunk, &ctx.pipeline)
-            .await
+        match pipeline::process_chunk(
+            tx,
+            self.tenant_id,
+            self.batch_id,
+            self.chunk,
+            &ctx.pipeline,
+            &ctx.matchers,
+        )
+        .await
         {
             Ok(Some(counts)) => {
                 tracing::debug!(batch_id = %self.batch_id, chunk = self.chunk, ?counts, "chunk processed");

@@ -21,6 +21,8 @@ pub use trigger::TriggerSync;
 pub struct JobContext {
     pub pool: PgPool,
     pub pipeline: crate::pipeline::PipelineSettings,
+    /// Tenants' account matchers, reused while their accounts do not change.
+    pub matchers: crate::pipeline::MatcherCache,
     /// The HTTP client of the sync triggers.
     pub n8n: crate::n8n::Client,
     /// Opens integration credentials; `None` when SYNCBRIDGE_ENCRYPTION_KEY is not set.
@@ -34,6 +36,7 @@ impl JobContext {
         Ok(Self {
             pool,
             pipeline: pipeline_settings(&config.worker),
+            matchers: crate::pipeline::MatcherCache::default(),
             n8n: crate::n8n::Client::new(n8n_settings(config)?)?,
             sealer: crate::crypto::sealer(config)?,
             callback_url: config.callback_url(),

@@ -646,3 +646,60 @@ async fn admins_set_and_preview_mappings_over_http() {
     let anonymous = w.app.client.get(url("")).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_matcher_cache_sees_account_changes_and_reuses_an_unchanged_tenant() {
+    let w = world().await;
+    let cache = syncbridge::pipeline::MatcherCache::default();
+    let clues = syncbridge::matching::Clues {
+        email: Some("ops@initech.example"),
+        website: None,
+        company_name: None,
+    };
+    let get = || async {
+        let mut tx = syncbridge::db::tenant_tx(&w.app.db.pool, w.tenant_id)
+            .await
+            .unwrap();
+        let matcher = cache.get(&mut tx, w.tenant_id).await.unwrap();
+        tx.commit().await.unwrap();
+        matcher
+    };
+    let first = get().await;
+    assert_eq!(first.find(&clues).account_id, None);
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &get().await),
+        "unchanged: reused"
+    );
+
+    let initech = admin::add_account(
+        &w.app.db.pool,
+        w.tenant_id,
+        "Initech",
+        &["initech.example".into()],
+    )
+    .await
+    .unwrap();
+    let second = get().await;
+    assert_eq!(second.find(&clues).account_id, Some(initech.id));
+
+    // A changed domain (an update, same count of accounts) is seen too.
+    sqlx::query("UPDATE accounts SET domains = '{initrode.example}' WHERE id = $1")
+        .bind(initech.id)
+        .execute(&mut w.owner().await)
+        .await
+        .unwrap();
+    assert_eq!(get().await.find(&clues).account_id, None);
+    // And so is the tenant's own list of never-matched domains.
+    sqlx::query("UPDATE accounts SET domains = '{initech.example}' WHERE id = $1")
+        .bind(initech.id)
+        .execute(&mut w.owner().await)
+        .await
+        .unwrap();
+    assert_eq!(get().await.find(&clues).account_id, Some(initech.id));
+    sqlx::query("UPDATE tenants SET excluded_domains = '{initech.example}' WHERE id = $1")
+        .bind(w.tenant_id)
+        .execute(&mut w.owner().await)
+        .await
+        .unwrap();
+    assert_eq!(get().await.find(&clues).account_id, None);
+}
