@@ -133,7 +133,9 @@ type MatcherVersion = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 /// the tenant, measured at ~4 % of a 1,000-record chunk's time with 1,000 accounts; a chunk now
 /// only asks whether the accounts changed and reuses the matcher when they did not.
 #[derive(Clone, Default)]
-pub struct MatcherCache(Arc<Mutex<HashMap<Uuid, (MatcherVersion, Arc<Matcher>)>>>);
+pub struct MatcherCache(Arc<Mutex<HashMap<Uuid, CachedMatcher>>>);
+
+type CachedMatcher = (MatcherVersion, Arc<Matcher>);
 
 impl MatcherCache {
     /// The tenant's current matcher, as of `tx`'s snapshot (which must be scoped to the tenant).
