@@ -47,12 +47,9 @@ fn body_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
 impl From<SettingsError> for ApiError {
     fn from(e: SettingsError) -> Self {
         let message = e.to_string();
-        let e = match e {
+        let (status, code) = match e {
+            SettingsError::NotFound(id) => return integration_not_found(id),
             SettingsError::Other(inner) => return ApiError::from(inner),
-            other => other,
-        };
-        let (status, code) = match &e {
-            SettingsError::NotFound(id) => return integration_not_found(*id),
             SettingsError::Url(UrlError::Denied { .. }) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "webhook_url_denied")
             }
@@ -69,7 +66,25 @@ impl From<SettingsError> for ApiError {
             }
             SettingsError::NoEncryptionKey => (StatusCode::CONFLICT, "encryption_key_missing"),
             SettingsError::Jitter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_jitter"),
-            SettingsError::Other(_) => unreachable!("handled above"),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl From<SyncRequestError> for ApiError {
+    fn from(e: SyncRequestError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match e {
+            SyncRequestError::NotFound(id) => return integration_not_found(id),
+            SyncRequestError::Other(inner) => return ApiError::from(inner),
+            SyncRequestError::SyncOpen { sync_log_id } => {
+                return ApiError::new(StatusCode::CONFLICT, "sync_in_progress", message)
+                    .with_details(json!({ "sync_log_id": sync_log_id }));
+            }
+            SyncRequestError::Paused(_) => (StatusCode::CONFLICT, "integration_paused"),
+            SyncRequestError::NoWebhookUrl(_) => (StatusCode::CONFLICT, "webhook_url_missing"),
+            SyncRequestError::RetryNotFound(_) => (StatusCode::NOT_FOUND, "sync_log_not_found"),
+            SyncRequestError::NotRetryable { .. } => (StatusCode::CONFLICT, "sync_not_retryable"),
         };
         ApiError::new(status, code, message)
     }
@@ -139,26 +154,6 @@ pub async fn sync(
             StatusCode::ACCEPTED,
             Json(json!({ "sync_log_id": sync_log_id, "job_id": job_id, "status": "pending" })),
         )),
-        Err(SyncRequestError::Other(inner)) => Err(ApiError::from(inner)),
-        Err(e) => Err(match &e {
-            SyncRequestError::NotFound(id) => integration_not_found(*id),
-            SyncRequestError::Paused(_) => {
-                ApiError::new(StatusCode::CONFLICT, "integration_paused", e.to_string())
-            }
-            SyncRequestError::NoWebhookUrl(_) => {
-                ApiError::new(StatusCode::CONFLICT, "webhook_url_missing", e.to_string())
-            }
-            SyncRequestError::RetryNotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "sync_log_not_found", e.to_string())
-            }
-            SyncRequestError::NotRetryable { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "sync_not_retryable", e.to_string())
-            }
-            SyncRequestError::SyncOpen { sync_log_id } => {
-                ApiError::new(StatusCode::CONFLICT, "sync_in_progress", e.to_string())
-                    .with_details(json!({ "sync_log_id": sync_log_id }))
-            }
-            SyncRequestError::Other(_) => unreachable!("handled above"),
-        }),
+        Err(e) => Err(e.into()),
     }
 }
