@@ -268,7 +268,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
                 args.integration,
                 &request,
                 args.force,
-                config.n8n.trigger_max_attempts.max(1),
+                config.n8n.trigger_attempts(),
             )
             .await?;
             eprintln!(
@@ -362,7 +362,7 @@ async fn set_integration(
         jitter_secs: args.jitter,
         credentials,
     };
-    let policy = crate::n8n::UrlPolicy::new(&config.n8n.deny).map_err(anyhow::Error::msg)?;
+    let policy = crate::n8n::UrlPolicy::configured(&config.n8n)?;
     let sealer = crate::crypto::sealer(config)?;
     Ok(
         crate::db::sync_settings::update(pool, &policy, sealer.as_ref(), args.integration, &change)

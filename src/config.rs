@@ -81,6 +81,13 @@ pub struct N8nConfig {
     pub deny: Vec<String>,
 }
 
+impl N8nConfig {
+    /// Attempts of a trigger job; at least one.
+    pub fn trigger_attempts(&self) -> i32 {
+        self.trigger_max_attempts.max(1)
+    }
+}
+
 impl Config {
     /// The URL n8n posts batches to: `n8n.public_base_url`, or this process's own address.
     pub fn callback_url(&self) -> String {

@@ -83,10 +83,9 @@ impl Credentials {
             Self::Header { name, value } => {
                 header::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
-                let mut v = header::HeaderValue::from_str(value).map_err(|_| {
+                header::HeaderValue::from_str(value).map_err(|_| {
                     "the header value has characters HTTP does not allow".to_string()
                 })?;
-                v.set_sensitive(true);
                 if value.is_empty() {
                     return Err("the header value is empty".into());
                 }
@@ -154,6 +153,11 @@ impl UrlPolicy {
             }
         }
         Ok(policy)
+    }
+
+    /// The configured deny list (`n8n.deny`).
+    pub fn configured(config: &crate::config::N8nConfig) -> anyhow::Result<Self> {
+        Self::new(&config.deny).map_err(anyhow::Error::msg)
     }
 
     pub fn denies_ip(&self, ip: IpAddr) -> Option<String> {

@@ -192,14 +192,21 @@ pub async fn process_chunk(
     let Some((offset, payload, encoding)) = claimed else {
         return Ok(None);
     };
-    let (integration_id, sync_log_id, data_type, sync_mode, source): (
+    // `earlier_rows`: whether an earlier sync of the integration wrote rows. Probing for existing
+    // rows first pays when many are unchanged (they are then not even sent); without earlier rows
+    // there are none, and the probe only doubles the index lookups the upsert makes anyway.
+    let (integration_id, sync_log_id, data_type, sync_mode, source, earlier_rows): (
         Uuid,
         Uuid,
         String,
         String,
         String,
+        bool,
     ) = sqlx::query_as(
-        "SELECT b.integration_id, b.sync_log_id, b.data_type, b.sync_mode, i.source_type
+        "SELECT b.integration_id, b.sync_log_id, b.data_type, b.sync_mode, i.source_type,
+                EXISTS (SELECT 1 FROM integration_sync_logs l
+                        WHERE l.integration_id = b.integration_id AND l.id <> b.sync_log_id
+                          AND l.records_created > 0)
          FROM ingest_batches b JOIN integration_sources i ON i.id = b.integration_id
          WHERE b.id = $1",
     )
@@ -322,18 +329,7 @@ pub async fn process_chunk(
     }
     counts.unmatched = rows.iter().filter(|r| r.account_id.is_none()).count() as i64;
 
-    // Probing for existing rows first pays when many are unchanged (they are then not even sent);
-    // an integration whose earlier syncs wrote nothing has none, and the probe only doubles the
-    // index lookups the upsert makes anyway. Either way the result is the same.
-    let probe_first = full_sync
-        || sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM integration_sync_logs
-                            WHERE integration_id = $1 AND id <> $2 AND records_created > 0)",
-        )
-        .bind(integration_id)
-        .bind(sync_log_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let probe_first = full_sync || earlier_rows;
     let written = upsert(
         tx,
         tenant_id,

@@ -38,7 +38,7 @@ impl SchedulerSettings {
             interval: Duration::from_millis(config.scheduler.interval_ms.max(10)),
             missed_grace: Duration::from_secs(config.scheduler.missed_grace_secs),
             watchdog_timeout: Duration::from_secs(config.scheduler.watchdog_timeout_secs),
-            trigger_max_attempts: config.n8n.trigger_max_attempts.max(1),
+            trigger_max_attempts: config.n8n.trigger_attempts(),
         }
     }
 }
@@ -118,7 +118,7 @@ pub async fn run_round(
             continue;
         };
         match fire(pool, settings, tenant_id, integration_id, tick, jitter, now).await {
-            Ok(Some(Fired::Triggered(sync_log_id))) => report.triggered.push(sync_log_id),
+            Ok(Some(Fired::Triggered(sync_log_id, _))) => report.triggered.push(sync_log_id),
             Ok(Some(Fired::SkippedRunning)) => report.skipped_running += 1,
             Ok(Some(Fired::SkippedMissed)) => report.skipped_missed += 1,
             Ok(None) => {}
@@ -132,7 +132,8 @@ pub async fn run_round(
 }
 
 enum Fired {
-    Triggered(Uuid),
+    /// The sync log and its trigger job.
+    Triggered(Uuid, i64),
     SkippedRunning,
     SkippedMissed,
 }
@@ -203,26 +204,25 @@ async fn fire(
                     scheduled_for: Some(tick),
                     retry_of: None,
                 };
-                let (sync_log_id, _job) = create_sync(
+                let (sync_log_id, job_id) = create_sync(
                     &mut tx,
                     integration_id,
                     &request,
                     settings.trigger_max_attempts,
                 )
                 .await?;
-                ("triggered", None, Fired::Triggered(sync_log_id))
+                ("triggered", None, Fired::Triggered(sync_log_id, job_id))
             }
         }
     };
-    let sync_log_id = match &fired {
-        Fired::Triggered(id) => Some(*id),
-        _ => None,
+    let (sync_log_id, job_id) = match &fired {
+        Fired::Triggered(sync, job) => (Some(*sync), Some(*job)),
+        _ => (None, None),
     };
     let inserted = sqlx::query(
         "INSERT INTO integration_schedule_ticks
              (tenant_id, integration_id, tick_at, outcome, sync_log_id, job_id, detail)
-         VALUES ($1, $2, $3, $4, $5,
-                 (SELECT trigger_job_id FROM integration_sync_logs WHERE id = $5), $6)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (integration_id, tick_at) DO NOTHING",
     )
     .bind(tenant_id)
@@ -230,6 +230,7 @@ async fn fire(
     .bind(tick)
     .bind(outcome)
     .bind(sync_log_id)
+    .bind(job_id)
     .bind(detail.as_deref())
     .execute(&mut *tx)
     .await?
@@ -306,21 +307,9 @@ pub async fn create_sync(
     };
     let type_names: Vec<&str> = data_types.iter().map(|d| d.as_str()).collect();
     let single = (data_types.len() == 1).then(|| data_types[0].as_str());
-    let sync_log_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO integration_sync_logs
-             (tenant_id, integration_id, trigger, sync_mode, data_type, data_types, status, scheduled_for)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)
-         RETURNING id",
-    )
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(request.trigger.as_str())
-    .bind(mode.as_str())
-    .bind(single)
-    .bind(&type_names)
-    .bind(request.scheduled_for)
-    .fetch_one(&mut *tx)
-    .await?;
+    // The id is made here so the job (which names the sync) and the sync log (which names its
+    // job) are each written once, in the same transaction.
+    let sync_log_id = Uuid::new_v4();
     let job = jobs::NewJob::new(&TriggerSync {
         tenant_id,
         integration_id,
@@ -330,11 +319,23 @@ pub async fn create_sync(
     .unique_key(format!("trigger:{sync_log_id}"))
     .tag(job_tag(tenant_id, integration_id));
     let job_id = jobs::enqueue(&mut *tx, &job).await?;
-    sqlx::query("UPDATE integration_sync_logs SET trigger_job_id = $2 WHERE id = $1")
-        .bind(sync_log_id)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO integration_sync_logs
+             (id, tenant_id, integration_id, trigger, sync_mode, data_type, data_types, status,
+              scheduled_for, trigger_job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+    )
+    .bind(sync_log_id)
+    .bind(tenant_id)
+    .bind(integration_id)
+    .bind(request.trigger.as_str())
+    .bind(mode.as_str())
+    .bind(single)
+    .bind(&type_names)
+    .bind(request.scheduled_for)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
     Ok((sync_log_id, job_id))
 }
 
@@ -376,17 +377,10 @@ pub async fn request_sync(
     force: bool,
     max_attempts: i32,
 ) -> Result<(Uuid, i64), SyncRequestError> {
-    let mut tx = system_tx(pool).await?;
-    let tenant: Option<Uuid> =
-        sqlx::query_scalar("SELECT tenant_id FROM integration_sources WHERE id = $1")
-            .bind(integration_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let tenant_id = tenant.ok_or(SyncRequestError::NotFound(integration_id))?;
-    let mut tx = tenant_tx(pool, tenant_id)
-        .await
-        .map_err(SyncRequestError::Other)?;
+    let integration = crate::db::admin::integration(pool, integration_id)
+        .await?
+        .ok_or(SyncRequestError::NotFound(integration_id))?;
+    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
     let (status, url): (String, Option<String>) = sqlx::query_as(
         "SELECT status, n8n_webhook_url FROM integration_sources WHERE id = $1 FOR UPDATE",
     )

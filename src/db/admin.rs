@@ -144,6 +144,13 @@ pub async fn list_integrations(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Int
 
 /// Any tenant's integration by id: the operator names it without knowing its tenant.
 pub async fn find_integration(pool: &PgPool, id: Uuid) -> Result<Integration> {
+    integration(pool, id)
+        .await?
+        .with_context(|| format!("no integration {id}"))
+}
+
+/// Any tenant's integration by id, or `None`.
+pub async fn integration(pool: &PgPool, id: Uuid) -> Result<Option<Integration>> {
     let mut tx = system_tx(pool).await?;
     let row = sqlx::query_as::<_, Integration>(
         "SELECT id, tenant_id, source_type, name, status FROM integration_sources WHERE id = $1",
@@ -152,7 +159,7 @@ pub async fn find_integration(pool: &PgPool, id: Uuid) -> Result<Integration> {
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    row.with_context(|| format!("no integration {id}"))
+    Ok(row)
 }
 
 /// Creates a key for the integration; the plaintext is in the result and nowhere else.

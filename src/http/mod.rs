@@ -57,9 +57,9 @@ impl AppState {
                 sealer.clone(),
             ),
             sync: Arc::new(SyncAdmin {
-                policy: crate::n8n::UrlPolicy::new(&config.n8n.deny).map_err(anyhow::Error::msg)?,
+                policy: crate::n8n::UrlPolicy::configured(&config.n8n)?,
                 sealer,
-                trigger_max_attempts: config.n8n.trigger_max_attempts.max(1),
+                trigger_max_attempts: config.n8n.trigger_attempts(),
             }),
         })
     }

@@ -49,9 +49,7 @@ pub fn n8n_settings(config: &Config) -> anyhow::Result<crate::n8n::ClientSetting
         connect_timeout: Duration::from_secs(config.n8n.connect_timeout_secs.max(1)),
         timeout: Duration::from_secs(config.n8n.timeout_secs.max(1)),
         quick_retries: config.n8n.quick_retries,
-        policy: std::sync::Arc::new(
-            crate::n8n::UrlPolicy::new(&config.n8n.deny).map_err(anyhow::Error::msg)?,
-        ),
+        policy: std::sync::Arc::new(crate::n8n::UrlPolicy::configured(&config.n8n)?),
     })
 }
 
