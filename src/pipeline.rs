@@ -139,11 +139,19 @@ type CachedMatcher = (MatcherVersion, Arc<Matcher>);
 
 impl MatcherCache {
     /// The tenant's current matcher, as of `tx`'s snapshot (which must be scoped to the tenant).
+    /// Its accounts stay until `tx` ends: deleting one waits for the lock taken here (see the
+    /// migration `external_references`), so no row written in `tx` refers to a deleted account.
     pub async fn get(
         &self,
         tx: &mut PgConnection,
         tenant_id: Uuid,
     ) -> Result<Arc<Matcher>, sqlx::Error> {
+        // A statement of its own: a statement's snapshot is taken before it could wait for the
+        // lock, and the accounts must be read after any deletion it waited for.
+        sqlx::query("SELECT lock_tenant_accounts($1, false)")
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
         let version: MatcherVersion = sqlx::query_as(
             "SELECT count(*), max(updated_at), (SELECT updated_at FROM tenants WHERE id = $1)
              FROM accounts",
@@ -192,9 +200,11 @@ pub async fn process_chunk(
     let Some((offset, payload, encoding)) = claimed else {
         return Ok(None);
     };
-    // `earlier_rows`: whether an earlier sync of the integration wrote rows. Probing for existing
-    // rows first pays when many are unchanged (they are then not even sent); without earlier rows
-    // there are none, and the probe only doubles the index lookups the upsert makes anyway.
+    // The integration row is locked as a foreign key would (a deletion waits for this chunk, then
+    // removes its rows). `earlier_rows`: whether an earlier sync of the integration wrote rows.
+    // Probing for existing rows first pays when many are unchanged (they are then not even sent);
+    // without earlier rows there are none, and the probe only doubles the index lookups the
+    // upsert makes anyway.
     let (integration_id, sync_log_id, data_type, sync_mode, source, earlier_rows): (
         Uuid,
         Uuid,
@@ -208,7 +218,8 @@ pub async fn process_chunk(
                         WHERE l.integration_id = b.integration_id AND l.id <> b.sync_log_id
                           AND l.records_created > 0)
          FROM ingest_batches b JOIN integration_sources i ON i.id = b.integration_id
-         WHERE b.id = $1",
+         WHERE b.id = $1
+         FOR KEY SHARE OF i",
     )
     .bind(batch_id)
     .fetch_one(&mut *tx)

@@ -703,3 +703,166 @@ async fn the_matcher_cache_sees_account_changes_and_reuses_an_unchanged_tenant()
         .unwrap();
     assert_eq!(get().await.find(&clues).account_id, None);
 }
+
+/// One row of `external_contacts` of one integration as JSON.
+async fn row_of(w: &World, integration_id: Uuid, external_id: &str) -> Value {
+    sqlx::query_scalar(
+        "SELECT to_jsonb(t) FROM external_contacts t WHERE integration_id = $1 AND external_id = $2",
+    )
+    .bind(integration_id)
+    .bind(external_id)
+    .fetch_one(&mut w.owner().await)
+    .await
+    .unwrap()
+}
+
+/// Processes chunk 0 of the batch `receipt` names in a transaction left open, as a worker in the
+/// middle of its job.
+async fn chunk_in_flight(w: &World, receipt: &Value) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let batch_id = Uuid::parse_str(receipt["batch_id"].as_str().unwrap()).unwrap();
+    // As the worker runs a job: the application role, scoped to the tenant by the pipeline.
+    let mut tx = w.app.db.pool.begin().await.unwrap();
+    let counts = syncbridge::pipeline::process_chunk(
+        &mut tx,
+        w.tenant_id,
+        batch_id,
+        0,
+        &syncbridge::tasks::pipeline_settings(&test_config().worker),
+        &syncbridge::pipeline::MatcherCache::default(),
+    )
+    .await
+    .unwrap()
+    .expect("the chunk was not processed before");
+    assert!(counts.created > 0);
+    tx
+}
+
+/// Deletes row `id` with `sql`, as the tenant, while chunk 0 of the batch `receipt` names is being
+/// written: asserts that the deletion waits for the chunk's transaction and then deletes the row.
+async fn delete_during_chunk(w: &World, receipt: &Value, sql: &'static str, id: Uuid) {
+    let worker = chunk_in_flight(w, receipt).await;
+    let (pool, tenant) = (w.app.db.pool.clone(), w.tenant_id);
+    let deletion = tokio::spawn(async move {
+        let mut tx = syncbridge::db::tenant_tx(&pool, tenant).await.unwrap();
+        let deleted = sqlx::query(sql).bind(id).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        deleted.rows_affected()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !deletion.is_finished(),
+        "{sql}: waits for the chunk in flight"
+    );
+    worker.commit().await.unwrap();
+    assert_eq!(deletion.await.unwrap(), 1, "{sql}");
+}
+
+#[tokio::test]
+async fn deleting_an_account_unmatches_its_rows_even_those_being_written() {
+    let w = world().await;
+    let acme = w.accounts["Acme Logistics"];
+    // The sample's contacts, and one of Northwind's that is to keep its match.
+    let body = |integration| {
+        let mut body = sample("zoho_crm_contacts", integration);
+        let mut northwind = body["records"][0].clone();
+        northwind["id"] = json!("5725767000000415999");
+        northwind["Email"] = json!("dana@northwind.io");
+        body["records"].as_array_mut().unwrap().push(northwind);
+        body
+    };
+    let (integration, key) = w.integration(SourceType::ZohoCrm).await;
+    w.post(&key, &body(integration)).await;
+    w.drain().await;
+    let matched = "SELECT count(*) FROM external_contacts WHERE account_id IS NOT NULL";
+    let acme_rows = format!("SELECT count(*) FROM external_contacts WHERE account_id = '{acme}'");
+    let (acme_per_sync, matched_per_sync) = (w.count(&acme_rows).await, w.count(matched).await);
+    assert!(acme_per_sync > 0 && matched_per_sync > acme_per_sync);
+
+    // A second integration's chunk is being written with Acme's id when the account is deleted:
+    // the deletion waits for it and then unmatches its rows too.
+    let (second, second_key) = w.integration(SourceType::ZohoCrm).await;
+    let receipt = w.post(&second_key, &body(second)).await;
+    delete_during_chunk(&w, &receipt, "DELETE FROM accounts WHERE id = $1", acme).await;
+
+    assert_eq!(w.count(&acme_rows).await, 0, "no row refers to the account");
+    assert_eq!(
+        w.count("SELECT count(*) FROM external_contacts WHERE match_reason = 'account_deleted'")
+            .await,
+        2 * acme_per_sync,
+        "the rows of both integrations are unmatched"
+    );
+    assert_eq!(
+        w.count(matched).await,
+        2 * (matched_per_sync - acme_per_sync),
+        "rows of other accounts keep their match"
+    );
+    let unmatched = row_of(&w, integration, "5725767000000415001").await;
+    assert_eq!(
+        (
+            unmatched["match_method"].clone(),
+            unmatched["match_reason"].clone()
+        ),
+        (json!("none"), json!("account_deleted"))
+    );
+
+    // A chunk after the deletion matches no row to the deleted account; re-syncing the record
+    // matches it afresh (here: to nothing, the account is gone) instead of keeping the old reason.
+    let mut again = body(integration);
+    again["records"][0]["Last_Name"] = json!("Raman-Iyer");
+    w.post(&key, &again).await;
+    w.drain().await;
+    let resynced = row_of(&w, integration, "5725767000000415001").await;
+    assert_eq!(resynced["account_id"], Value::Null);
+    assert_ne!(resynced["match_reason"], "account_deleted");
+
+    // The id of an account never changes.
+    let changed = sqlx::query("UPDATE accounts SET id = gen_random_uuid() WHERE tenant_id = $1")
+        .bind(w.tenant_id)
+        .execute(&mut w.owner().await)
+        .await
+        .unwrap_err();
+    assert!(changed.to_string().contains("never change"), "{changed}");
+}
+
+#[tokio::test]
+async fn deleting_an_integration_removes_its_rows_even_those_being_written() {
+    let w = world().await;
+    let (kept, kept_key) = w.integration(SourceType::Hubspot).await;
+    w.post(&kept_key, &sample("hubspot_contacts", kept)).await;
+    w.drain().await;
+    let rows =
+        |id: Uuid| format!("SELECT count(*) FROM external_contacts WHERE integration_id = '{id}'");
+    let kept_rows = w.count(&rows(kept)).await;
+    assert!(kept_rows > 0);
+    let (doomed, doomed_key) = w.integration(SourceType::Hubspot).await;
+    let receipt = w
+        .post(&doomed_key, &sample("hubspot_contacts", doomed))
+        .await;
+    delete_during_chunk(
+        &w,
+        &receipt,
+        "DELETE FROM integration_sources WHERE id = $1",
+        doomed,
+    )
+    .await;
+    w.drain().await;
+
+    assert_eq!(w.count(&rows(doomed)).await, 0);
+    assert_eq!(
+        w.count(&rows(kept)).await,
+        kept_rows,
+        "the other integration's rows stay"
+    );
+    // The id of an integration never changes, even one nothing else refers to yet.
+    let bare =
+        admin::create_integration(&w.app.db.pool, w.tenant_id, SourceType::Jira, "Bare", None)
+            .await
+            .unwrap();
+    let changed =
+        sqlx::query("UPDATE integration_sources SET id = gen_random_uuid() WHERE id = $1")
+            .bind(bare.id)
+            .execute(&mut w.owner().await)
+            .await
+            .unwrap_err();
+    assert!(changed.to_string().contains("never change"), "{changed}");
+}
