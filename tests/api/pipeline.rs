@@ -402,6 +402,28 @@ async fn redelivery_and_rerun_change_nothing() {
         .await
         .unwrap();
     assert_eq!(before, after);
+
+    // Changed records are updated in place: each keeps its internal id.
+    let ids = "SELECT string_agg(id::text, ',' ORDER BY external_id) FROM external_contacts";
+    let ids_before: String = sqlx::query_scalar(ids)
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap();
+    let changed: Vec<Value> = (0..30)
+        .map(|i| json!({"id": i, "email": format!("p{i}@northwind.io"), "first_name": "Q"}))
+        .collect();
+    w.post(&key, &contacts(integration, changed)).await;
+    w.drain().await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM external_contacts WHERE first_name = 'Q'")
+            .await,
+        30
+    );
+    let ids_after: String = sqlx::query_scalar(ids)
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap();
+    assert_eq!(ids_before, ids_after);
 }
 
 #[tokio::test]
