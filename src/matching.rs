@@ -24,8 +24,11 @@ static FREE_MAIL: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 
 /// Whether `domain` (normalised) is a free-mail or disposable provider, or a subdomain of one.
 pub fn is_free_mail(domain: &str) -> bool {
-    FREE_MAIL.contains(domain)
-        || registrable(domain).is_some_and(|r| FREE_MAIL.contains(r.as_str()))
+    free_mail(domain, registrable(domain))
+}
+
+fn free_mail(domain: &str, registrable: Option<&str>) -> bool {
+    FREE_MAIL.contains(domain) || registrable.is_some_and(|r| FREE_MAIL.contains(r))
 }
 
 /// The domain of an email address, normalised: trimmed, lowercased, no trailing dot; the local
@@ -42,9 +45,8 @@ pub fn email_domain(email: &str) -> Option<String> {
 
 /// The registrable domain (`eu.northwind.io` → `northwind.io`, `x.globex.co.uk` → `globex.co.uk`),
 /// `None` for a bare public suffix such as `co.uk`.
-pub fn registrable(domain: &str) -> Option<String> {
-    let d = psl::domain_str(domain)?;
-    Some(d.to_string())
+pub fn registrable(domain: &str) -> Option<&str> {
+    psl::domain_str(domain)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,17 +141,14 @@ impl Matcher {
         }
     }
 
-    fn is_blocked(&self, domain: &str) -> bool {
-        self.blocked.contains(domain)
-            || registrable(domain).is_some_and(|r| self.blocked.contains(&r))
-    }
-
     /// Matches by one domain: exact first, then registrable. `Err(reason)` when it cannot match.
     fn by_domain(&self, domain: &str) -> Result<Option<Match>, &'static str> {
-        if is_free_mail(domain) {
+        // One public-suffix lookup, borrowed, serves every check below.
+        let registrable = registrable(domain);
+        if free_mail(domain, registrable) {
             return Err("free_mail_domain");
         }
-        if self.is_blocked(domain) {
+        if self.blocked.contains(domain) || registrable.is_some_and(|r| self.blocked.contains(r)) {
             return Err("excluded_domain");
         }
         let pick = |ids: &Vec<Uuid>, method| {
@@ -166,9 +165,9 @@ impl Matcher {
         if let Some(ids) = self.by_domain.get(domain) {
             return pick(ids, Method::ExactDomain);
         }
-        if let Some(reg) = registrable(domain)
+        if let Some(reg) = registrable
             && reg != domain
-            && let Some(ids) = self.by_domain.get(&reg)
+            && let Some(ids) = self.by_domain.get(reg)
         {
             return pick(ids, Method::RegistrableDomain);
         }
