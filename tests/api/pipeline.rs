@@ -427,6 +427,43 @@ async fn redelivery_and_rerun_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_first_sync_that_repeats_records_across_batches_updates_them() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Custom).await;
+    let record = |i: i32, name: &str| json!({"id": i, "email": format!("p{i}@northwind.io"), "first_name": name});
+    let first = w
+        .post(
+            &key,
+            &contacts(integration, (0..4).map(|i| record(i, "P")).collect()),
+        )
+        .await;
+    w.drain().await;
+    // The integration's first sync, so its batches are inserted without a conflict check first;
+    // the second batch repeats record 2 changed and record 3 as it was.
+    let mut second = contacts(
+        integration,
+        vec![record(2, "Changed"), record(3, "P"), record(4, "P")],
+    );
+    second["sync_log_id"] = first["sync_log_id"].clone();
+    second["final"] = json!(true);
+    w.post(&key, &second).await;
+    w.drain().await;
+
+    let counts: (String, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT status, records_received, records_created, records_updated, records_unchanged,
+                records_failed
+         FROM integration_sync_logs WHERE id = $1",
+    )
+    .bind(Uuid::parse_str(first["sync_log_id"].as_str().unwrap()).unwrap())
+    .fetch_one(&mut w.owner().await)
+    .await
+    .unwrap();
+    assert_eq!(counts, ("success".into(), 7, 5, 1, 1, 0));
+    assert_eq!(row_of(&w, integration, "2").await["first_name"], "Changed");
+    assert_eq!(w.count("SELECT count(*) FROM external_contacts").await, 5);
+}
+
+#[tokio::test]
 async fn bad_records_fail_alone_and_the_sync_is_partial() {
     let w = world().await;
     let (integration, key) = w.integration(SourceType::Custom).await;
