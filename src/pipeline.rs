@@ -461,7 +461,7 @@ async fn upsert(
                 ..Written::default()
             });
         }
-        let returned = upsert_changed(tx, target, &all, OnConflict::Update).await?;
+        let returned = insert_rows(tx, target, &all, OnConflict::Update).await?;
         let created = returned.iter().filter(|i| **i).count() as i64;
         return Ok(Written {
             created,
@@ -505,7 +505,7 @@ async fn upsert(
     let returned = if changed.is_empty() {
         Vec::new()
     } else {
-        upsert_changed(tx, target, &changed, OnConflict::Update).await?
+        insert_rows(tx, target, &changed, OnConflict::Update).await?
     };
     let created = returned.iter().filter(|i| **i).count() as i64;
     Ok(Written {
@@ -532,7 +532,7 @@ async fn insert_new(
     rows: &[&Row<'_>],
 ) -> Result<bool, sqlx::Error> {
     let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-    match upsert_changed(&mut savepoint, target, rows, OnConflict::Fail).await {
+    match insert_rows(&mut savepoint, target, rows, OnConflict::Fail).await {
         Ok(_) => {
             savepoint.commit().await?;
             Ok(true)
@@ -557,10 +557,10 @@ enum OnConflict {
     Update,
 }
 
-/// One `INSERT` for `changed`; with [`OnConflict::Update`] an existing row whose content hash is
+/// One `INSERT` of `changed`; with [`OnConflict::Update`] an existing row whose content hash is
 /// the same (and that is not soft-deleted) is left as it is and not returned. Returns, per
 /// written row, whether it was inserted.
-async fn upsert_changed(
+async fn insert_rows(
     tx: &mut PgConnection,
     (tenant_id, integration_id, sync_log_id, data_type): Target,
     changed: &[&Row<'_>],
@@ -623,17 +623,17 @@ async fn upsert_changed(
         aliases.push(format!("c{i}"));
         next += 1;
     }
-    let updates: Vec<String> = column_names
-        .iter()
-        .filter(|c| !matches!(**c, "id" | "external_id"))
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .chain([
-            "last_sync_log_id = EXCLUDED.last_sync_log_id".to_string(),
-            "last_synced_at = now()".into(),
-            "deleted_at = NULL".into(),
-        ])
-        .collect();
     let conflict = if on_conflict == OnConflict::Update {
+        let updates: Vec<String> = column_names
+            .iter()
+            .filter(|c| !matches!(**c, "id" | "external_id"))
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .chain([
+                "last_sync_log_id = EXCLUDED.last_sync_log_id".to_string(),
+                "last_synced_at = now()".into(),
+                "deleted_at = NULL".into(),
+            ])
+            .collect();
         format!(
             "ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE SET {}
              WHERE {table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash
