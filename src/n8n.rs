@@ -172,6 +172,11 @@ impl UrlPolicy {
             .map(|n| format!("{ip} is in {n}"))
     }
 
+    /// The reason the first denied address among `addrs` is denied.
+    fn denies_any(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Option<String> {
+        addrs.into_iter().find_map(|a| self.denies_ip(a.ip()))
+    }
+
     /// Checks what can be checked without DNS: scheme, host, literal addresses, denied names.
     pub fn check(&self, url: &str) -> Result<Url, UrlError> {
         let parsed = Url::parse(url.trim()).map_err(|_| UrlError::Invalid(url.to_string()))?;
@@ -214,15 +219,13 @@ impl UrlPolicy {
             let port = parsed.port_or_known_default().unwrap_or(80);
             // A name that does not resolve here may resolve where n8n runs; only denied answers
             // are refused.
-            if let Ok(addrs) = tokio::net::lookup_host((name, port)).await {
-                for addr in addrs {
-                    if let Some(reason) = self.denies_ip(addr.ip()) {
-                        return Err(UrlError::Denied {
-                            host: name.to_string(),
-                            reason: format!("it resolves to {reason}"),
-                        });
-                    }
-                }
+            if let Ok(addrs) = tokio::net::lookup_host((name, port)).await
+                && let Some(reason) = self.denies_any(addrs)
+            {
+                return Err(UrlError::Denied {
+                    host: name.to_string(),
+                    reason: format!("it resolves to {reason}"),
+                });
             }
         }
         Ok(parsed)
@@ -242,7 +245,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(reason) = addrs.iter().find_map(|a| policy.denies_ip(a.ip())) {
+            if let Some(reason) = policy.denies_any(addrs.iter().copied()) {
                 return Err(format!("`{host}` {DENIED_BY_RESOLVER}: {reason}").into());
             }
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
@@ -304,10 +307,6 @@ impl Client {
             .user_agent(concat!("syncbridge/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { http, settings })
-    }
-
-    pub fn policy(&self) -> &UrlPolicy {
-        &self.settings.policy
     }
 
     /// POSTs the trigger; returns once n8n accepted it (any 2xx).
@@ -443,7 +442,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date; capped at a day so a bad header cannot park a job.
-pub fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     let delay = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)

@@ -151,17 +151,10 @@ async fn fire(
     let mut tx = tenant_tx(pool, tenant_id).await?;
     // The row lock orders racing schedulers per integration; the tick's primary key is what
     // makes a second insert of the same tick impossible.
-    let current: Option<(Option<String>, String, String, String)> = sqlx::query_as(
-        "SELECT sync_schedule, status, sync_missed_ticks, sync_on_running
-         FROM integration_sources WHERE id = $1 FOR UPDATE",
-    )
-    .bind(integration_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((Some(_), status, missed_policy, on_running)) = current else {
+    let Some(integration) = lock_integration(&mut tx, integration_id).await? else {
         return Ok(None);
     };
-    if status != "active" {
+    if integration.sync_schedule.is_none() || integration.status != "active" {
         return Ok(None);
     }
     let last_tick: Option<DateTime<Utc>> = sqlx::query_scalar(
@@ -176,8 +169,8 @@ async fn fire(
 
     let due_at = tick + chrono::Duration::from_std(jitter).unwrap_or_default();
     let missed = (now - due_at).to_std().unwrap_or_default() > settings.missed_grace;
-    let missed_policy: MissedTicks = missed_policy.parse()?;
-    let on_running: OnRunning = on_running.parse()?;
+    let missed_policy: MissedTicks = integration.sync_missed_ticks.parse()?;
+    let on_running: OnRunning = integration.sync_on_running.parse()?;
 
     let (outcome, detail, fired) = if missed && missed_policy == MissedTicks::Skip {
         (
@@ -206,7 +199,7 @@ async fn fire(
                 };
                 let (sync_log_id, job_id) = create_sync(
                     &mut tx,
-                    integration_id,
+                    &integration,
                     &request,
                     settings.trigger_max_attempts,
                 )
@@ -276,27 +269,53 @@ pub struct SyncRequest {
     pub retry_of: Option<Uuid>,
 }
 
-/// Creates a pending sync log and its `TriggerSync` job in the caller's (tenant) transaction.
-/// Returns the sync log id and the job id.
-pub async fn create_sync(
+/// What starting a sync reads of its integration, from the row locked for it.
+#[derive(sqlx::FromRow)]
+struct LockedIntegration {
+    id: Uuid,
+    tenant_id: Uuid,
+    status: String,
+    source_type: String,
+    n8n_webhook_url: Option<String>,
+    sync_schedule: Option<String>,
+    sync_mode: String,
+    sync_data_types: Vec<String>,
+    sync_missed_ticks: String,
+    sync_on_running: String,
+}
+
+/// The integration's row, locked until the transaction ends against schedulers and operators
+/// starting a sync of it. `FOR NO KEY UPDATE`, not `FOR UPDATE`: chunks being written hold the
+/// row `FOR KEY SHARE` and need not be waited for.
+async fn lock_integration(
     tx: &mut PgConnection,
     integration_id: Uuid,
+) -> Result<Option<LockedIntegration>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, status, source_type, n8n_webhook_url, sync_schedule, sync_mode,
+                sync_data_types, sync_missed_ticks, sync_on_running
+         FROM integration_sources WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(integration_id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Creates a pending sync log and its `TriggerSync` job in the caller's (tenant) transaction,
+/// which holds the integration's row. Returns the sync log id and the job id.
+async fn create_sync(
+    tx: &mut PgConnection,
+    integration: &LockedIntegration,
     request: &SyncRequest,
     max_attempts: i32,
 ) -> anyhow::Result<(Uuid, i64)> {
-    let (tenant_id, source_type, mode, stored_types): (Uuid, String, String, Vec<String>) =
-        sqlx::query_as(
-            "SELECT tenant_id, source_type, sync_mode, sync_data_types
-             FROM integration_sources WHERE id = $1",
-        )
-        .bind(integration_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let source_type: SourceType = source_type.parse()?;
+    let (integration_id, tenant_id) = (integration.id, integration.tenant_id);
+    let source_type: SourceType = integration.source_type.parse()?;
     let mode = match request.sync_mode {
         Some(m) => m,
-        None => mode.parse()?,
+        None => integration.sync_mode.parse()?,
     };
+    let stored_types = &integration.sync_data_types;
     let data_types: Vec<DataType> = match &request.data_types {
         Some(types) if !types.is_empty() => types.clone(),
         _ if !stored_types.is_empty() => stored_types
@@ -381,16 +400,13 @@ pub async fn request_sync(
         .await?
         .ok_or(SyncRequestError::NotFound(integration_id))?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
-    let (status, url): (String, Option<String>) = sqlx::query_as(
-        "SELECT status, n8n_webhook_url FROM integration_sources WHERE id = $1 FOR UPDATE",
-    )
-    .bind(integration_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if status == "paused" {
+    let integration = lock_integration(&mut tx, integration_id)
+        .await?
+        .ok_or(SyncRequestError::NotFound(integration_id))?;
+    if integration.status == "paused" {
         return Err(SyncRequestError::Paused(integration_id));
     }
-    if url.is_none() {
+    if integration.n8n_webhook_url.is_none() {
         return Err(SyncRequestError::NoWebhookUrl(integration_id));
     }
     let mut request = request.clone();
@@ -431,7 +447,7 @@ pub async fn request_sync(
             return Err(SyncRequestError::SyncOpen { sync_log_id });
         }
     }
-    let created = create_sync(&mut tx, integration_id, &request, max_attempts).await?;
+    let created = create_sync(&mut tx, &integration, &request, max_attempts).await?;
     tx.commit().await?;
     Ok(created)
 }

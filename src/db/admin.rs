@@ -151,15 +151,7 @@ pub async fn find_integration(pool: &PgPool, id: Uuid) -> Result<Integration> {
 
 /// Any tenant's integration by id, or `None`.
 pub async fn integration(pool: &PgPool, id: Uuid) -> Result<Option<Integration>> {
-    let mut tx = system_tx(pool).await?;
-    let row = sqlx::query_as::<_, Integration>(
-        "SELECT id, tenant_id, source_type, name, status FROM integration_sources WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(row)
+    super::integration_row(pool, id, "id, tenant_id, source_type, name, status").await
 }
 
 /// Creates a key for the integration; the plaintext is in the result and nowhere else.

@@ -188,3 +188,21 @@ pub async fn system_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>> 
     tx.execute("SET LOCAL ROLE syncbridge_system").await?;
     Ok(tx)
 }
+
+/// Any tenant's integration `id` as `T`, read as `columns` (of `integration_sources i`) in a
+/// system transaction: for callers that know the integration before its tenant. `None` when
+/// there is no such integration.
+pub async fn integration_row<T>(pool: &PgPool, id: Uuid, columns: &'static str) -> Result<Option<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let mut tx = system_tx(pool).await?;
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM integration_sources i WHERE i.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row)
+}

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{system_tx, tenant_tx};
+use super::{integration_row, tenant_tx};
 use crate::{
     crypto::Sealer,
     domain::{
@@ -110,15 +110,9 @@ const COLUMNS: &str = "id, tenant_id, status, n8n_webhook_url, n8n_auth_kind, sy
      sync_timezone, sync_mode, sync_data_types, sync_missed_ticks, sync_on_running, sync_jitter_secs";
 
 async fn load(pool: &PgPool, integration_id: Uuid) -> Result<Row, SettingsError> {
-    let mut tx = system_tx(pool).await?;
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM integration_sources WHERE id = $1"
-    )))
-    .bind(integration_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    row.ok_or(SettingsError::NotFound(integration_id))
+    integration_row(pool, integration_id, COLUMNS)
+        .await?
+        .ok_or(SettingsError::NotFound(integration_id))
 }
 
 fn view(row: Row) -> SyncSettings {

@@ -22,7 +22,8 @@ use crate::{
     scheduler::{self, SyncRequest, SyncRequestError},
 };
 
-fn integration_id(text: &str) -> Result<Uuid, ApiError> {
+/// The `{id}` of an integration route.
+pub(super) fn integration_id(text: &str) -> Result<Uuid, ApiError> {
     text.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

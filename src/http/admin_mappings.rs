@@ -11,10 +11,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    AppState, admin_jobs::AdminAuth, error::ApiError, webhook_auth::integration_not_found,
+    AppState, admin_integrations::integration_id, admin_jobs::AdminAuth, error::ApiError,
+    webhook_auth::integration_not_found,
 };
 use crate::{
-    db::{admin, system_tx},
+    db::{admin, integration_row},
     domain::DataType,
     mapping,
 };
@@ -37,24 +38,10 @@ fn data_type(text: &str) -> Result<DataType, ApiError> {
 }
 
 async fn ensure_integration(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
-    let id: Uuid = id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_integration_id",
-            format!("{id:?} is not an integration id (a UUID)"),
-        )
-    })?;
-    let mut tx = system_tx(&state.pool).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM integration_sources WHERE id = $1)")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    if exists {
-        Ok(id)
-    } else {
-        Err(integration_not_found(id))
+    let id = integration_id(id)?;
+    match integration_row::<(Uuid,)>(&state.pool, id, "i.id").await? {
+        Some(_) => Ok(id),
+        None => Err(integration_not_found(id)),
     }
 }
 

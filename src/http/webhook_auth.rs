@@ -22,7 +22,7 @@ use super::error::ApiError;
 use crate::{
     config::IngestConfig,
     crypto::{Sealer, SigningSecrets, signing_secret_context},
-    db::system_tx,
+    db::{integration_row, system_tx},
     domain::api_key,
 };
 
@@ -217,17 +217,9 @@ pub async fn resolve_integration(
                 row.id
             ),
         )),
-        Caller::Global => {
-            let mut tx = system_tx(pool).await?;
-            let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {INTEGRATION_COLUMNS} FROM integration_sources i WHERE i.id = $1"
-            )))
-            .bind(requested)
-            .fetch_optional(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            row.ok_or_else(|| integration_not_found(requested))
-        }
+        Caller::Global => integration_row(pool, requested, INTEGRATION_COLUMNS)
+            .await?
+            .ok_or_else(|| integration_not_found(requested)),
     }
 }
 

@@ -112,10 +112,17 @@ fn sample(name: &str, integration_id: Uuid) -> Value {
 
 /// One row of a table as JSON, by external id (typed columns rendered by PostgreSQL).
 async fn row(w: &World, table: &str, external_id: &str) -> Value {
+    row_in(w, table, None, external_id).await
+}
+
+/// [`row`] of one integration, for external ids that several integrations hold.
+async fn row_in(w: &World, table: &str, integration: Option<Uuid>, external_id: &str) -> Value {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT to_jsonb(t) FROM {table} t WHERE external_id = $1"
+        "SELECT to_jsonb(t) FROM {table} t
+         WHERE external_id = $1 AND ($2::uuid IS NULL OR integration_id = $2)"
     )))
     .bind(external_id)
+    .bind(integration)
     .fetch_one(&mut w.owner().await)
     .await
     .unwrap()
@@ -459,7 +466,10 @@ async fn a_first_sync_that_repeats_records_across_batches_updates_them() {
     .await
     .unwrap();
     assert_eq!(counts, ("success".into(), 7, 5, 1, 1, 0));
-    assert_eq!(row_of(&w, integration, "2").await["first_name"], "Changed");
+    assert_eq!(
+        row_in(&w, "external_contacts", Some(integration), "2").await["first_name"],
+        "Changed"
+    );
     assert_eq!(w.count("SELECT count(*) FROM external_contacts").await, 5);
 }
 
@@ -763,18 +773,6 @@ async fn the_matcher_cache_sees_account_changes_and_reuses_an_unchanged_tenant()
     assert_eq!(get().await.find(&clues).account_id, None);
 }
 
-/// One row of `external_contacts` of one integration as JSON.
-async fn row_of(w: &World, integration_id: Uuid, external_id: &str) -> Value {
-    sqlx::query_scalar(
-        "SELECT to_jsonb(t) FROM external_contacts t WHERE integration_id = $1 AND external_id = $2",
-    )
-    .bind(integration_id)
-    .bind(external_id)
-    .fetch_one(&mut w.owner().await)
-    .await
-    .unwrap()
-}
-
 /// Processes chunk 0 of the batch `receipt` names in a transaction left open, as a worker in the
 /// middle of its job.
 async fn chunk_in_flight(w: &World, receipt: &Value) -> sqlx::Transaction<'static, sqlx::Postgres> {
@@ -855,7 +853,13 @@ async fn deleting_an_account_unmatches_its_rows_even_those_being_written() {
         2 * (matched_per_sync - acme_per_sync),
         "rows of other accounts keep their match"
     );
-    let unmatched = row_of(&w, integration, "5725767000000415001").await;
+    let unmatched = row_in(
+        &w,
+        "external_contacts",
+        Some(integration),
+        "5725767000000415001",
+    )
+    .await;
     assert_eq!(
         (
             unmatched["match_method"].clone(),
@@ -870,7 +874,13 @@ async fn deleting_an_account_unmatches_its_rows_even_those_being_written() {
     again["records"][0]["Last_Name"] = json!("Raman-Iyer");
     w.post(&key, &again).await;
     w.drain().await;
-    let resynced = row_of(&w, integration, "5725767000000415001").await;
+    let resynced = row_in(
+        &w,
+        "external_contacts",
+        Some(integration),
+        "5725767000000415001",
+    )
+    .await;
     assert_eq!(resynced["account_id"], Value::Null);
     assert_ne!(resynced["match_reason"], "account_deleted");
 
