@@ -314,6 +314,10 @@ fn prepare(raw: Bytes, gzip: bool, limit: usize, per_job: usize) -> Result<Prepa
             None => error,
         }
     })?;
+    envelope::check_records(&envelope.records).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.message)
+            .with_details(json!({ "path": e.path }))
+    })?;
     let content_hash = envelope::content_hash(&envelope);
     let chunks = envelope::chunks(&envelope.records, per_job).map_err(ApiError::internal)?;
     let prepared = Prepared {

@@ -77,6 +77,91 @@ pub fn parse(body: &[u8]) -> Result<Envelope<'_>, ShapeError> {
     Ok(envelope)
 }
 
+/// Checks that every record is JSON the worker can parse: string escapes that decode (no lone
+/// UTF-16 surrogate such as `"\ud800"`), numbers within f64 (no `1e400`), and nesting within
+/// [`MAX_RECORD_DEPTH`]. Skipping a value while parsing the envelope checks none of these, and a
+/// record failing them could never be stored; refusing the delivery tells n8n at once.
+pub fn check_records(records: &[&RawValue]) -> Result<(), ShapeError> {
+    for (index, record) in records.iter().enumerate() {
+        let mut deserializer = serde_json::Deserializer::from_str(record.get());
+        if let Err(e) = serde_path_to_error::deserialize::<_, Checked>(&mut deserializer) {
+            let inner = e.path().to_string();
+            let path = if inner == "." {
+                format!("records[{index}]")
+            } else {
+                format!("records[{index}].{inner}")
+            };
+            let message = e.into_inner().to_string();
+            let message = if message.starts_with("recursion limit exceeded") {
+                format!("records are nested at most {MAX_RECORD_DEPTH} levels deep")
+            } else {
+                message
+            };
+            return Err(ShapeError {
+                message: format!("`{path}`: {message}"),
+                path,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// serde_json's recursion limit: the depth of arrays and objects a record may have, counting its
+/// own object. The worker parses records with the same limit.
+pub const MAX_RECORD_DEPTH: usize = 127;
+
+/// Any JSON value, visited in full (escapes decoded, numbers converted) but kept nowhere.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Checked, E> {
+        if v.is_finite() {
+            Ok(Checked)
+        } else {
+            Err(E::custom("number out of range"))
+        }
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
 /// The envelope's vocabulary fields, checked: a wrong value is a semantic error (422).
 #[derive(Debug, Clone, Copy)]
 pub struct Kinds {
@@ -204,6 +289,44 @@ mod tests {
 
         let e = parse(format!("{} x", body("[]")).as_bytes()).unwrap_err();
         assert!(e.message.contains("trailing"), "{}", e.message);
+    }
+
+    #[test]
+    fn records_the_worker_could_not_parse_are_refused_with_their_path() {
+        let cases = [
+            (
+                r#"[{"id":1},{"id":2,"p":{"name":"\ud800"}}]"#,
+                "records[1].p.name",
+            ),
+            (r#"[{"id":1,"amount":1e400}]"#, "records[0].amount"),
+            (r#"[{"id":1,"list":[1,2,-1e999]}]"#, "records[0].list[2]"),
+        ];
+        for (records, path) in cases {
+            let text = body(records);
+            let envelope = parse(text.as_bytes()).expect("the envelope itself parses");
+            let e = check_records(&envelope.records).unwrap_err();
+            assert_eq!(e.path, path, "{records}: {}", e.message);
+        }
+        let deep = format!(
+            "[{{\"id\":1,\"x\":{}1{}}}]",
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        let text = body(&deep);
+        let envelope = parse(text.as_bytes()).unwrap();
+        let e = check_records(&envelope.records).unwrap_err();
+        assert!(e.path.starts_with("records[0].x[0]"), "{}", e.path);
+        assert!(e.message.contains("127 levels"), "{}", e.message);
+
+        let fine = format!(
+            "[{{\"id\":1,\"x\":{}1{},\"s\":\"\\ud83d\\ude00 \\u0000\",\"n\":1e308}}]",
+            "[".repeat(126),
+            "]".repeat(126)
+        );
+        let text = body(&fine);
+        let envelope = parse(text.as_bytes()).unwrap();
+        check_records(&envelope.records)
+            .expect("a surrogate pair, NUL, 1e308 and depth 127 are JSON");
     }
 
     #[test]

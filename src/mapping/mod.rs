@@ -20,7 +20,10 @@ use path::Path;
 pub enum ColumnType {
     Text,
     Timestamp,
-    Numeric,
+    /// `numeric(p, s)`: at most `p - s` digits before the point.
+    Numeric {
+        integer_digits: i32,
+    },
     Date,
     Bool,
 }
@@ -31,7 +34,7 @@ impl ColumnType {
         match self {
             ColumnType::Text => "text",
             ColumnType::Timestamp => "timestamptz",
-            ColumnType::Numeric => "numeric",
+            ColumnType::Numeric { .. } => "numeric",
             ColumnType::Date => "date",
             ColumnType::Bool => "boolean",
         }
@@ -74,11 +77,11 @@ pub fn columns(data_type: DataType) -> &'static [(&'static str, ColumnType)] {
         ],
         DataType::Deals => &[
             ("name", Text),
-            ("amount", Numeric),
+            ("amount", Numeric { integer_digits: 16 }),
             ("currency", Text),
             ("stage", Text),
             ("pipeline", Text),
-            ("probability", Numeric),
+            ("probability", Numeric { integer_digits: 3 }),
             ("close_date", Date),
             ("is_closed", Bool),
             ("is_won", Bool),
@@ -375,7 +378,7 @@ fn canonical(value: &Val, ty: ColumnType) -> Result<Option<String>, (&'static st
                 ),
             )),
         },
-        Numeric => match v {
+        Numeric { .. } => match v {
             Value::Number(n) => Ok(Some(n.to_string())),
             Value::String(s) => parse_number(s)
                 .map(|n| Some(n.to_string()))
@@ -426,6 +429,130 @@ fn canonical(value: &Val, ty: ColumnType) -> Result<Option<String>, (&'static st
                 parsed.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
             }))
         }
+    }
+}
+
+/// Longest value, in bytes, of the external id and of the text columns that are indexed (a B-tree
+/// entry holds at most ~2,700 bytes; PostgreSQL refuses the whole statement beyond it).
+pub const MAX_INDEXED_TEXT_BYTES: usize = 1_000;
+
+/// The text columns whose values (or values derived from them) are indexed.
+fn indexed(data_type: DataType, column: &str) -> bool {
+    matches!(
+        (data_type, column),
+        (DataType::Contacts, "email")
+            | (DataType::Tickets, "status" | "requester_email")
+            | (DataType::Deals, "stage")
+    )
+}
+
+/// What PostgreSQL would refuse in a mapped record, as per-record errors: a NUL character in text
+/// or in `properties` (text and jsonb cannot hold it), a date outside years 1–9999, a number too
+/// large for its `numeric` column, an over-long external id or indexed text. Checked before the
+/// bulk insert so that one record cannot fail the statement of its whole chunk.
+pub fn storable(data_type: DataType, record: &MappedRecord) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut error = |field: &str, code: &'static str, message: String| {
+        errors.push(FieldError {
+            field: field.to_string(),
+            code,
+            message,
+        })
+    };
+    if record.external_id.contains('\0') {
+        error(
+            EXTERNAL_ID,
+            "nul_character",
+            "the external id contains a NUL character".into(),
+        );
+    }
+    if record.external_id.len() > MAX_INDEXED_TEXT_BYTES {
+        error(
+            EXTERNAL_ID,
+            "value_too_long",
+            format!(
+                "the external id has {} bytes; at most {MAX_INDEXED_TEXT_BYTES} are stored",
+                record.external_id.len()
+            ),
+        );
+    }
+    for ((name, ty), value) in columns(data_type).iter().zip(&record.columns) {
+        let Some(value) = value else { continue };
+        match ty {
+            Text => {
+                if value.contains('\0') {
+                    error(
+                        name,
+                        "nul_character",
+                        format!("`{name}` contains a NUL character"),
+                    );
+                } else if value.len() > MAX_INDEXED_TEXT_BYTES && indexed(data_type, name) {
+                    error(
+                        name,
+                        "value_too_long",
+                        format!(
+                            "`{name}` has {} bytes; this column holds at most {MAX_INDEXED_TEXT_BYTES}",
+                            value.len()
+                        ),
+                    );
+                }
+            }
+            Timestamp | Date => {
+                // The canonical text starts with the year: four digits for 0000–9999, a sign
+                // beyond. PostgreSQL has no year 0 and no five-digit years in this format.
+                let year = value
+                    .get(..4)
+                    .filter(|_| value.as_bytes().get(4) == Some(&b'-'));
+                if !year.is_some_and(|y| y.bytes().all(|b| b.is_ascii_digit()) && y != "0000") {
+                    error(
+                        name,
+                        "date_out_of_range",
+                        format!(
+                            "`{name}` {} is outside the years 1 to 9999",
+                            truncate(value)
+                        ),
+                    );
+                }
+            }
+            Numeric { integer_digits } => {
+                let fits = value
+                    .parse::<f64>()
+                    .is_ok_and(|n| n.is_finite() && n.abs() < 10f64.powi(*integer_digits));
+                if !fits {
+                    error(
+                        name,
+                        "number_out_of_range",
+                        format!(
+                            "`{name}` {} does not fit: at most {integer_digits} digits before the point",
+                            truncate(value)
+                        ),
+                    );
+                }
+            }
+            Bool => {}
+        }
+    }
+    for (key, value) in &record.properties {
+        if key.contains('\0') || holds_nul(value) {
+            error(
+                &format!("properties.{}", key.replace('\0', "\u{fffd}")),
+                "nul_character",
+                format!(
+                    "property `{}` contains a NUL character",
+                    truncate(&key.replace('\0', "\u{fffd}"))
+                ),
+            );
+        }
+    }
+    errors
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, a file per area, each test on its own database.
 
+mod accounting;
 mod cli;
 mod embedded;
 mod health;

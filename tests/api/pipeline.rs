@@ -8,13 +8,13 @@ use uuid::Uuid;
 
 use crate::helpers::{self, TestApp, count, test_config};
 
-struct World {
-    app: TestApp,
-    tenant_id: Uuid,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) tenant_id: Uuid,
     accounts: std::collections::HashMap<&'static str, Uuid>,
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     let app = TestApp::spawn().await;
     let tenant = admin::create_tenant(&app.db.pool, "Acme CS").await.unwrap();
     let mut accounts = std::collections::HashMap::new();
@@ -39,7 +39,7 @@ async fn world() -> World {
 }
 
 impl World {
-    async fn integration(&self, source: SourceType) -> (Uuid, String) {
+    pub(crate) async fn integration(&self, source: SourceType) -> (Uuid, String) {
         let integration = admin::create_integration(
             &self.app.db.pool,
             self.tenant_id,
@@ -55,7 +55,7 @@ impl World {
         (integration.id, key.key.plaintext)
     }
 
-    async fn post(&self, key: &str, body: &Value) -> Value {
+    pub(crate) async fn post(&self, key: &str, body: &Value) -> Value {
         let response = self
             .app
             .client
@@ -73,16 +73,16 @@ impl World {
         response.json().await.unwrap()
     }
 
-    async fn owner(&self) -> PgConnection {
+    pub(crate) async fn owner(&self) -> PgConnection {
         self.app.db.owner().await
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         count(&mut self.owner().await, sql).await
     }
 
     /// Runs a worker until no ingestion job is left to run.
-    async fn drain(&self) {
+    pub(crate) async fn drain(&self) {
         let mut config = test_config();
         config.worker.poll_interval_ms = 20;
         helpers::work_until_done(
@@ -111,7 +111,7 @@ fn sample(name: &str, integration_id: Uuid) -> Value {
 }
 
 /// One row of a table as JSON, by external id (typed columns rendered by PostgreSQL).
-async fn row(w: &World, table: &str, external_id: &str) -> Value {
+pub(crate) async fn row(w: &World, table: &str, external_id: &str) -> Value {
     row_in(w, table, None, external_id).await
 }
 
