@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{
-        AccountsCommand, Command, IntegrationsCommand, JobsCommand, KeysCommand, MappingsCommand,
-        TenantsCommand,
+        AccountsCommand, BatchesCommand, Command, IntegrationsCommand, JobsCommand, KeysCommand,
+        MappingsCommand, SyncsCommand, TenantsCommand,
     },
     config::Config,
     db::{self, Database, Readiness, admin},
@@ -112,7 +112,7 @@ async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
         let maintenance = jobs::Maintenance::new(
             pool.clone(),
             tasks::maintenance_config(&config.jobs),
-            Vec::new(),
+            tasks::periodic(),
         );
         let token = shutdown.clone();
         roles_running.spawn(async move {
@@ -256,14 +256,14 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             println!("{}", serde_json::to_string_pretty(&settings)?);
         }
         Command::Sync(args) => {
-            let request = crate::scheduler::SyncRequest {
+            let request = crate::sync::SyncRequest {
                 trigger: crate::domain::SyncTrigger::Manual,
                 sync_mode: args.mode,
                 data_types: (!args.data_types.is_empty()).then_some(args.data_types),
                 scheduled_for: None,
                 retry_of: args.retry_of,
             };
-            let (sync_log_id, job_id) = crate::scheduler::request_sync(
+            let (sync_log_id, job_id) = crate::sync::request_sync(
                 pool,
                 args.integration,
                 &request,
@@ -277,6 +277,17 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             println!("{sync_log_id}");
         }
         Command::Mappings(command) => mappings_command(pool, command).await?,
+        Command::Syncs(command) => syncs_command(pool, command).await?,
+        Command::Batches(BatchesCommand::Discard { batch_id, reason }) => {
+            let Some(records) = crate::sync::chunk::discard_batch(pool, batch_id, &reason).await?
+            else {
+                bail!("no batch {batch_id}");
+            };
+            eprintln!(
+                "batch {batch_id} discarded: {records} unprocessed records counted as failed (batch_discarded)"
+            );
+            println!("{records}");
+        }
         Command::Keys(KeysCommand::Create { integration, name }) => {
             let created = admin::create_api_key(pool, integration, name.as_deref()).await?;
             eprintln!(
@@ -368,6 +379,60 @@ async fn set_integration(
         crate::db::sync_settings::update(pool, &policy, sealer.as_ref(), args.integration, &change)
             .await?,
     )
+}
+
+async fn syncs_command(pool: &PgPool, command: SyncsCommand) -> Result<()> {
+    match command {
+        SyncsCommand::List {
+            open,
+            integration,
+            limit,
+            json,
+        } => {
+            for s in crate::sync::list_syncs(pool, open, integration, limit).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&s)?);
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}/{}{}\t{}\t{}",
+                        s.id,
+                        s.integration_id,
+                        s.trigger,
+                        s.sync_mode,
+                        s.status,
+                        s.failure_reason.map_or("-", |r| r.as_str()),
+                        s.created_at.to_rfc3339(),
+                        s.batches_processed,
+                        s.batches_received,
+                        if s.final_received {
+                            ""
+                        } else {
+                            " (no final batch)"
+                        },
+                        s.records_received,
+                        s.records_failed,
+                    );
+                }
+            }
+        }
+        SyncsCommand::Close {
+            sync_log_id,
+            reason,
+        } => {
+            let status = crate::sync::close_open_sync(pool, sync_log_id, &reason).await?;
+            eprintln!("sync {sync_log_id} closed as {status} (closed_by_admin)");
+            println!("{status}");
+        }
+        SyncsCommand::Reprocess { sync_log_id } => {
+            let replay = crate::sync::replay::reprocess(pool, sync_log_id).await?;
+            eprintln!(
+                "sync {sync_log_id} replayed as {}: {} batches, {} records in {} jobs",
+                replay.sync_log_id, replay.batches, replay.records, replay.jobs
+            );
+            println!("{}", replay.sync_log_id);
+        }
+    }
+    Ok(())
 }
 
 async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {

@@ -50,6 +50,54 @@ pub enum Command {
     Mappings(MappingsCommand),
     /// Starts a sync now: asks the integration's n8n workflow to run; prints the sync log id.
     Sync(SyncArgs),
+    /// Sync logs: list them, close an open one, replay a closed one from its stored chunks.
+    #[command(subcommand)]
+    Syncs(SyncsCommand),
+    /// Delivered batches: discard one that cannot be processed.
+    #[command(subcommand)]
+    Batches(BatchesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncsCommand {
+    /// Lists sync logs, newest first: id, integration, trigger, mode, status, reason, created,
+    /// batches processed/received, records received and failed.
+    List {
+        /// Only pending and running syncs.
+        #[arg(long)]
+        open: bool,
+        #[arg(long)]
+        integration: Option<Uuid>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Closes an open sync now (partial if it stored records, else failed; reason
+    /// closed_by_admin), so the integration can sync again. Batches in flight still count.
+    Close {
+        sync_log_id: Uuid,
+        /// Why, kept as the sync's error summary.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Re-runs a closed sync's stored chunks (mapping, matching, upserts) as a new `replay` sync,
+    /// without asking n8n; prints the new sync log id. Chunks are kept ingest.keep_chunks_days.
+    Reprocess { sync_log_id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchesCommand {
+    /// Gives up on a batch: cancels its unfinished jobs and counts its unprocessed records as
+    /// failed (code batch_discarded), so it and its sync end. Retrying a cancelled job still
+    /// processes its chunk.
+    Discard {
+        batch_id: Uuid,
+        /// Why, kept in the batch's error rows.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -60,6 +60,8 @@ pub struct IngestConfig {
     pub max_pending_records_per_tenant: i64,
     pub backpressure_retry_after_secs: u64,
     pub dedupe_window_secs: u64,
+    pub keep_chunks_days: u32,
+    pub keep_sync_errors_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +70,7 @@ pub struct SchedulerConfig {
     pub interval_ms: u64,
     pub missed_grace_secs: u64,
     pub watchdog_timeout_secs: u64,
+    pub keep_ticks_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +308,12 @@ impl Config {
                 "ingest.max_body_bytes, max_records, records_per_job, rate_limit_per_second and \
                  rate_limit_burst must be at least 1"
                     .into(),
+            ));
+        }
+        if ingest.max_records >= 1 << 20 {
+            // A record's place in delivery order keeps its index in 20 bits.
+            return Err(ConfigError::Invalid(
+                "ingest.max_records must be below 1048576".into(),
             ));
         }
         if self.database.embedded.database.is_empty() {

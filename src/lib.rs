@@ -17,6 +17,7 @@ pub mod matching;
 pub mod n8n;
 pub mod pipeline;
 pub mod scheduler;
+pub mod sync;
 pub mod tasks;
 pub mod telemetry;
 pub mod worker;

@@ -18,10 +18,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::{DataType, SourceType},
-    ingest::envelope::decode_chunk,
+    domain::{DataType, SourceType, SyncMode},
     mapping::{self, FieldError, MappedRecord, MappingSet, Outcome, columns, storable},
     matching::{Clues, Matcher, email_domain},
+    sync::{chunk::decode_chunk, close_sync_if_done, external_table as table},
 };
 
 #[derive(Debug, Clone)]
@@ -61,6 +61,8 @@ struct RecordError {
 struct Row<'a> {
     /// The record's position in its batch.
     index: i32,
+    /// Its place in delivery order: a stored row written by a later one is never overwritten.
+    delivery: i64,
     record: MappedRecord,
     /// `record.properties` as JSON text, serialised once for the hash and the insert.
     properties: String,
@@ -70,14 +72,6 @@ struct Row<'a> {
     method: &'static str,
     reason: Option<&'static str>,
     domain: Option<String>,
-}
-
-fn table(data_type: DataType) -> &'static str {
-    match data_type {
-        DataType::Contacts => "external_contacts",
-        DataType::Tickets => "external_tickets",
-        DataType::Deals => "external_deals",
-    }
 }
 
 /// The derived domain column of a table, next to the email it comes from.
@@ -190,32 +184,43 @@ pub async fn process_chunk(
     matchers: &MatcherCache,
 ) -> Result<Option<Counts>, PipelineError> {
     crate::db::set_tenant(tx, tenant_id).await?;
-    let claimed: Option<(i32, Vec<u8>, String)> = sqlx::query_as(
-        "UPDATE ingest_batch_chunks SET processed_at = now()
-         WHERE batch_id = $1 AND chunk_index = $2 AND processed_at IS NULL
-         RETURNING record_offset, payload, payload_encoding",
+    // Claims the chunk. One settled as failed (its job had died; an operator retried the job)
+    // is taken back first: its records leave the failed counts, and what its settling closed
+    // reopens, once, under the chunk's row lock.
+    let claimed: Option<(i32, i32, Vec<u8>, String, bool)> = sqlx::query_as(
+        "UPDATE ingest_batch_chunks c SET processed_at = now(), failed_at = NULL
+         FROM (SELECT batch_id, chunk_index, failed_at FROM ingest_batch_chunks
+               WHERE batch_id = $1 AND chunk_index = $2 FOR UPDATE) o
+         WHERE c.batch_id = o.batch_id AND c.chunk_index = o.chunk_index AND c.processed_at IS NULL
+         RETURNING c.record_offset, c.record_count, c.payload, c.payload_encoding,
+                   o.failed_at IS NOT NULL",
     )
     .bind(batch_id)
     .bind(chunk)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((offset, payload, encoding)) = claimed else {
+    let Some((offset, record_count, payload, encoding, was_settled)) = claimed else {
         return Ok(None);
     };
+    if was_settled {
+        crate::sync::chunk::take_back_settled(tx, batch_id, offset, record_count).await?;
+    }
     // The integration row is locked as a foreign key would (a deletion waits for this chunk, then
     // removes its rows). `earlier_rows`: whether an earlier sync of the integration wrote rows.
     // Probing for existing rows first pays when many are unchanged (they are then not even sent);
     // without earlier rows there are none, and the probe only doubles the index lookups the
     // upsert makes anyway.
-    let (integration_id, sync_log_id, data_type, sync_mode, source, earlier_rows): (
+    let (integration_id, sync_log_id, data_type, sync_mode, source, delivery_seq, earlier_rows): (
         Uuid,
         Uuid,
-        String,
-        String,
-        String,
+        DataType,
+        SyncMode,
+        SourceType,
+        i64,
         bool,
     ) = sqlx::query_as(
         "SELECT b.integration_id, b.sync_log_id, b.data_type, b.sync_mode, i.source_type,
+                b.delivery_seq,
                 EXISTS (SELECT 1 FROM integration_sync_logs l
                         WHERE l.integration_id = b.integration_id AND l.id <> b.sync_log_id
                           AND l.records_created > 0)
@@ -226,13 +231,7 @@ pub async fn process_chunk(
     .bind(batch_id)
     .fetch_one(&mut *tx)
     .await?;
-    let data_type: DataType = data_type
-        .parse()
-        .map_err(|e| PipelineError::Corrupt(format!("batch {batch_id}: {e}")))?;
-    let source: SourceType = source
-        .parse()
-        .map_err(|e| PipelineError::Corrupt(format!("integration {integration_id}: {e}")))?;
-    let full_sync = sync_mode == "full";
+    let full_sync = sync_mode == SyncMode::Full;
 
     let bytes = decode_chunk(&payload, &encoding)
         .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
@@ -344,6 +343,7 @@ pub async fn process_chunk(
                 hasher.update(found.account_id.map(|a| a.to_string()).unwrap_or_default());
                 let row = Row {
                     index,
+                    delivery: delivery_order(delivery_seq, index),
                     properties,
                     raw,
                     hash: hasher.finalize().into(),
@@ -373,6 +373,7 @@ pub async fn process_chunk(
     counts.created = written.created;
     counts.updated = written.updated;
     counts.unchanged = written.unchanged;
+    counts.skipped += written.superseded;
     counts.failed += written.rejected.len() as i64;
     let rejected: std::collections::HashSet<i32> =
         written.rejected.iter().map(|r| r.index).collect();
@@ -417,10 +418,11 @@ pub async fn process_chunk(
              records_skipped = records_skipped + $6,
              records_failed = records_failed + $7,
              records_unmatched = records_unmatched + $8,
-             state = CASE WHEN jobs_done + 1 >= jobs_total THEN 'processed' ELSE 'processing' END,
+             state = CASE WHEN jobs_done + 1 < jobs_total THEN 'processing'
+                          WHEN chunks_failed > 0 THEN 'failed' ELSE 'processed' END,
              processed_at = CASE WHEN jobs_done + 1 >= jobs_total THEN now() END
          WHERE id = $1
-         RETURNING state = 'processed'",
+         RETURNING jobs_done >= jobs_total",
     )
     .bind(batch_id)
     .bind(counts.processed as i32)
@@ -460,6 +462,13 @@ pub async fn process_chunk(
     Ok(Some(counts))
 }
 
+/// A record's place in delivery order: its batch's delivery number, then its index in the batch
+/// (below 2^20: batches hold at most `ingest.max_records`, 100,000 by default, and are refused
+/// beyond 1,048,575).
+pub fn delivery_order(delivery_seq: i64, index: i32) -> i64 {
+    (delivery_seq << 20) | i64::from(index.clamp(0, (1 << 20) - 1))
+}
+
 /// What an upsert did.
 #[derive(Default)]
 struct Written {
@@ -468,6 +477,8 @@ struct Written {
     unchanged: i64,
     /// The unchanged rows' ids, found only when probing first (full syncs mark them seen).
     unchanged_ids: Vec<Uuid>,
+    /// Rows not written because a later delivery of the record is stored: counted as skipped.
+    superseded: i64,
     /// Rows the database refused, each alone, with its reason.
     rejected: Vec<RecordError>,
 }
@@ -501,6 +512,7 @@ async fn upsert(
         written.updated = rest.updated;
         written.unchanged = rest.unchanged;
         written.unchanged_ids = rest.unchanged_ids;
+        written.superseded = rest.superseded;
         written.rejected.extend(rest.rejected);
     }
     Ok(written)
@@ -518,33 +530,41 @@ async fn upsert_probed(
     let (tenant_id, integration_id, _, data_type) = target;
     let table = table(data_type);
     let ids: Vec<&str> = rows.iter().map(|r| r.record.external_id.as_str()).collect();
-    let existing: Vec<(Uuid, String, Option<Vec<u8>>, bool)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            // One unique-index probe per id, forced by LATERAL … LIMIT 1. Both plain forms went
-            // quadratic as the table grew: `external_id = ANY($3)` became a filter on a tenant-index
-            // scan, and a join on the unnested ids a hash join over all the integration's rows.
-            "SELECT e.id, e.external_id, e.content_hash, e.deleted_at IS NOT NULL
+    let existing: Vec<StoredRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // One unique-index probe per id, forced by LATERAL … LIMIT 1. Both plain forms went
+        // quadratic as the table grew: `external_id = ANY($3)` became a filter on a tenant-index
+        // scan, and a join on the unnested ids a hash join over all the integration's rows.
+        "SELECT e.id, e.external_id, e.content_hash, e.deleted_at IS NOT NULL AS deleted,
+                e.delivery_seq
          FROM unnest($3::text[]) AS k(external_id),
-              LATERAL (SELECT id, external_id, content_hash, deleted_at FROM {table}
+              LATERAL (SELECT id, external_id, content_hash, deleted_at, delivery_seq FROM {table}
                        WHERE tenant_id = $1 AND integration_id = $2 AND external_id = k.external_id
                        LIMIT 1) e"
-        )))
-        .bind(tenant_id)
-        .bind(integration_id)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    let existing: HashMap<String, (Uuid, Option<Vec<u8>>, bool)> = existing
-        .into_iter()
-        .map(|(internal, id, h, d)| (id, (internal, h, d)))
+    )))
+    .bind(tenant_id)
+    .bind(integration_id)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let existing: HashMap<&str, &StoredRow> = existing
+        .iter()
+        .map(|row| (row.external_id.as_str(), row))
         .collect();
     let mut unchanged = Vec::new();
+    let mut superseded = 0;
     let changed: Vec<&Row<'_>> = rows
         .iter()
         .copied()
-        .filter(|r| match existing.get(&r.record.external_id) {
-            Some((internal, Some(hash), false)) if hash.as_slice() == r.hash => {
-                unchanged.push(*internal);
+        .filter(|r| match existing.get(r.record.external_id.as_str()) {
+            // A later delivery wrote the stored row (this chunk ran late: a retry, a rescue).
+            Some(stored) if stored.delivery_seq > r.delivery => {
+                superseded += 1;
+                false
+            }
+            Some(stored)
+                if !stored.deleted && stored.content_hash.as_deref() == Some(&r.hash[..]) =>
+            {
+                unchanged.push(stored.id);
                 false
             }
             _ => true,
@@ -560,8 +580,19 @@ async fn upsert_probed(
         updated,
         unchanged: (unchanged.len() + not_written) as i64,
         unchanged_ids: unchanged,
+        superseded,
         rejected: inserted.rejected,
     })
+}
+
+/// What the probe finds of a stored row.
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    id: Uuid,
+    external_id: String,
+    content_hash: Option<Vec<u8>>,
+    deleted: bool,
+    delivery_seq: i64,
 }
 
 /// Where the rows of one upsert go: tenant, integration, sync log, data type.
@@ -694,6 +725,7 @@ async fn insert_rows(
         "properties",
         "raw",
         "content_hash",
+        "delivery_seq",
     ];
     let mut select = vec![
         "t.id".to_string(),
@@ -704,6 +736,7 @@ async fn insert_rows(
         "t.properties::jsonb".into(),
         "t.raw::json".into(),
         "t.content_hash".into(),
+        "t.delivery_seq".into(),
     ];
     let mut unnest = vec![
         "$4::uuid[]".to_string(),
@@ -714,6 +747,7 @@ async fn insert_rows(
         "$9::text[]".into(),
         "$10::text[]".into(),
         "$11::bytea[]".into(),
+        "$12::int8[]".into(),
     ];
     let mut aliases = vec![
         "id".to_string(),
@@ -724,8 +758,9 @@ async fn insert_rows(
         "properties".into(),
         "raw".into(),
         "content_hash".into(),
+        "delivery_seq".into(),
     ];
-    let mut next = 12;
+    let mut next = 13;
     if let Some((domain, _)) = domain_column(data_type) {
         column_names.push(domain);
         select.push("t.domain".into());
@@ -753,8 +788,9 @@ async fn insert_rows(
             .collect();
         format!(
             "ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE SET {}
-             WHERE {table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-                OR {table}.deleted_at IS NOT NULL",
+             WHERE {table}.delivery_seq <= EXCLUDED.delivery_seq
+               AND ({table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+                    OR {table}.deleted_at IS NOT NULL)",
             updates.join(", ")
         )
     } else {
@@ -794,7 +830,8 @@ async fn insert_rows(
                 .collect::<Vec<_>>(),
         )
         .bind(changed.iter().map(|r| r.raw).collect::<Vec<_>>())
-        .bind(changed.iter().map(|r| &r.hash[..]).collect::<Vec<_>>());
+        .bind(changed.iter().map(|r| &r.hash[..]).collect::<Vec<_>>())
+        .bind(changed.iter().map(|r| r.delivery).collect::<Vec<_>>());
     if domain_column(data_type).is_some() {
         query = query.bind(
             changed
@@ -867,79 +904,6 @@ async fn record_errors(
 /// U+FFFD (an error row must be storable even when the record was not).
 fn storable_text(s: &str) -> String {
     s.replace('\0', "\u{fffd}")
-}
-
-/// integration, status, mode, started, records synced.
-type ClosedSync = (Uuid, String, String, Option<DateTime<Utc>>, i64);
-
-/// Closes the sync when its final batch has arrived and every batch is processed: status, timings,
-/// the full-sync sweep, the integration's last-sync fields. Does nothing otherwise, or when
-/// another transaction closed it first.
-pub async fn close_sync_if_done(
-    tx: &mut PgConnection,
-    sync_log_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    let closed: Option<ClosedSync> = sqlx::query_as(
-        "UPDATE integration_sync_logs
-         SET status = CASE
-                 WHEN records_failed = 0 THEN 'success'
-                 WHEN records_created + records_updated + records_unchanged + records_skipped > 0 THEN 'partial'
-                 ELSE 'failed' END,
-             completed_at = now(),
-             duration_ms = (extract(epoch FROM now() - COALESCE(started_at, created_at)) * 1000)::bigint,
-             records_per_second = records_received
-                 / GREATEST(extract(epoch FROM now() - COALESCE(started_at, created_at)), 0.001),
-             error_summary = CASE WHEN records_failed > 0
-                 THEN records_failed || ' of ' || records_received || ' records failed; see integration_sync_errors'
-                 END
-         WHERE id = $1 AND status IN ('pending', 'running') AND final_received_at IS NOT NULL
-           AND batches_processed >= batches_received
-         RETURNING integration_id, status, sync_mode, started_at,
-                   records_created + records_updated + records_unchanged",
-    )
-    .bind(sync_log_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((integration_id, status, sync_mode, started_at, synced)) = closed else {
-        return Ok(());
-    };
-    if status == "success" && sync_mode == "full" {
-        let data_types: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT data_type FROM ingest_batches WHERE sync_log_id = $1",
-        )
-        .bind(sync_log_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for data_type in data_types.iter().filter_map(|d| d.parse::<DataType>().ok()) {
-            // Rows this sync wrote or saw carry a last_synced_at after it started.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {} SET deleted_at = now()
-                 WHERE integration_id = $1 AND deleted_at IS NULL AND last_synced_at < $2",
-                table(data_type)
-            )))
-            .bind(integration_id)
-            .bind(started_at.unwrap_or_else(Utc::now))
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    sqlx::query(
-        "UPDATE integration_sources
-         SET last_sync_at = now(), last_sync_status = $2, last_sync_log_id = $3,
-             last_successful_sync_at = CASE WHEN $2 = 'success' THEN now() ELSE last_successful_sync_at END,
-             total_syncs = total_syncs + 1,
-             failed_syncs = failed_syncs + CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END,
-             total_records_synced = total_records_synced + $4
-         WHERE id = $1",
-    )
-    .bind(integration_id)
-    .bind(&status)
-    .bind(sync_log_id)
-    .bind(synced)
-    .execute(&mut *tx)
-    .await?;
-    tracing::info!(%sync_log_id, %integration_id, %status, "sync closed");
-    Ok(())
 }
 
 /// A dry run of an integration's mappings over sample records: the mapped rows and errors.

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod embedded;
 pub mod sync_settings;
+pub mod vocab;
 
 use std::{str::FromStr, time::Duration};
 

@@ -132,12 +132,64 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// Why a sync was started.
+    /// Why a sync was started; `replay`: an operator re-ran a sync's stored chunks.
     SyncTrigger, "sync trigger" {
         Webhook => "webhook",
         Schedule => "schedule",
         Manual => "manual",
         Retry => "retry",
+        Replay => "replay",
+    }
+);
+
+vocabulary!(
+    /// Where a sync log is: open (`pending`, `running`) or closed.
+    SyncStatus, "sync status" {
+        Pending => "pending",
+        Running => "running",
+        Success => "success",
+        Partial => "partial",
+        Failed => "failed",
+    }
+);
+
+impl SyncStatus {
+    pub const OPEN: &'static [SyncStatus] = &[SyncStatus::Pending, SyncStatus::Running];
+
+    pub fn is_open(self) -> bool {
+        Self::OPEN.contains(&self)
+    }
+}
+
+vocabulary!(
+    /// Where a delivered batch is: `failed` when a chunk of it could not be processed (its
+    /// records are counted failed) or it was discarded.
+    BatchState, "batch state" {
+        Received => "received",
+        Processing => "processing",
+        Processed => "processed",
+        Failed => "failed",
+    }
+);
+
+vocabulary!(
+    /// Why a sync failed as a whole, or closed other than by its final batch. `processing_failed`:
+    /// a chunk's job died or a batch was discarded, and its records are counted failed.
+    FailureReason, "failure reason" {
+        TriggerRejected => "trigger_rejected",
+        TriggerFailed => "trigger_failed",
+        TimedOut => "timed_out",
+        ProcessingFailed => "processing_failed",
+        ClosedByAdmin => "closed_by_admin",
+    }
+);
+
+vocabulary!(
+    /// What a schedule tick did.
+    TickOutcome, "tick outcome" {
+        Triggered => "triggered",
+        SkippedRunning => "skipped_running",
+        SkippedMissed => "skipped_missed",
     }
 );
 

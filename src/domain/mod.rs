@@ -6,5 +6,6 @@ pub mod kinds;
 pub mod schedule;
 
 pub use kinds::{
-    DataType, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode, SyncTrigger,
+    BatchState, DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType,
+    SyncMode, SyncStatus, SyncTrigger, TickOutcome,
 };

@@ -19,7 +19,7 @@ use crate::{
     db::sync_settings::{self, SettingsChange, SettingsError},
     domain::{DataType, SyncMode, SyncTrigger, schedule::ScheduleError},
     n8n::UrlError,
-    scheduler::{self, SyncRequest, SyncRequestError},
+    sync::{self, SyncRequest, SyncRequestError},
 };
 
 /// The `{id}` of an integration route.
@@ -142,7 +142,7 @@ pub async fn sync(
         scheduled_for: None,
         retry_of: request.retry_of,
     };
-    match scheduler::request_sync(
+    match sync::request_sync(
         &state.pool,
         id,
         &sync_request,

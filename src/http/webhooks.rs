@@ -29,9 +29,10 @@ use crate::{
     db::tenant_tx,
     domain::{DataType, IntegrationStatus, SyncMode},
     ingest::{
-        envelope::{self, Chunk},
+        envelope,
         store::{self, Limits, NewBatch, Receipt, StoreError, Stored},
     },
+    sync::chunk::{self, Chunk},
 };
 
 /// Longest idempotency key kept; longer ones are refused rather than silently truncated.
@@ -319,7 +320,7 @@ fn prepare(raw: Bytes, gzip: bool, limit: usize, per_job: usize) -> Result<Prepa
             .with_details(json!({ "path": e.path }))
     })?;
     let content_hash = envelope::content_hash(&envelope);
-    let chunks = envelope::chunks(&envelope.records, per_job).map_err(ApiError::internal)?;
+    let chunks = chunk::chunks(&envelope.records, per_job).map_err(ApiError::internal)?;
     let prepared = Prepared {
         integration_id: envelope.integration_id,
         sync_log_id: envelope.sync_log_id,

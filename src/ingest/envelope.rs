@@ -12,10 +12,6 @@ use uuid::Uuid;
 
 use crate::domain::{DataType, SyncMode};
 
-/// zstd level 1: ~4x smaller than JSON at several hundred MB/s; higher levels cost more CPU per
-/// request than they save in storage for data that lives until its jobs finish.
-const ZSTD_LEVEL: i32 = 1;
-
 /// The envelope n8n posts, as the seed defined it plus `final` and `sync_mode`. Unknown fields are
 /// ignored so a workflow may carry its own bookkeeping.
 #[derive(Debug, Deserialize)]
@@ -186,18 +182,6 @@ pub fn kinds(envelope: &Envelope<'_>) -> Result<Kinds, (&'static str, String)> {
     })
 }
 
-/// A stored slice of a batch: one processing job's records.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    pub index: i32,
-    pub record_offset: i32,
-    pub record_count: i32,
-    /// zstd of `[record,record,…]`.
-    pub payload: Vec<u8>,
-}
-
-pub const CHUNK_ENCODING: &str = "zstd";
-
 /// Identifies a delivery's content: the same records (same bytes, same order), data type and
 /// final flag hash the same, so a repeated delivery is recognised.
 pub fn content_hash(envelope: &Envelope<'_>) -> [u8; 32] {
@@ -209,43 +193,6 @@ pub fn content_hash(envelope: &Envelope<'_>) -> [u8; 32] {
         hasher.update([0]);
     }
     hasher.finalize().into()
-}
-
-/// Cuts the records into chunks of at most `per_chunk`, each compressed.
-pub fn chunks(records: &[&RawValue], per_chunk: usize) -> std::io::Result<Vec<Chunk>> {
-    let mut out = Vec::with_capacity(records.len().div_ceil(per_chunk.max(1)));
-    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
-    let mut plain = Vec::new();
-    for (index, part) in records.chunks(per_chunk.max(1)).enumerate() {
-        plain.clear();
-        plain.push(b'[');
-        for (i, record) in part.iter().enumerate() {
-            if i > 0 {
-                plain.push(b',');
-            }
-            plain.extend_from_slice(record.get().as_bytes());
-        }
-        plain.push(b']');
-        out.push(Chunk {
-            index: index as i32,
-            record_offset: (index * per_chunk) as i32,
-            record_count: part.len() as i32,
-            payload: compressor.compress(&plain)?,
-        });
-    }
-    Ok(out)
-}
-
-/// The records of a stored chunk, for the job that processes it.
-pub fn decode_chunk(payload: &[u8], encoding: &str) -> std::io::Result<Vec<u8>> {
-    match encoding {
-        "zstd" => zstd::stream::decode_all(payload),
-        "identity" => Ok(payload.to_vec()),
-        other => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("unknown chunk encoding {other}"),
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -327,25 +274,6 @@ mod tests {
         let envelope = parse(text.as_bytes()).unwrap();
         check_records(&envelope.records)
             .expect("a surrogate pair, NUL, 1e308 and depth 127 are JSON");
-    }
-
-    #[test]
-    fn chunks_round_trip_and_cover_every_record() {
-        let records: Vec<String> = (0..2_500).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
-        let text = body(&format!("[{}]", records.join(",")));
-        let envelope = parse(text.as_bytes()).unwrap();
-        let chunks = chunks(&envelope.records, 1_000).unwrap();
-        assert_eq!(
-            chunks
-                .iter()
-                .map(|c| (c.record_offset, c.record_count))
-                .collect::<Vec<_>>(),
-            vec![(0, 1_000), (1_000, 1_000), (2_000, 500)]
-        );
-        let last = decode_chunk(&chunks[2].payload, CHUNK_ENCODING).unwrap();
-        let values: Vec<serde_json::Value> = serde_json::from_slice(&last).unwrap();
-        assert_eq!(values.len(), 500);
-        assert_eq!(values[0]["n"], 2_000);
     }
 
     #[test]

@@ -11,11 +11,14 @@ use jobs::NewJob;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::envelope::{CHUNK_ENCODING, Chunk};
 use crate::{
     db::tenant_tx,
     domain::{DataType, SyncMode},
-    tasks::{FinalizeSync, ProcessChunk, ingest::job_tag},
+    sync::{
+        FinalizeSync,
+        chunk::{CHUNK_ENCODING, Chunk, enqueue_chunk_jobs},
+        job_tag,
+    },
 };
 
 /// A validated delivery, ready to store.
@@ -221,21 +224,16 @@ pub async fn store(
     };
 
     if !batch.chunks.is_empty() {
-        insert_chunks(&mut tx, batch, batch_id).await?;
-        let tag = job_tag(batch.tenant_id, batch.integration_id);
-        let jobs: Vec<NewJob> = batch
-            .chunks
-            .iter()
-            .map(|c| {
-                NewJob::new(&ProcessChunk {
-                    tenant_id: batch.tenant_id,
-                    batch_id,
-                    chunk: c.index,
-                })
-                .map(|j| j.tag(tag.clone()))
-            })
-            .collect::<Result<_, _>>()?;
-        jobs::enqueue_many(&mut tx, &jobs).await?;
+        let indexes: Vec<i32> = batch.chunks.iter().map(|c| c.index).collect();
+        let job_ids = enqueue_chunk_jobs(
+            &mut tx,
+            batch.tenant_id,
+            batch.integration_id,
+            batch_id,
+            &indexes,
+        )
+        .await?;
+        insert_chunks(&mut tx, batch, batch_id, &job_ids).await?;
     }
     if batch.is_final {
         // Closes the sync if every batch is already processed (an empty or late final batch);
@@ -281,6 +279,7 @@ async fn insert_chunks(
     conn: &mut PgConnection,
     batch: &NewBatch<'_>,
     batch_id: Uuid,
+    job_ids: &[i64],
 ) -> Result<(), sqlx::Error> {
     let indexes: Vec<i32> = batch.chunks.iter().map(|c| c.index).collect();
     let offsets: Vec<i32> = batch.chunks.iter().map(|c| c.record_offset).collect();
@@ -288,9 +287,10 @@ async fn insert_chunks(
     let payloads: Vec<&[u8]> = batch.chunks.iter().map(|c| c.payload.as_slice()).collect();
     sqlx::query(
         "INSERT INTO ingest_batch_chunks
-             (tenant_id, batch_id, chunk_index, record_offset, record_count, payload, payload_encoding)
-         SELECT $1, $2, i, o, n, p, $7
-         FROM unnest($3::int4[], $4::int4[], $5::int4[], $6::bytea[]) AS t(i, o, n, p)",
+             (tenant_id, batch_id, chunk_index, record_offset, record_count, payload, payload_encoding,
+              job_id)
+         SELECT $1, $2, i, o, n, p, $7, j
+         FROM unnest($3::int4[], $4::int4[], $5::int4[], $6::bytea[], $8::int8[]) AS t(i, o, n, p, j)",
     )
     .bind(batch.tenant_id)
     .bind(batch_id)
@@ -299,6 +299,7 @@ async fn insert_chunks(
     .bind(&counts)
     .bind(&payloads)
     .bind(CHUNK_ENCODING)
+    .bind(job_ids)
     .execute(conn)
     .await?;
     Ok(())

@@ -2,34 +2,14 @@
 //! records (see `pipeline`); `FinalizeSync` closes a sync whose final batch arrived after the
 //! others were processed. Both are transactional: their effects commit with their completion.
 
-use jobs::{Job, JobError, JobMeta, TransactionalJob};
-use serde::{Deserialize, Serialize};
+use jobs::{JobError, JobMeta, TransactionalJob};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::JobContext;
-use crate::pipeline::{self, PipelineError};
-
-/// The queue of ingestion work, separate so its concurrency is tuned apart from other jobs.
-pub const INGEST_QUEUE: &str = "ingest";
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProcessChunk {
-    pub tenant_id: Uuid,
-    pub batch_id: Uuid,
-    pub chunk: i32,
-}
-
-impl Job for ProcessChunk {
-    const KIND: &'static str = "ingest.process_chunk";
-    const QUEUE: &'static str = INGEST_QUEUE;
-    const MAX_ATTEMPTS: i32 = 10;
-}
-
-/// The tag of every job working for one integration: admins filter on it.
-pub fn job_tag(tenant_id: Uuid, integration_id: Uuid) -> String {
-    format!("tenant:{tenant_id}/integration:{integration_id}")
-}
+use crate::{
+    pipeline::{self, PipelineError},
+    sync::{self, FinalizeSync, ProcessChunk},
+};
 
 impl TransactionalJob<JobContext> for ProcessChunk {
     async fn run(
@@ -62,18 +42,6 @@ impl TransactionalJob<JobContext> for ProcessChunk {
     }
 }
 
-/// Closes a sync once its final batch is in and every batch is processed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FinalizeSync {
-    pub tenant_id: Uuid,
-    pub sync_log_id: Uuid,
-}
-
-impl Job for FinalizeSync {
-    const KIND: &'static str = "ingest.finalize_sync";
-    const QUEUE: &'static str = INGEST_QUEUE;
-}
-
 impl TransactionalJob<JobContext> for FinalizeSync {
     async fn run(
         &self,
@@ -82,7 +50,7 @@ impl TransactionalJob<JobContext> for FinalizeSync {
         tx: &mut PgConnection,
     ) -> Result<(), JobError> {
         crate::db::set_tenant(tx, self.tenant_id).await?;
-        pipeline::close_sync_if_done(tx, self.sync_log_id).await?;
+        sync::close_sync_if_done(tx, self.sync_log_id).await?;
         Ok(())
     }
 }

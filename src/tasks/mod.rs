@@ -4,6 +4,7 @@
 
 pub mod ingest;
 mod ping;
+mod retention;
 mod trigger;
 
 use std::time::Duration;
@@ -12,9 +13,8 @@ use jobs::{Backoff, MaintenanceConfig, Registry, WorkerConfig};
 use sqlx::PgPool;
 
 use crate::config::{Config, JobsConfig, WorkerConfig as WorkerSettings};
-pub use ingest::{FinalizeSync, ProcessChunk};
+pub use crate::sync::{FinalizeSync, ProcessChunk, RunRetention, TriggerSync};
 pub use ping::Ping;
-pub use trigger::TriggerSync;
 
 /// What every job handler may use.
 #[derive(Clone)]
@@ -29,6 +29,7 @@ pub struct JobContext {
     pub sealer: Option<crate::crypto::Sealer>,
     /// Where n8n posts the batches of a triggered sync.
     pub callback_url: String,
+    pub retention: crate::sync::retention::RetentionSettings,
 }
 
 impl JobContext {
@@ -40,6 +41,7 @@ impl JobContext {
             n8n: crate::n8n::Client::new(n8n_settings(config)?)?,
             sealer: crate::crypto::sealer(config)?,
             callback_url: config.callback_url(),
+            retention: crate::sync::retention::RetentionSettings::from_config(config),
         })
     }
 }
@@ -57,11 +59,26 @@ pub fn n8n_settings(config: &Config) -> anyhow::Result<crate::n8n::ClientSetting
 pub fn registry(settings: &WorkerSettings) -> Registry<JobContext> {
     Registry::new()
         .queue("default", settings.concurrency)
-        .queue(ingest::INGEST_QUEUE, settings.ingest_concurrency)
+        .queue(crate::sync::INGEST_QUEUE, settings.ingest_concurrency)
         .plain::<Ping>()
         .plain::<TriggerSync>()
+        .plain::<RunRetention>()
         .transactional::<ProcessChunk>()
         .transactional::<FinalizeSync>()
+}
+
+/// The jobs the queue's leader enqueues on a schedule: retention every 10 minutes (a missed
+/// run happens once when a leader is back).
+pub fn periodic() -> Vec<jobs::Periodic> {
+    vec![
+        jobs::Periodic::new(
+            <RunRetention as jobs::Job>::KIND,
+            "0 */10 * * * *",
+            jobs::MissedTicks::RunLatest,
+            |_| jobs::NewJob::new(&RunRetention {}).expect("an empty job serialises"),
+        )
+        .expect("a valid cron expression"),
+    ]
 }
 
 pub fn worker_config(settings: &WorkerSettings) -> WorkerConfig {

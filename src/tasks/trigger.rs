@@ -4,29 +4,15 @@
 //! sync as failed with the reason on its log.
 
 use chrono::{DateTime, Utc};
-use jobs::{Job, JobError, JobMeta, PlainJob};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use jobs::{JobError, JobMeta, PlainJob};
 
 use super::JobContext;
 use crate::{
     db::tenant_tx,
     domain::{DataType, SourceType, SyncMode},
     n8n::{Credentials, TriggerBody, TriggerError, credentials_context},
-    scheduler::{fail_sync, reopen_untriggered},
+    sync::{TriggerSync, fail_sync, reopen_untriggered},
 };
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TriggerSync {
-    pub tenant_id: Uuid,
-    pub integration_id: Uuid,
-    pub sync_log_id: Uuid,
-}
-
-impl Job for TriggerSync {
-    const KIND: &'static str = "sync.trigger";
-    const MAX_ATTEMPTS: i32 = 10;
-}
 
 /// What the trigger needs, read in one query.
 #[derive(sqlx::FromRow)]

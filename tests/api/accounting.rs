@@ -304,7 +304,7 @@ async fn a_stored_record_the_worker_cannot_parse_fails_alone() {
         .iter()
         .map(|r| serde_json::from_str(r).unwrap())
         .collect();
-    let chunk = &syncbridge::ingest::envelope::chunks(&raws, 1_000).unwrap()[0];
+    let chunk = &syncbridge::sync::chunk::chunks(&raws, 1_000).unwrap()[0];
     sqlx::query("UPDATE ingest_batch_chunks SET payload = $1 WHERE batch_id = $2")
         .bind(&chunk.payload)
         .bind(
@@ -325,4 +325,295 @@ async fn a_stored_record_the_worker_cannot_parse_fails_alone() {
             .await
             .unwrap();
     assert_eq!(code, "invalid_json");
+}
+
+/// Runs a worker until no ingestion job is runnable, allowing dead ones (unlike `World::drain`).
+async fn work(w: &World) {
+    let mut config = crate::helpers::test_config();
+    config.worker.poll_interval_ms = 20;
+    config.worker.retry_base_ms = 10;
+    crate::helpers::work_until_done(
+        &w.app.db,
+        &config,
+        "SELECT count(*) FROM jobs WHERE queue = 'ingest'
+         AND state IN ('available', 'scheduled', 'running', 'retryable')",
+    )
+    .await;
+}
+
+async fn scheduler_round(w: &World) -> syncbridge::scheduler::RoundReport {
+    let settings =
+        syncbridge::scheduler::SchedulerSettings::from_config(&crate::helpers::test_config());
+    syncbridge::scheduler::run_round(&w.app.db.pool, &settings, chrono::Utc::now())
+        .await
+        .unwrap()
+}
+
+/// (status, failure_reason, received, created, updated, unchanged, skipped, failed)
+type SyncCounts = (String, Option<String>, i64, i64, i64, i64, i64, i64);
+
+async fn sync_counts(w: &World, sync_log_id: &Value) -> SyncCounts {
+    let counts: SyncCounts = sqlx::query_as(
+        "SELECT status, failure_reason, records_received, records_created, records_updated,
+                records_unchanged, records_skipped, records_failed
+         FROM integration_sync_logs WHERE id = $1",
+    )
+    .bind(sync_log_id.as_str().unwrap().parse::<Uuid>().unwrap())
+    .fetch_one(&mut w.owner().await)
+    .await
+    .unwrap();
+    let (_, _, received, created, updated, unchanged, skipped, failed) = &counts;
+    assert_eq!(
+        *received,
+        created + updated + unchanged + skipped + failed,
+        "received = created + updated + unchanged + skipped + failed: {counts:?}"
+    );
+    counts
+}
+
+async fn backlog(w: &World) -> i64 {
+    w.count(
+        "SELECT COALESCE(sum(record_count - records_processed), 0)::bigint FROM ingest_batches
+         WHERE state IN ('received', 'processing')",
+    )
+    .await
+}
+
+fn uuid(v: &Value) -> Uuid {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_dead_chunk_fails_its_batch_closes_the_sync_and_a_retry_restores_it() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Hubspot).await;
+    let records: Vec<String> = (0..RECORDS).map(contact).collect();
+    let (status, receipt) = post_text(&w, &key, body_text(integration, "contacts", &records)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let batch_id = uuid(&receipt["batch_id"]);
+    // The second chunk's stored bytes are damaged: its job fails permanently.
+    let mut owner = w.owner().await;
+    let payload: Vec<u8> = sqlx::query_scalar(
+        "SELECT payload FROM ingest_batch_chunks WHERE batch_id = $1 AND chunk_index = 1",
+    )
+    .bind(batch_id)
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE ingest_batch_chunks SET payload = '\\x00'::bytea
+         WHERE batch_id = $1 AND chunk_index = 1",
+    )
+    .bind(batch_id)
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    work(&w).await;
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM jobs WHERE kind = 'ingest.process_chunk' AND state = 'failed'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        backlog(&w).await,
+        500,
+        "the dead chunk still holds the backlog"
+    );
+
+    let report = scheduler_round(&w).await;
+    assert_eq!(report.chunks_settled, 1);
+    let (batch_state, batch_reason, failed): (String, Option<String>, i32) = sqlx::query_as(
+        "SELECT state, failure_reason, records_failed FROM ingest_batches WHERE id = $1",
+    )
+    .bind(batch_id)
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (batch_state.as_str(), batch_reason.as_deref(), failed),
+        ("failed", Some("processing_failed"), 500)
+    );
+    let (status, reason, received, created, _, _, _, failed) =
+        sync_counts(&w, &receipt["sync_log_id"]).await;
+    assert_eq!(
+        (
+            status.as_str(),
+            reason.as_deref(),
+            received,
+            created,
+            failed
+        ),
+        ("partial", Some("processing_failed"), 1_500, 1_000, 500)
+    );
+    let (index, code): (i32, String) =
+        sqlx::query_as("SELECT record_index, code FROM integration_sync_errors")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!((index, code.as_str()), (1_000, "processing_failed"));
+    assert_eq!(backlog(&w).await, 0, "the backlog is released");
+    assert_eq!(scheduler_round(&w).await.chunks_settled, 0, "settled once");
+
+    // The operator repairs the cause and retries the dead job: everything it closed reopens,
+    // and the sync closes again, counted once.
+    sqlx::query(
+        "UPDATE ingest_batch_chunks SET payload = $2 WHERE batch_id = $1 AND chunk_index = 1",
+    )
+    .bind(batch_id)
+    .bind(&payload)
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let filter = jobs::JobFilter {
+        states: vec![jobs::JobState::Failed],
+        ..Default::default()
+    };
+    let retried = jobs::admin::apply(
+        &w.app.db.pool,
+        jobs::BulkAction::Retry,
+        &filter,
+        100,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(retried, 1);
+    work(&w).await;
+    let (status, reason, received, created, _, _, _, failed) =
+        sync_counts(&w, &receipt["sync_log_id"]).await;
+    assert_eq!(
+        (status.as_str(), reason, received, created, failed),
+        ("success", None, 1_500, 1_500, 0)
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM external_contacts").await,
+        1_500
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM integration_sync_errors")
+            .await,
+        0
+    );
+    let batch_state: String = sqlx::query_scalar("SELECT state FROM ingest_batches WHERE id = $1")
+        .bind(batch_id)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(batch_state, "processed");
+    let (total, failed_syncs, synced, last): (i64, i64, i64, String) = sqlx::query_as(
+        "SELECT total_syncs, failed_syncs, total_records_synced, last_sync_status
+         FROM integration_sources WHERE id = $1",
+    )
+    .bind(integration)
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (total, failed_syncs, synced, last.as_str()),
+        (1, 0, 1_500, "success")
+    );
+}
+
+#[tokio::test]
+async fn operators_list_and_close_open_syncs_and_discard_batches() {
+    let w = world().await;
+    let db = &w.app.db;
+    // A workflow that never sent its final batch: the sync stays open.
+    let (hanging, key) = w.integration(SourceType::Hubspot).await;
+    let body = body_text(
+        hanging,
+        "contacts",
+        &(0..5).map(contact).collect::<Vec<_>>(),
+    )
+    .replace(r#""final":true,"#, "");
+    let (_, open) = post_text(&w, &key, body).await;
+    // A batch an operator gives up on before it is processed.
+    let (doomed, key) = w.integration(SourceType::Hubspot).await;
+    let (_, discarded) = post_text(
+        &w,
+        &key,
+        body_text(
+            doomed,
+            "contacts",
+            &(0..1_200).map(contact).collect::<Vec<_>>(),
+        ),
+    )
+    .await;
+
+    let listed = crate::cli::ok(db, &["syncs", "list", "--open"]);
+    let open_id = open["sync_log_id"].as_str().unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let line = listed.lines().find(|l| l.starts_with(open_id)).unwrap();
+    assert!(
+        line.contains("running") && line.contains("(no final batch)"),
+        "{line}"
+    );
+
+    let batch = discarded["batch_id"].as_str().unwrap();
+    let out = crate::cli::ok(db, &["batches", "discard", batch, "--reason", "bad export"]);
+    assert_eq!(out, "1200");
+    let (status, reason, received, _, _, _, _, failed) =
+        sync_counts(&w, &discarded["sync_log_id"]).await;
+    assert_eq!(
+        (status.as_str(), reason.as_deref(), received, failed),
+        ("failed", Some("processing_failed"), 1_200, 1_200)
+    );
+    let codes: Vec<String> = sqlx::query_scalar(
+        "SELECT code FROM integration_sync_errors WHERE batch_id = $1 ORDER BY record_index",
+    )
+    .bind(uuid(&discarded["batch_id"]))
+    .fetch_all(&mut w.owner().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        codes,
+        ["batch_discarded", "batch_discarded"],
+        "one row per chunk"
+    );
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM jobs WHERE kind = 'ingest.process_chunk' AND state = 'cancelled'"
+        )
+        .await,
+        2
+    );
+
+    let closed = crate::cli::ok(
+        db,
+        &[
+            "syncs",
+            "close",
+            open_id,
+            "--reason",
+            "workflow deleted in n8n",
+        ],
+    );
+    // Nothing of it was processed yet: it stored nothing, so it failed.
+    assert_eq!(closed, "failed");
+    let again = crate::cli::syncbridge(db, &["syncs", "close", open_id, "--reason", "twice"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already closed"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(crate::cli::ok(db, &["syncs", "list", "--open"]), "");
+
+    // Its batch is processed afterwards and still counted; the discarded jobs never run.
+    work(&w).await;
+    let (status, reason, received, created, ..) = sync_counts(&w, &open["sync_log_id"]).await;
+    assert_eq!(
+        (status.as_str(), reason.as_deref(), received, created),
+        ("failed", Some("closed_by_admin"), 5, 5)
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM external_contacts WHERE integration_id = '{doomed}'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(backlog(&w).await, 0);
 }

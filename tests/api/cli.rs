@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::helpers::TestDb;
 
-fn syncbridge(db: &TestDb, args: &[&str]) -> Output {
+pub(crate) fn syncbridge(db: &TestDb, args: &[&str]) -> Output {
     syncbridge_with(db, args, &[])
 }
 
@@ -25,7 +25,7 @@ fn syncbridge_with(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// Runs a command that must succeed and returns its stdout, trimmed.
-fn ok(db: &TestDb, args: &[&str]) -> String {
+pub(crate) fn ok(db: &TestDb, args: &[&str]) -> String {
     let out = syncbridge(db, args);
     assert!(
         out.status.success(),

@@ -581,14 +581,14 @@ async fn a_silent_n8n_times_out_and_exhausted_attempts_fail_the_sync() {
     let mut config = config();
     config.n8n.timeout_secs = 1;
     config.n8n.trigger_max_attempts = 2;
-    let request = scheduler::SyncRequest {
+    let request = syncbridge::sync::SyncRequest {
         trigger: syncbridge::domain::SyncTrigger::Manual,
         sync_mode: None,
         data_types: None,
         scheduled_for: None,
         retry_of: None,
     };
-    let (sync_log_id, _) = scheduler::request_sync(&w.app.db.pool, id, &request, false, 2)
+    let (sync_log_id, _) = syncbridge::sync::request_sync(&w.app.db.pool, id, &request, false, 2)
         .await
         .unwrap();
     let started = Instant::now();
