@@ -617,3 +617,252 @@ async fn operators_list_and_close_open_syncs_and_discard_batches() {
     );
     assert_eq!(backlog(&w).await, 0);
 }
+
+#[tokio::test]
+async fn a_rescued_old_chunk_never_overwrites_a_newer_delivery() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Hubspot).await;
+    let version = |title: &str| {
+        (0..10)
+            .map(|i| {
+                json!({"id": format!("c{i}"), "properties": {
+                    "email": format!("p{i}@northwind.io"), "jobtitle": title}})
+                .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (_, old) = post_text(
+        &w,
+        &key,
+        body_text(integration, "contacts", &version("old")),
+    )
+    .await;
+    // Its job waits for a retry, as after a worker crashed mid-chunk ...
+    let mut owner = w.owner().await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'scheduled', scheduled_at = now() + interval '1 hour'
+         WHERE args->>'batch_id' = $1",
+    )
+    .bind(old["batch_id"].as_str().unwrap())
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    // ... while a later delivery of the same records is processed first.
+    let (_, new) = post_text(
+        &w,
+        &key,
+        body_text(integration, "contacts", &version("new")),
+    )
+    .await;
+    let mut config = crate::helpers::test_config();
+    config.worker.poll_interval_ms = 20;
+    crate::helpers::work_until_done(
+        &w.app.db,
+        &config,
+        "SELECT count(*) FROM jobs WHERE queue = 'ingest' AND state IN ('available', 'running')",
+    )
+    .await;
+    // Then the old chunk runs after all: rescued from a dead worker.
+    sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = 1, attempted_by = 'crashed-worker',
+                         attempted_at = now() - interval '1 hour'
+         WHERE args->>'batch_id' = $1",
+    )
+    .bind(old["batch_id"].as_str().unwrap())
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    work(&w).await;
+    let titles: Vec<String> = sqlx::query_scalar("SELECT DISTINCT title FROM external_contacts")
+        .fetch_all(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(titles, ["new"], "the later delivery's version stays");
+    let (status, _, received, created, updated, unchanged, skipped, failed) =
+        sync_counts(&w, &old["sync_log_id"]).await;
+    assert_eq!(status, "success");
+    assert_eq!(
+        (received, created, updated, unchanged, skipped, failed),
+        (10, 0, 0, 0, 10, 0),
+        "the old versions count as skipped"
+    );
+    let (_, _, _, created, ..) = sync_counts(&w, &new["sync_log_id"]).await;
+    assert_eq!(created, 10);
+}
+
+#[tokio::test]
+async fn retention_deletes_what_is_past_its_age_and_keeps_the_rest() {
+    use syncbridge::sync::retention::{RetentionSettings, prune};
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Hubspot).await;
+    let records: Vec<String> = (0..1_200).map(contact).collect();
+    let (_, old) = post_text(&w, &key, body_text(integration, "contacts", &records)).await;
+    let (_, recent) = post_text(&w, &key, body_text(integration, "contacts", &records[..3])).await;
+    let (_, unfinished) = post_text(
+        &w,
+        &key,
+        body_text(integration, "contacts", &records[..2]).replace(r#""final":true,"#, ""),
+    )
+    .await;
+    let mut owner = w.owner().await;
+    // The unfinished batch's job never ran: its chunk stays whatever its age.
+    sqlx::query("UPDATE jobs SET state = 'cancelled' WHERE args->>'batch_id' = $1")
+        .bind(unfinished["batch_id"].as_str().unwrap())
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    work(&w).await;
+    sqlx::query("UPDATE ingest_batches SET received_at = now() - interval '8 days' WHERE id <> $1")
+        .bind(uuid(&recent["batch_id"]))
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO integration_sync_errors (tenant_id, integration_id, sync_log_id, code, message, created_at)
+         SELECT tenant_id, integration_id, id, 'x', 'old', now() - interval '31 days' FROM integration_sync_logs
+         UNION ALL
+         SELECT tenant_id, integration_id, id, 'x', 'recent', now() FROM integration_sync_logs",
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO integration_schedule_ticks (tenant_id, integration_id, tick_at, outcome)
+         SELECT $1, $2, now() - d * interval '1 day', 'skipped_missed' FROM unnest('{40, 35, 31}'::int[]) d",
+    )
+    .bind(w.tenant_id)
+    .bind(integration)
+    .execute(&mut owner)
+    .await
+    .unwrap();
+
+    let settings = RetentionSettings::from_config(&crate::helpers::test_config());
+    let pruned = prune(&w.app.db.pool, &settings, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (pruned.batches, pruned.chunks),
+        (1, 2),
+        "the old batch's two chunks"
+    );
+    assert_eq!(pruned.sync_errors, 3, "one old error row per sync");
+    assert_eq!(pruned.ticks, 2, "the newest tick stays for the scheduler");
+    let kept: Vec<Uuid> =
+        sqlx::query_scalar("SELECT DISTINCT batch_id FROM ingest_batch_chunks ORDER BY 1")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    let mut expected = vec![uuid(&recent["batch_id"]), uuid(&unfinished["batch_id"])];
+    expected.sort();
+    assert_eq!(kept, expected);
+    assert_eq!(
+        w.count("SELECT count(*) FROM integration_sync_errors WHERE message = 'recent'")
+            .await,
+        3
+    );
+    assert_eq!(
+        prune(&w.app.db.pool, &settings, chrono::Utc::now())
+            .await
+            .unwrap(),
+        Default::default(),
+        "nothing is left to delete"
+    );
+    // A sync whose chunks are gone cannot be replayed, and says why.
+    let out = crate::cli::syncbridge(
+        &w.app.db,
+        &["syncs", "reprocess", old["sync_log_id"].as_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("deleted by retention"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn reprocessing_a_sync_after_a_mapping_fix_updates_its_rows_as_a_new_sync() {
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Hubspot).await;
+    let records: Vec<String> = (0..1_100)
+        .map(|i| {
+            json!({"id": format!("c{i}"), "properties": {
+                "email": format!("p{i}@northwind.io"), "jobtitle": "Engineer", "job_function": "R&D"}})
+            .to_string()
+        })
+        .collect();
+    let (_, first) = post_text(&w, &key, body_text(integration, "contacts", &records)).await;
+    work(&w).await;
+    let open = crate::cli::syncbridge(
+        &w.app.db,
+        &["syncs", "reprocess", first["sync_log_id"].as_str().unwrap()],
+    );
+    assert!(
+        open.status.success(),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    let unchanged_replay: Value = json!(String::from_utf8(open.stdout).unwrap().trim());
+    work(&w).await;
+    let (status, _, received, _, updated, unchanged, ..) = sync_counts(&w, &unchanged_replay).await;
+    assert_eq!(
+        (status.as_str(), received, updated, unchanged),
+        ("success", 1_100, 0, 1_100)
+    );
+
+    // The title should have been the job function: fixed, then replayed.
+    admin::set_mapping(
+        &w.app.db.pool,
+        integration,
+        syncbridge::domain::DataType::Contacts,
+        "title",
+        &json!({"source": "properties.job_function"}),
+        true,
+    )
+    .await
+    .unwrap();
+    let replay: Value = json!(crate::cli::ok(
+        &w.app.db,
+        &["syncs", "reprocess", first["sync_log_id"].as_str().unwrap()],
+    ));
+    work(&w).await;
+    let (status, _, received, created, updated, ..) = sync_counts(&w, &replay).await;
+    assert_eq!(
+        (status.as_str(), received, created, updated),
+        ("success", 1_100, 0, 1_100)
+    );
+    let (trigger, mode, of): (String, String, Uuid) = sqlx::query_as(
+        "SELECT trigger, sync_mode, replay_of FROM integration_sync_logs WHERE id = $1",
+    )
+    .bind(uuid(&replay))
+    .fetch_one(&mut w.owner().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        (trigger.as_str(), mode.as_str(), of),
+        ("replay", "incremental", uuid(&first["sync_log_id"]))
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM external_contacts WHERE title = 'R&D'")
+            .await,
+        1_100
+    );
+    let (_, _, _, created, ..) = sync_counts(&w, &first["sync_log_id"]).await;
+    assert_eq!(created, 1_100, "the original sync is as it was");
+    // An open sync is not replayed.
+    let (_, running) = post_text(
+        &w,
+        &key,
+        body_text(integration, "contacts", &records[..1]).replace(r#""final":true,"#, ""),
+    )
+    .await;
+    let out = crate::cli::syncbridge(
+        &w.app.db,
+        &[
+            "syncs",
+            "reprocess",
+            running["sync_log_id"].as_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still running"));
+}
