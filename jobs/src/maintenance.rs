@@ -18,8 +18,12 @@ pub struct MaintenanceConfig {
     pub interval: Duration,
     /// A leader that has not renewed for this long is replaced.
     pub lease: Duration,
-    /// A worker whose heartbeat is older than this is dead; its running jobs are rescued.
+    /// A worker whose heartbeat is older than this is dead; its running jobs are rescued. An
+    /// attempt running longer than its timeout plus this is rescued too, however alive its
+    /// worker: the worker stops an attempt at its timeout, so such an attempt's outcome was lost.
     pub stale_after: Duration,
+    /// The timeout of jobs that carry none (`WorkerConfig::default_timeout`).
+    pub default_timeout: Duration,
     pub keep_completed: Duration,
     pub keep_failed: Duration,
     /// Pruning scans the table (no index serves it, on purpose), so it runs this seldom.
@@ -34,6 +38,7 @@ impl Default for MaintenanceConfig {
             interval: Duration::from_secs(1),
             lease: Duration::from_secs(15),
             stale_after: Duration::from_secs(20),
+            default_timeout: Duration::from_secs(300),
             keep_completed: Duration::from_secs(24 * 3600),
             keep_failed: Duration::from_secs(7 * 24 * 3600),
             prune_every: Duration::from_secs(60),
@@ -170,7 +175,12 @@ impl Maintenance {
 
     /// One round of the leader's frequent duties, at `now` for the periodic schedules.
     pub async fn run_duties(&self, now: DateTime<Utc>) -> Result<(), Error> {
-        rescue_stale(&self.pool, self.config.stale_after).await?;
+        rescue_stale(
+            &self.pool,
+            self.config.stale_after,
+            self.config.default_timeout,
+        )
+        .await?;
         promote_due(&self.pool, self.config.batch).await?;
         for periodic in &self.periodic {
             enqueue_due_tick(&self.pool, periodic, now).await?;
@@ -226,26 +236,44 @@ pub async fn promote_due(pool: &PgPool, batch: i64) -> Result<u64, Error> {
     Ok(queues.len() as u64)
 }
 
-/// Running jobs of workers that stopped heartbeating (or deregistered without finishing them)
-/// go back to retryable, or to failed at their last attempt. Fenced on `state = 'running'` in the
-/// same statement, so a completion that wins the row lock is never undone.
-pub async fn rescue_stale(pool: &PgPool, stale_after: Duration) -> Result<u64, Error> {
+/// Running jobs of workers that stopped heartbeating (or deregistered without finishing them),
+/// and attempts that outlived their lease (timeout plus `stale_after`) on a live worker, go back
+/// to retryable, or to failed at their last attempt. Fenced on `state = 'running'` in the same
+/// statement, so a completion that wins the row lock is never undone.
+pub async fn rescue_stale(
+    pool: &PgPool,
+    stale_after: Duration,
+    default_timeout: Duration,
+) -> Result<u64, Error> {
     let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
+    let timeout_ms = i64::try_from(default_timeout.as_millis()).unwrap_or(i64::MAX);
     let rescued = sqlx::query(
-        "UPDATE jobs SET
+        "WITH lost AS (
+             SELECT id, attempted_at < now() - (COALESCE(timeout_ms, $2) + $1) * interval '1 millisecond'
+                        AS lease_ended
+             FROM jobs
+             WHERE state = 'running' AND attempted_by IS NOT NULL
+               AND attempted_at < now() - $1 * interval '1 millisecond'
+               AND (NOT EXISTS (SELECT 1 FROM job_workers w
+                                WHERE w.id = jobs.attempted_by
+                                  AND w.heartbeat_at >= now() - $1 * interval '1 millisecond')
+                    OR attempted_at < now() - (COALESCE(timeout_ms, $2) + $1) * interval '1 millisecond')
+             FOR UPDATE SKIP LOCKED)
+         UPDATE jobs SET
              state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retryable' END,
              scheduled_at = now(),
              finalized_at = CASE WHEN attempt >= max_attempts THEN now() END,
              errors = errors || jsonb_build_array(jsonb_build_object(
                  'attempt', attempt, 'at', now(),
-                 'error', 'worker ' || coalesce(attempted_by, '?') || ' stopped heartbeating; job rescued'))
-         WHERE state = 'running' AND attempted_by IS NOT NULL
-           AND attempted_at < now() - $1 * interval '1 millisecond'
-           AND NOT EXISTS (SELECT 1 FROM job_workers w
-                           WHERE w.id = jobs.attempted_by
-                             AND w.heartbeat_at >= now() - $1 * interval '1 millisecond')",
+                 'error', CASE WHEN lost.lease_ended
+                     THEN 'the attempt on ' || coalesce(attempted_by, '?')
+                          || ' outlived its timeout and lease without an outcome; job rescued'
+                     ELSE 'worker ' || coalesce(attempted_by, '?') || ' stopped heartbeating; job rescued'
+                     END))
+         FROM lost WHERE jobs.id = lost.id AND jobs.state = 'running'",
     )
     .bind(stale_ms)
+    .bind(timeout_ms)
     .execute(pool)
     .await?
     .rows_affected();

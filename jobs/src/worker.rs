@@ -38,6 +38,10 @@ pub struct WorkerConfig {
     /// Most completions written by one statement.
     pub completion_batch: usize,
     pub backoff: Backoff,
+    /// How long writing an attempt's outcome (completion, failure, release) is retried while the
+    /// database does not answer. An outcome still unwritten then is left to the rescuer: the
+    /// attempt's lease (its timeout plus `MaintenanceConfig::stale_after`) runs out.
+    pub settle_for: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -50,6 +54,7 @@ impl Default for WorkerConfig {
             shutdown_deadline: Duration::from_secs(30),
             completion_batch: 2_000,
             backoff: Backoff::default(),
+            settle_for: Duration::from_secs(300),
         }
     }
 }
@@ -179,6 +184,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             self.queue_pool.clone(),
             completions_rx,
             shared.config.completion_batch,
+            shared.config.settle_for,
         ));
 
         let jobs = TaskTracker::new();
@@ -374,17 +380,55 @@ async fn execute<C: Clone + Send + Sync + 'static>(shared: &Arc<Shared<C>>, job:
             Ok(())
         }
         Outcome::Committed | Outcome::Lost => Ok(()),
-        Outcome::Released => release(&shared.queue_pool, job.id, job.attempt).await,
+        Outcome::Released => {
+            settle(shared, job.id, || {
+                release(&shared.queue_pool, job.id, job.attempt)
+            })
+            .await
+        }
         Outcome::Failed(error) => {
             tracing::warn!(job.id = job.id, job.kind = %job.kind, job.attempt = job.attempt, duration_ms = elapsed_ms, error = %error, "job attempt failed");
-            record_failure(shared, &job, &error).await
+            settle(shared, job.id, || record_failure(shared, &job, &error)).await
         }
     };
     if let Err(e) = result {
-        // The rescuer will return the job once this worker's heartbeat stops, or the admin can.
-        tracing::error!(job.id = job.id, error = %e, "could not record the outcome of a job");
+        // The attempt's lease runs out (timeout + stale_after) and the rescuer returns the job.
+        tracing::error!(job.id = job.id, error = %e, "could not record the outcome of a job; the rescuer will take it when its lease ends");
     }
 }
+
+/// Writes an attempt's outcome, retrying with backoff while the database does not answer (a
+/// restart, a failover) for up to `settle_for`. Every outcome write is fenced on the attempt, so
+/// writing one twice, or after the rescuer took the job, changes nothing. Without this, a
+/// worker that outlived a database crash kept its jobs `running` for good: it was alive and
+/// heartbeating, so the rescuer never took them.
+async fn settle<C, F, Fut>(shared: &Shared<C>, job_id: i64, write: F) -> Result<(), Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let started = Instant::now();
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() < shared.config.settle_for => {
+                tries += 1;
+                let delay = SETTLE_BACKOFF.delay(tries);
+                tracing::warn!(job.id = job_id, error = %e, retry_in_ms = delay.as_millis() as u64, "writing a job's outcome failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Retries of outcome writes: from 100 ms, doubling, at most 5 s apart.
+const SETTLE_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    jitter: 0.25,
+};
 
 async fn run_attempt<C: Clone + Send + Sync + 'static>(
     shared: Arc<Shared<C>>,
@@ -503,11 +547,13 @@ async fn complete_batches(
     pool: PgPool,
     mut rx: mpsc::UnboundedReceiver<(i64, i32)>,
     max_batch: usize,
+    settle_for: Duration,
 ) {
     let mut buffer = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut buffer, max_batch).await > 0 {
         let (ids, attempts): (Vec<i64>, Vec<i32>) = buffer.drain(..).unzip();
         let mut tries = 0;
+        let started = Instant::now();
         loop {
             // No join with the arrays: with statistics taken while the table was nearly empty,
             // the planner nest-loops such a join over every running row (measured: one statement
@@ -524,13 +570,14 @@ async fn complete_batches(
             .await;
             match result {
                 Ok(_) => break,
-                Err(e) if tries < 5 => {
+                Err(e) if started.elapsed() < settle_for => {
                     tries += 1;
-                    tracing::warn!(error = %e, jobs = ids.len(), "completing jobs failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                    let delay = SETTLE_BACKOFF.delay(tries);
+                    tracing::warn!(error = %e, jobs = ids.len(), retry_in_ms = delay.as_millis() as u64, "completing jobs failed; retrying");
+                    tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    // The rescuer returns them once this worker is gone; they may run again.
+                    // Their leases run out and the rescuer returns them; they may run again.
                     tracing::error!(error = %e, jobs = ids.len(), "could not complete jobs");
                     break;
                 }

@@ -289,6 +289,23 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Crashes and restarts the server: an immediate stop (no checkpoint, every connection cut, as
+    /// in a power loss; the next start recovers from the WAL), then a start. For fault drills.
+    /// Blocking.
+    pub fn crash_and_restart(&self) -> Result<()> {
+        let out = self
+            .pg_ctl_command()
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "immediate", "-w"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run pg_ctl stop")?;
+        check_output("pg_ctl stop -m immediate", &out)?;
+        self.start_server()
+    }
+
     fn pg_ctl_command(&self) -> Command {
         let mut cmd = Command::new(&self.pg_ctl);
         self.as_server_user_mut(&mut cmd);

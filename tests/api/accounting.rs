@@ -866,3 +866,182 @@ async fn reprocessing_a_sync_after_a_mapping_fix_updates_its_rows_as_a_new_sync(
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("still running"));
 }
+
+#[tokio::test]
+async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    use syncbridge::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+
+    // A durable cluster of this test's own: it is crashed twice, which the shared one must not be.
+    let data_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("crash-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let options = EmbeddedOptions {
+        data_dir: data_dir.clone(),
+        bin_dir: None,
+        run_as: "postgres".into(),
+        database: "syncbridge".into(),
+        durable: true,
+    };
+    let server = Arc::new(
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+            .await
+            .unwrap()
+            .expect("the drill's PostgreSQL starts"),
+    );
+    let connect = server.ensure_database().await.unwrap();
+    syncbridge::db::migrate(&connect).await.unwrap();
+    let db = crate::helpers::TestDb {
+        name: "syncbridge".into(),
+        owner_options: connect.clone(),
+        pool: syncbridge::db::connect(connect, &crate::helpers::database_config()),
+    };
+    let app = crate::helpers::TestApp::spawn_on(db).await;
+    let pool = app.db.pool.clone();
+    let tenant = admin::create_tenant(&pool, "Drill").await.unwrap();
+    let integration =
+        admin::create_integration(&pool, tenant.id, SourceType::Hubspot, "HubSpot", None)
+            .await
+            .unwrap();
+    let key = admin::create_api_key(&pool, integration.id, None)
+        .await
+        .unwrap()
+        .key
+        .plaintext;
+
+    // A worker and the queue's maintenance run throughout, as in production.
+    let mut config = crate::helpers::test_config();
+    config.worker.poll_interval_ms = 50;
+    config.worker.retry_base_ms = 50;
+    config.worker.retry_max_secs = 1;
+    config.worker.heartbeat_interval_secs = 1;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = jobs::Worker::new(
+        pool.clone(),
+        syncbridge::tasks::JobContext::new(pool.clone(), &config).unwrap(),
+        syncbridge::tasks::registry(&config.worker),
+        syncbridge::tasks::worker_config(&config.worker),
+    );
+    let maintenance = jobs::Maintenance::new(
+        pool.clone(),
+        jobs::MaintenanceConfig {
+            interval: std::time::Duration::from_millis(50),
+            stale_after: std::time::Duration::from_secs(3),
+            ..jobs::MaintenanceConfig::default()
+        },
+        Vec::new(),
+    );
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let maintaining = tokio::spawn(maintenance.run(shutdown.clone()));
+
+    // Four clients deliver 48 batches of 500, each retried with its idempotency key until
+    // accepted, as n8n's Retry On Fail does; the database crashes twice meanwhile.
+    const BATCHES: usize = 48;
+    const PER_BATCH: usize = 500;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let (url, key, accepted) = (app.url("/api/webhooks/n8n"), key.clone(), accepted.clone());
+        let http = reqwest::Client::new();
+        let integration = integration.id;
+        clients.push(tokio::spawn(async move {
+            for b in (client..BATCHES).step_by(4) {
+                let records: Vec<String> =
+                    (b * PER_BATCH..(b + 1) * PER_BATCH).map(contact).collect();
+                let body = body_text(integration, "contacts", &records);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                loop {
+                    let sent = http
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .header("content-type", "application/json")
+                        .header("idempotency-key", format!("drill-{b}"))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if sent.as_ref().is_ok_and(|r| r.status().is_success()) {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "batch {b} never accepted"
+                    );
+                    // A client's backoff before retrying, as n8n waits between tries.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }));
+    }
+    for after in [12, 30] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while accepted.load(Ordering::SeqCst) < after {
+            assert!(std::time::Instant::now() < deadline, "deliveries stalled");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || server.crash_and_restart())
+            .await
+            .unwrap()
+            .expect("the drill's PostgreSQL restarts");
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    // Recovery: every accepted record is stored and no job stays running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let mut owner = app.db.owner().await;
+        let unfinished = crate::helpers::count(
+            &mut owner,
+            "SELECT (SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable'))
+                  + (SELECT count(*) FROM ingest_batches WHERE state <> 'processed')",
+        )
+        .await;
+        if unfinished == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unfinished} jobs or batches never finished after the crashes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut owner = app.db.owner().await;
+    let stored = crate::helpers::count(&mut owner, "SELECT count(*) FROM external_contacts").await;
+    assert_eq!(
+        stored,
+        (BATCHES * PER_BATCH) as i64,
+        "every accepted record is stored"
+    );
+    let batches = crate::helpers::count(&mut owner, "SELECT count(*) FROM ingest_batches").await;
+    assert_eq!(batches, BATCHES as i64, "each batch was stored once");
+    let not_success = crate::helpers::count(
+        &mut owner,
+        "SELECT count(*) FROM integration_sync_logs
+         WHERE status <> 'success'
+            OR records_received <> records_created + records_updated + records_unchanged
+                                   + records_skipped + records_failed",
+    )
+    .await;
+    assert_eq!(
+        not_success, 0,
+        "every sync closed complete and its counts add up"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    maintaining.await.unwrap();
+    drop(owner);
+    app.db.pool.close().await;
+    drop(app);
+    let server = Arc::try_unwrap(server).expect("no one else holds the drill's server");
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -481,6 +481,55 @@ async fn jobs_of_a_killed_worker_are_rescued_and_take_effect_exactly_once() {
 }
 
 #[tokio::test]
+async fn an_attempt_that_outlived_its_lease_is_rescued_though_its_worker_lives() {
+    // A worker that lost a database connection mid-attempt, and could not write the outcome, is
+    // still heartbeating: its attempt is taken back once its timeout plus stale_after passed.
+    let db = TestDb::migrated().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(enqueue_one(&db.pool, NewJob::new(&Ping { note: None }).unwrap()).await);
+    }
+    let mut owner = db.owner().await;
+    sqlx::query(
+        "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ('alive', 'h', 1, '{}')",
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    for (id, age_ms) in [(ids[0], 60_000), (ids[1], 500)] {
+        sqlx::query(
+            "UPDATE jobs SET state = 'running', attempt = 1, attempted_by = 'alive', timeout_ms = 1000,
+                             attempted_at = now() - $2 * interval '1 millisecond'
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(age_ms)
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    }
+    let rescued =
+        maintenance::rescue_stale(&db.pool, Duration::from_secs(1), Duration::from_secs(300))
+            .await
+            .unwrap();
+    assert_eq!(rescued, 1);
+    let old = job_row(&db.pool, ids[0]).await;
+    assert_eq!(old.state, "retryable");
+    assert!(
+        old.errors
+            .to_string()
+            .contains("outlived its timeout and lease"),
+        "{}",
+        old.errors
+    );
+    assert_eq!(
+        job_row(&db.pool, ids[1]).await.state,
+        "running",
+        "within its lease"
+    );
+}
+
+#[tokio::test]
 async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
     let db = TestDb::migrated().await;
     // 50 jobs "running" on a worker that never registered (so: dead), claimed long ago.
@@ -520,7 +569,7 @@ async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
         let (pool, barrier) = (db.pool.clone(), barrier.clone());
         tokio::spawn(async move {
             barrier.wait().await;
-            maintenance::rescue_stale(&pool, Duration::from_secs(1))
+            maintenance::rescue_stale(&pool, Duration::from_secs(1), Duration::from_secs(300))
                 .await
                 .unwrap()
         })
