@@ -1045,3 +1045,257 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// JSON fragments a mutated record may carry in place of a valid value: what sources really send
+/// (NUL, huge numbers, odd dates, long text, wrong types). The worker must account for each.
+fn fragments() -> Vec<String> {
+    let mut f: Vec<String> = [
+        r#""plain""#,
+        r#""\u0000""#,
+        r#""a\u0000b""#,
+        r#""\ud83d\ude00""#,
+        "1e16",
+        "1e308",
+        "-0",
+        "0.1",
+        "123456789012345678901234567890",
+        r#""0000-01-01T00:00:00Z""#,
+        r#""9999-12-31T23:59:59Z""#,
+        r#""+10000-01-01T00:00:00Z""#,
+        r#""2024-02-30""#,
+        r#""not a date""#,
+        "null",
+        "true",
+        "{}",
+        "[]",
+        r#"{"a":[1,{"b":null}]}"#,
+        r#""  ""#,
+        r#""""#,
+        r#""ünïcödé ✓""#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    f.push(format!("{}1{}", "[".repeat(100), "]".repeat(100)));
+    f.push(format!("\"{}\"", "x".repeat(3_000)));
+    f.push(format!("\"{}@northwind.io\"", "y".repeat(1_500)));
+    f
+}
+
+/// What no record can become: the webhook refuses the whole delivery.
+const REFUSED: [&str; 5] = [
+    r#""\ud800""#,
+    r#""\udc00x""#,
+    "1e400",
+    "-1e400",
+    // 128 levels with the record's own object.
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+];
+
+/// One generated envelope: per record, a fragment index (or none) for each of its seven fields;
+/// and, for some envelopes, one field of one record given a fragment from [`REFUSED`].
+type Envelope = (Vec<Vec<Option<usize>>>, Option<(usize, usize, usize)>);
+
+fn envelopes() -> Vec<Envelope> {
+    use proptest::{
+        prelude::*,
+        strategy::ValueTree,
+        test_runner::{Config, TestRunner},
+    };
+    let n = fragments().len();
+    let field = prop_oneof![8 => Just(None), 1 => (0..n).prop_map(Some)];
+    let record = proptest::collection::vec(field, 7);
+    let refused = proptest::option::weighted(0.25, (0..80usize, 0..7usize, 0..REFUSED.len()));
+    let envelope = (proptest::collection::vec(record, 1..80), refused);
+    let mut runner = TestRunner::new(Config::default());
+    (0..32)
+        .map(|_| envelope.new_tree(&mut runner).unwrap().current())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_record_of_every_accepted_random_envelope_is_stored_or_counted_failed() {
+    let fragments = fragments();
+    let app = crate::helpers::TestApp::spawn_configured(
+        crate::helpers::TestDb::migrated().await,
+        None,
+        // Small chunks: a batch spans several jobs.
+        |c| c.ingest.records_per_job = 25,
+    )
+    .await;
+    let tenant = admin::create_tenant(&app.db.pool, "Fuzz").await.unwrap();
+    let integration = admin::create_integration(
+        &app.db.pool,
+        tenant.id,
+        SourceType::Hubspot,
+        "HubSpot",
+        None,
+    )
+    .await
+    .unwrap();
+    let key = admin::create_api_key(&app.db.pool, integration.id, None)
+        .await
+        .unwrap()
+        .key
+        .plaintext;
+    let cases = envelopes();
+    let mut accepted = Vec::new();
+    for (case, (records, refused)) in cases.iter().enumerate() {
+        let refused = refused.map(|(r, slot, f)| (r % records.len(), slot, REFUSED[f]));
+        let texts: Vec<String> = records
+            .iter()
+            .enumerate()
+            .map(|(i, fields)| {
+                let value = |slot: usize, normal: String| match refused {
+                    Some((r, s, bad)) if r == i && s == slot => bad.to_string(),
+                    _ => fields[slot].map_or(normal, |f| fragments[f].clone()),
+                };
+                format!(
+                    r#"{{"id":{},"properties":{{"email":{},"firstname":{},"company":{},"createdate":{},"lastmodifieddate":{}}},"archived":{}}}"#,
+                    // Ids repeat across envelopes, so later ones update earlier rows.
+                    value(0, format!("\"r{}\"", i % 50)),
+                    value(1, format!("\"p{i}@northwind.io\"")),
+                    value(2, "\"Ana\"".into()),
+                    value(3, "\"Northwind\"".into()),
+                    value(4, "\"2024-01-18T09:01:11.215Z\"".into()),
+                    value(5, "\"2024-03-10T22:04:17.912Z\"".into()),
+                    value(6, "false".into()),
+                )
+            })
+            .collect();
+        let body = body_text(integration.id, "contacts", &texts);
+        let response = app
+            .client
+            .post(app.url("/api/webhooks/n8n"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("case-{case}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        if refused.is_none() {
+            assert!(status.is_success(), "case {case}: {status} {answer}");
+        }
+        if status.is_success() {
+            accepted.push((uuid(&answer["batch_id"]), texts));
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "case {case}: {answer}");
+            assert_eq!(
+                answer["error"]["code"], "invalid_body",
+                "case {case}: {answer}"
+            );
+        }
+    }
+    assert!(!accepted.is_empty(), "some envelopes are accepted");
+    assert_eq!(
+        crate::helpers::count(
+            &mut app.db.owner().await,
+            "SELECT count(*) FROM ingest_batches"
+        )
+        .await,
+        accepted.len() as i64,
+        "a refused envelope stores nothing"
+    );
+
+    let mut config = crate::helpers::test_config();
+    config.worker.poll_interval_ms = 20;
+    crate::helpers::work_until_done(
+        &app.db,
+        &config,
+        "SELECT count(*) FROM jobs WHERE queue = 'ingest'
+         AND state IN ('available', 'scheduled', 'running', 'retryable')",
+    )
+    .await;
+    let mut owner = app.db.owner().await;
+    assert_eq!(
+        crate::helpers::count(
+            &mut owner,
+            "SELECT count(*) FROM jobs WHERE state <> 'completed'"
+        )
+        .await,
+        0,
+        "bad data never fails a job"
+    );
+    let mapping = syncbridge::mapping::compile(
+        SourceType::Hubspot,
+        syncbridge::domain::DataType::Contacts,
+        &[],
+    )
+    .unwrap();
+    for (batch_id, texts) in &accepted {
+        let (state, count, done): (String, i32, i32) = sqlx::query_as(
+            "SELECT state, record_count, records_created + records_updated + records_unchanged
+                                         + records_skipped + records_failed
+             FROM ingest_batches WHERE id = $1",
+        )
+        .bind(batch_id)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        assert_eq!(
+            (state.as_str(), done),
+            ("processed", count),
+            "batch {batch_id}"
+        );
+        let failed: Vec<i32> = sqlx::query_scalar(
+            "SELECT DISTINCT record_index FROM integration_sync_errors WHERE batch_id = $1",
+        )
+        .bind(batch_id)
+        .fetch_all(&mut owner)
+        .await
+        .unwrap();
+        for (i, text) in texts.iter().enumerate() {
+            if failed.contains(&(i as i32)) {
+                continue;
+            }
+            let record: Value = serde_json::from_str(text).unwrap_or_else(|e| {
+                panic!("record {i} of {batch_id} was accepted unparsable: {e}")
+            });
+            if record["archived"] == json!(true) {
+                continue; // skipped by the preset, counted as skipped
+            }
+            let syncbridge::mapping::Outcome::Mapped(mapped) = mapping.apply(&record) else {
+                panic!("record {i} of {batch_id} failed mapping but has no error row: {text}");
+            };
+            let stored = crate::helpers::count(
+                &mut owner,
+                format!(
+                    "SELECT count(*) FROM external_contacts WHERE external_id = '{}'",
+                    mapped.external_id.replace('\'', "''")
+                ),
+            )
+            .await;
+            assert_eq!(
+                stored, 1,
+                "record {i} of {batch_id} is neither stored nor failed: {text}"
+            );
+        }
+    }
+    let (records, failed): (i64, i64) = sqlx::query_as(
+        "SELECT sum(records_received)::bigint, sum(records_failed)::bigint FROM integration_sync_logs",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    eprintln!(
+        "{} of {} envelopes accepted: {records} records, {failed} failed",
+        accepted.len(),
+        cases.len()
+    );
+    assert!(
+        failed > 0 && failed < records,
+        "the envelopes mix good and bad records"
+    );
+    let broken = crate::helpers::count(
+        &mut owner,
+        "SELECT count(*) FROM integration_sync_logs
+         WHERE status IN ('pending', 'running')
+            OR records_received <> records_created + records_updated + records_unchanged
+                                   + records_skipped + records_failed",
+    )
+    .await;
+    assert_eq!(broken, 0, "every sync closed and its counts add up");
+}
