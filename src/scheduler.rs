@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     db::{system_tx, tenant_tx},
     domain::{
-        MissedTicks, OnRunning, SyncTrigger,
+        FailureReason, IntegrationStatus, MissedTicks, OnRunning, SyncTrigger, TickOutcome,
         schedule::{self, Schedule},
     },
     sync::{SyncRequest, create_sync, fail_sync, lock_integration, open_sync},
@@ -159,7 +159,7 @@ async fn fire(
     let Some(integration) = lock_integration(&mut tx, integration_id).await? else {
         return Ok(None);
     };
-    if integration.sync_schedule.is_none() || integration.status != "active" {
+    if integration.sync_schedule.is_none() || integration.status != IntegrationStatus::Active {
         return Ok(None);
     }
     let last_tick: Option<DateTime<Utc>> = sqlx::query_scalar(
@@ -174,12 +174,11 @@ async fn fire(
 
     let due_at = tick + chrono::Duration::from_std(jitter).unwrap_or_default();
     let missed = (now - due_at).to_std().unwrap_or_default() > settings.missed_grace;
-    let missed_policy: MissedTicks = integration.sync_missed_ticks.parse()?;
-    let on_running: OnRunning = integration.sync_on_running.parse()?;
+    let (missed_policy, on_running) = (integration.sync_missed_ticks, integration.sync_on_running);
 
     let (outcome, detail, fired) = if missed && missed_policy == MissedTicks::Skip {
         (
-            "skipped_missed",
+            TickOutcome::SkippedMissed,
             Some(format!(
                 "the tick passed {} s before a scheduler saw it; the policy is to skip missed ticks",
                 (now - due_at).num_seconds()
@@ -190,7 +189,7 @@ async fn fire(
         let open = open_sync(&mut tx, integration_id).await?;
         match open {
             Some(open) if on_running == OnRunning::Skip => (
-                "skipped_running",
+                TickOutcome::SkippedRunning,
                 Some(format!("sync {open} was still open")),
                 Fired::SkippedRunning,
             ),
@@ -209,7 +208,11 @@ async fn fire(
                     settings.trigger_max_attempts,
                 )
                 .await?;
-                ("triggered", None, Fired::Triggered(sync_log_id, job_id))
+                (
+                    TickOutcome::Triggered,
+                    None,
+                    Fired::Triggered(sync_log_id, job_id),
+                )
             }
         }
     };
@@ -242,7 +245,7 @@ async fn fire(
     if let Some(id) = sync_log_id {
         tracing::info!(%integration_id, %tick, sync_log_id = %id, "scheduled sync triggered");
     } else {
-        tracing::info!(%integration_id, %tick, outcome, detail = detail.as_deref().unwrap_or(""), "schedule tick skipped");
+        tracing::info!(%integration_id, %tick, %outcome, detail = detail.as_deref().unwrap_or(""), "schedule tick skipped");
     }
     Ok(Some(fired))
 }
@@ -273,7 +276,15 @@ pub async fn watchdog(
     );
     let mut closed = 0;
     for (sync_log_id, integration_id) in &silent {
-        if fail_sync(&mut tx, *sync_log_id, "timed_out", &summary, now).await? {
+        if fail_sync(
+            &mut tx,
+            *sync_log_id,
+            FailureReason::TimedOut,
+            &summary,
+            now,
+        )
+        .await?
+        {
             closed += 1;
             tracing::warn!(%sync_log_id, %integration_id, "sync timed out: n8n delivered nothing for too long");
         }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     db::tenant_tx,
-    domain::{DataType, SyncMode},
+    domain::{DataType, FailureReason, SyncMode, SyncStatus},
     sync::{
         FinalizeSync,
         chunk::{CHUNK_ENCODING, Chunk, enqueue_chunk_jobs},
@@ -57,11 +57,11 @@ pub enum StoreError {
     #[error("sync log {0} does not exist for this integration")]
     SyncLogNotFound(Uuid),
     #[error("sync log {id} is already closed ({status}); start a new sync for new batches")]
-    SyncLogClosed { id: Uuid, status: String },
+    SyncLogClosed { id: Uuid, status: SyncStatus },
     #[error("sync log {id} is a sync of {expected}, not of {got}")]
     DataTypeMismatch {
         id: Uuid,
-        expected: String,
+        expected: DataType,
         got: DataType,
     },
     #[error(
@@ -122,13 +122,14 @@ pub async fn store(
 
     let sync_log_id = match batch.sync_log_id {
         Some(id) => {
-            let log: Option<(Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(
-                "SELECT integration_id, status, data_type, failure_reason
+            let log: Option<(Uuid, SyncStatus, Option<DataType>, Option<FailureReason>)> =
+                sqlx::query_as(
+                    "SELECT integration_id, status, data_type, failure_reason
                  FROM integration_sync_logs WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some((integration_id, status, data_type, failure_reason)) = log else {
                 return Err(StoreError::SyncLogNotFound(id));
             };
@@ -140,12 +141,12 @@ pub async fn store(
             }
             // A sync the watchdog closed for silence still takes its late batches: the records
             // are real, and losing them would be worse than a sync log that says they were late.
-            let timed_out = failure_reason.as_deref() == Some("timed_out");
-            if !matches!(status.as_str(), "pending" | "running") && !timed_out {
+            let timed_out = failure_reason == Some(FailureReason::TimedOut);
+            if !status.is_open() && !timed_out {
                 return Err(StoreError::SyncLogClosed { id, status });
             }
             if let Some(expected) = data_type
-                && expected != batch.data_type.as_str()
+                && expected != batch.data_type
             {
                 return Err(StoreError::DataTypeMismatch {
                     id,

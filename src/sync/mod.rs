@@ -17,7 +17,10 @@ use uuid::Uuid;
 
 use crate::{
     db::tenant_tx,
-    domain::{DataType, SourceType, SyncMode, SyncStatus, SyncTrigger},
+    domain::{
+        DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode,
+        SyncStatus, SyncTrigger,
+    },
 };
 pub use kinds::{FinalizeSync, INGEST_QUEUE, ProcessChunk, RunRetention, TriggerSync, job_tag};
 
@@ -62,14 +65,14 @@ pub struct SyncRequest {
 pub(crate) struct LockedIntegration {
     pub(crate) id: Uuid,
     pub(crate) tenant_id: Uuid,
-    pub(crate) status: String,
-    pub(crate) source_type: String,
+    pub(crate) status: IntegrationStatus,
+    pub(crate) source_type: SourceType,
     pub(crate) n8n_webhook_url: Option<String>,
     pub(crate) sync_schedule: Option<String>,
-    pub(crate) sync_mode: String,
-    pub(crate) sync_data_types: Vec<String>,
-    pub(crate) sync_missed_ticks: String,
-    pub(crate) sync_on_running: String,
+    pub(crate) sync_mode: SyncMode,
+    pub(crate) sync_data_types: Vec<DataType>,
+    pub(crate) sync_missed_ticks: MissedTicks,
+    pub(crate) sync_on_running: OnRunning,
 }
 
 /// The integration's row, locked until the transaction ends against schedulers and operators
@@ -98,22 +101,14 @@ pub(crate) async fn create_sync(
     max_attempts: i32,
 ) -> anyhow::Result<(Uuid, i64)> {
     let (integration_id, tenant_id) = (integration.id, integration.tenant_id);
-    let source_type: SourceType = integration.source_type.parse()?;
-    let mode = match request.sync_mode {
-        Some(m) => m,
-        None => integration.sync_mode.parse()?,
-    };
+    let mode = request.sync_mode.unwrap_or(integration.sync_mode);
     let stored_types = &integration.sync_data_types;
     let data_types: Vec<DataType> = match &request.data_types {
         Some(types) if !types.is_empty() => types.clone(),
-        _ if !stored_types.is_empty() => stored_types
-            .iter()
-            .map(|t| t.parse())
-            .collect::<Result<_, _>>()?,
-        _ => source_type.default_data_types().to_vec(),
+        _ if !stored_types.is_empty() => stored_types.clone(),
+        _ => integration.source_type.default_data_types().to_vec(),
     };
-    let type_names: Vec<&str> = data_types.iter().map(|d| d.as_str()).collect();
-    let single = (data_types.len() == 1).then(|| data_types[0].as_str());
+    let single = (data_types.len() == 1).then(|| data_types[0]);
     // The id is made here so the job (which names the sync) and the sync log (which names its
     // job) are each written once, in the same transaction.
     let sync_log_id = Uuid::new_v4();
@@ -135,10 +130,10 @@ pub(crate) async fn create_sync(
     .bind(sync_log_id)
     .bind(tenant_id)
     .bind(integration_id)
-    .bind(request.trigger.as_str())
-    .bind(mode.as_str())
+    .bind(request.trigger)
+    .bind(mode)
     .bind(single)
-    .bind(&type_names)
+    .bind(&data_types)
     .bind(request.scheduled_for)
     .bind(job_id)
     .execute(&mut *tx)
@@ -164,7 +159,7 @@ pub enum SyncRequestError {
     #[error("sync {0} is not a sync of this integration")]
     RetryNotFound(Uuid),
     #[error("sync {id} is {status}; only failed or partial syncs are retried")]
-    NotRetryable { id: Uuid, status: String },
+    NotRetryable { id: Uuid, status: SyncStatus },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -191,7 +186,7 @@ pub async fn request_sync(
     let integration = lock_integration(&mut tx, integration_id)
         .await?
         .ok_or(SyncRequestError::NotFound(integration_id))?;
-    if integration.status == "paused" {
+    if integration.status == IntegrationStatus::Paused {
         return Err(SyncRequestError::Paused(integration_id));
     }
     if integration.n8n_webhook_url.is_none() {
@@ -199,7 +194,7 @@ pub async fn request_sync(
     }
     let mut request = request.clone();
     if let Some(previous) = request.retry_of {
-        let found: Option<(String, String, Option<Vec<String>>)> = sqlx::query_as(
+        let found: Option<(SyncStatus, SyncMode, Option<Vec<DataType>>)> = sqlx::query_as(
             "SELECT status, sync_mode, data_types FROM integration_sync_logs
              WHERE id = $1 AND integration_id = $2",
         )
@@ -208,25 +203,16 @@ pub async fn request_sync(
         .fetch_optional(&mut *tx)
         .await?;
         let (status, mode, types) = found.ok_or(SyncRequestError::RetryNotFound(previous))?;
-        if !matches!(status.as_str(), "failed" | "partial") {
+        if !matches!(status, SyncStatus::Failed | SyncStatus::Partial) {
             return Err(SyncRequestError::NotRetryable {
                 id: previous,
                 status,
             });
         }
         request.trigger = SyncTrigger::Retry;
-        if request.sync_mode.is_none() {
-            request.sync_mode = Some(mode.parse().map_err(anyhow::Error::from)?);
-        }
+        request.sync_mode = request.sync_mode.or(Some(mode));
         if request.data_types.is_none() {
-            request.data_types = types
-                .map(|t| {
-                    t.iter()
-                        .map(|d| d.parse())
-                        .collect::<Result<Vec<DataType>, _>>()
-                })
-                .transpose()
-                .map_err(anyhow::Error::from)?;
+            request.data_types = types;
         }
     }
     if !force {
@@ -271,7 +257,7 @@ pub async fn reopen_untriggered(
 pub async fn fail_sync(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
-    reason: &str,
+    reason: FailureReason,
     summary: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {

@@ -9,7 +9,7 @@ use jobs::{JobError, JobMeta, PlainJob};
 use super::JobContext;
 use crate::{
     db::tenant_tx,
-    domain::{DataType, SourceType, SyncMode},
+    domain::{DataType, FailureReason, IntegrationStatus, SourceType, SyncMode, SyncStatus},
     n8n::{Credentials, TriggerBody, TriggerError, credentials_context},
     sync::{TriggerSync, fail_sync, reopen_untriggered},
 };
@@ -17,16 +17,16 @@ use crate::{
 /// What the trigger needs, read in one query.
 #[derive(sqlx::FromRow)]
 struct Target {
-    integration_status: String,
+    integration_status: IntegrationStatus,
     url: Option<String>,
     auth_kind: String,
     credentials_encrypted: Option<Vec<u8>>,
     credentials_key_id: Option<String>,
-    source_type: String,
+    source_type: SourceType,
     last_successful_sync_at: Option<DateTime<Utc>>,
-    sync_status: String,
-    sync_mode: String,
-    data_types: Option<Vec<String>>,
+    sync_status: SyncStatus,
+    sync_mode: SyncMode,
+    data_types: Option<Vec<DataType>>,
     triggered_at: Option<DateTime<Utc>>,
 }
 
@@ -49,7 +49,7 @@ impl PlainJob<JobContext> for TriggerSync {
             tracing::info!(sync_log_id = %self.sync_log_id, "sync log no longer exists; nothing to trigger");
             return Ok(());
         };
-        if target.sync_status == "failed" && target.triggered_at.is_none() {
+        if target.sync_status == SyncStatus::Failed && target.triggered_at.is_none() {
             // Only this job fails a sync before its trigger, and only on its last attempt: running
             // again means an operator retried the dead job. The sync is given back its chance.
             let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
@@ -57,17 +57,17 @@ impl PlainJob<JobContext> for TriggerSync {
             tx.commit().await?;
             if reopened {
                 tracing::info!(sync_log_id = %self.sync_log_id, "trigger retried by an operator; sync reopened");
-                target.sync_status = "pending".into();
+                target.sync_status = SyncStatus::Pending;
             }
         }
-        if target.sync_status != "pending" || target.triggered_at.is_some() {
+        if target.sync_status != SyncStatus::Pending || target.triggered_at.is_some() {
             // Already triggered (a re-run after a crash) or closed meanwhile (watchdog, admin).
             tracing::info!(sync_log_id = %self.sync_log_id, status = %target.sync_status, "sync is no longer waiting for its trigger");
             return Ok(());
         }
-        if target.integration_status == "paused" {
+        if target.integration_status == IntegrationStatus::Paused {
             self.fail(
-                "trigger_failed",
+                FailureReason::TriggerFailed,
                 "the integration was paused before n8n was asked to sync",
                 ctx,
             )
@@ -78,18 +78,26 @@ impl PlainJob<JobContext> for TriggerSync {
             return Err(self
                 .give_up(
                     ctx,
-                    "trigger_rejected",
+                    FailureReason::TriggerRejected,
                     "the integration has no n8n webhook URL",
                 )
                 .await);
         };
         let credentials = match self.credentials(ctx, &target) {
             Ok(c) => c,
-            Err(message) => return Err(self.give_up(ctx, "trigger_failed", &message).await),
+            Err(message) => {
+                return Err(self
+                    .give_up(ctx, FailureReason::TriggerFailed, &message)
+                    .await);
+            }
         };
         let body = match self.body(ctx, &target) {
             Ok(b) => b,
-            Err(message) => return Err(self.give_up(ctx, "trigger_failed", &message).await),
+            Err(message) => {
+                return Err(self
+                    .give_up(ctx, FailureReason::TriggerFailed, &message)
+                    .await);
+            }
         };
 
         match ctx.n8n.trigger(&url, &credentials, &body).await {
@@ -103,10 +111,9 @@ impl PlainJob<JobContext> for TriggerSync {
                 tracing::info!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, "n8n accepted the sync trigger");
                 Ok(())
             }
-            Err(e) if e.is_permanent() => {
-                let reason = "trigger_rejected";
-                Err(self.give_up(ctx, reason, &e.to_string()).await)
-            }
+            Err(e) if e.is_permanent() => Err(self
+                .give_up(ctx, FailureReason::TriggerRejected, &e.to_string())
+                .await),
             Err(TriggerError::Transient {
                 message,
                 retry_after,
@@ -116,29 +123,37 @@ impl PlainJob<JobContext> for TriggerSync {
                         "n8n could not be asked to sync after {} attempts; last error: {message}",
                         meta.attempt
                     );
-                    self.fail("trigger_failed", &summary, ctx).await?;
+                    self.fail(FailureReason::TriggerFailed, &summary, ctx)
+                        .await?;
                 }
                 Err(JobError::Retry {
                     message,
                     after: retry_after,
                 })
             }
-            Err(e) => Err(self.give_up(ctx, "trigger_failed", &e.to_string()).await),
+            Err(e) => Err(self
+                .give_up(ctx, FailureReason::TriggerFailed, &e.to_string())
+                .await),
         }
     }
 }
 
 impl TriggerSync {
-    async fn fail(&self, reason: &str, summary: &str, ctx: &JobContext) -> Result<(), JobError> {
+    async fn fail(
+        &self,
+        reason: FailureReason,
+        summary: &str,
+        ctx: &JobContext,
+    ) -> Result<(), JobError> {
         let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
         fail_sync(&mut tx, self.sync_log_id, reason, summary, Utc::now()).await?;
         tx.commit().await.map_err(JobError::from)?;
-        tracing::warn!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, reason, summary, "sync failed before it started");
+        tracing::warn!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, %reason, summary, "sync failed before it started");
         Ok(())
     }
 
     /// Fails the sync and returns the permanent job error that kills the job.
-    async fn give_up(&self, ctx: &JobContext, reason: &str, summary: &str) -> JobError {
+    async fn give_up(&self, ctx: &JobContext, reason: FailureReason, summary: &str) -> JobError {
         if let Err(e) = self.fail(reason, summary, ctx).await {
             // The sync log could not be written: retry the whole job rather than lose the reason.
             return e;
@@ -166,14 +181,9 @@ impl TriggerSync {
     }
 
     fn body(&self, ctx: &JobContext, target: &Target) -> Result<TriggerBody, String> {
-        let source_type: SourceType = target.source_type.parse().map_err(|e| format!("{e}"))?;
-        let sync_mode: SyncMode = target.sync_mode.parse().map_err(|e| format!("{e}"))?;
+        let (source_type, sync_mode) = (target.source_type, target.sync_mode);
         let data_types: Vec<DataType> = match &target.data_types {
-            Some(types) if !types.is_empty() => types
-                .iter()
-                .map(|t| t.parse())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("{e}"))?,
+            Some(types) if !types.is_empty() => types.clone(),
             _ => source_type.default_data_types().to_vec(),
         };
         Ok(TriggerBody {
