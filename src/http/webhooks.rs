@@ -446,7 +446,7 @@ pub async fn batch_status(
         "SELECT id, integration_id, sync_log_id, data_type, state, is_final, record_count,
                 jobs_total, jobs_done, records_processed, records_created, records_updated,
                 records_unchanged, records_skipped, records_failed, records_unmatched,
-                received_at, processed_at
+                received_at, processed_at, failure_reason
          FROM ingest_batches WHERE id = $1",
     )
     .bind(id)
@@ -478,6 +478,7 @@ pub async fn batch_status(
         "sync_log_id": batch.sync_log_id,
         "data_type": batch.data_type,
         "state": batch.state,
+        "failure_reason": batch.failure_reason,
         "final": batch.is_final,
         "records": batch.record_count,
         "progress": {
@@ -506,7 +507,8 @@ struct BatchRow {
     integration_id: Uuid,
     sync_log_id: Uuid,
     data_type: String,
-    state: String,
+    state: crate::domain::BatchState,
+    failure_reason: Option<String>,
     is_final: bool,
     record_count: i32,
     jobs_total: i32,

@@ -435,6 +435,32 @@ async fn a_dead_chunk_fails_its_batch_closes_the_sync_and_a_retry_restores_it() 
         (batch_state.as_str(), batch_reason.as_deref(), failed),
         ("failed", Some("processing_failed"), 500)
     );
+    let progress: Value = w
+        .app
+        .client
+        .get(w.app.url(&format!("/api/batches/{batch_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &progress["state"],
+            &progress["failure_reason"],
+            &progress["progress"]["percent"],
+            &progress["counts"]["failed"]
+        ),
+        (
+            &json!("failed"),
+            &json!("processing_failed"),
+            &json!(100.0),
+            &json!(500)
+        ),
+        "n8n sees the batch ended: {progress}"
+    );
     let (status, reason, received, created, _, _, _, failed) =
         sync_counts(&w, &receipt["sync_log_id"]).await;
     assert_eq!(
