@@ -79,6 +79,9 @@ pub fn parse(body: &[u8]) -> Result<Envelope<'_>, ShapeError> {
 /// record failing them could never be stored; refusing the delivery tells n8n at once.
 pub fn check_records(records: &[&RawValue]) -> Result<(), ShapeError> {
     for (index, record) in records.iter().enumerate() {
+        if plainly_parsable(record.get().as_bytes()) {
+            continue;
+        }
         let mut deserializer = serde_json::Deserializer::from_str(record.get());
         if let Err(e) = serde_path_to_error::deserialize::<_, Checked>(&mut deserializer) {
             let inner = e.path().to_string();
@@ -100,6 +103,88 @@ pub fn check_records(records: &[&RawValue]) -> Result<(), ShapeError> {
         }
     }
     Ok(())
+}
+
+/// The fast path of [`check_records`]: one pass over a record that the envelope's parse already
+/// found to be JSON, looking only for the three things that parse did not check. True when none
+/// can be there; false sends the record through serde_json, which finds the fault and its path.
+///
+/// Written by hand because visiting every value with serde_json (escapes decoded, numbers
+/// converted) cost 1–4 % of the pipeline benchmark's throughput on the shared two cores, while
+/// almost every record holds none of these and a byte scan with `memchr` finds that at memory
+/// speed.
+fn plainly_parsable(text: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(at) = memchr::memchr2(b'"', b'\\', &text[i..]) else {
+                        return false;
+                    };
+                    i += at;
+                    if text[i] == b'"' {
+                        i += 1;
+                        break;
+                    }
+                    // An escape: only `\u` can be wrong here (a lone surrogate).
+                    if text.get(i + 1) != Some(&b'u') {
+                        i += 2;
+                        continue;
+                    }
+                    match hex4(text, i + 2) {
+                        Some(0xD800..=0xDBFF)
+                            if text.get(i + 6..i + 8) == Some(b"\\u")
+                                && matches!(hex4(text, i + 8), Some(0xDC00..=0xDFFF)) =>
+                        {
+                            i += 12
+                        }
+                        Some(0xD800..=0xDFFF) | None => return false,
+                        Some(_) => i += 6,
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_RECORD_DEPTH {
+                    return false;
+                }
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < text.len()
+                    && matches!(text[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let number = &text[start..i];
+                // Short numbers without an exponent always fit; the others are parsed (an
+                // overflow parses as infinity).
+                if (number.len() > 15 || number.iter().any(|b| b | 0x20 == b'e'))
+                    && !std::str::from_utf8(number)
+                        .ok()
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite)
+                {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+fn hex4(text: &[u8], at: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(text.get(at..at + 4)?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
 }
 
 /// serde_json's recursion limit: the depth of arrays and objects a record may have, counting its
@@ -236,6 +321,41 @@ mod tests {
 
         let e = parse(format!("{} x", body("[]")).as_bytes()).unwrap_err();
         assert!(e.message.contains("trailing"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_fast_scan_passes_exactly_what_serde_json_parses() {
+        let cases = [
+            (r#"{"a":"x\u0000y","b":"\ud83d\ude00","c":"\\ud800"}"#, true),
+            (r#"{"a":"\ud800"}"#, false),
+            (r#"{"a":"\ud800\u0041"}"#, false),
+            (r#"{"a":"\udc00"}"#, false),
+            (
+                r#"{"a":1e308,"b":-1.5E-400,"c":123456789012345678901234567890}"#,
+                true,
+            ),
+            (r#"{"a":1e309}"#, false),
+            (r#"{"a":-1e400}"#, false),
+            (r#"{"s":"1e400 inside a string"}"#, true),
+        ];
+        for (text, fine) in cases {
+            let parsed = serde_json::from_str::<serde_json::Value>(text).is_ok();
+            assert_eq!(parsed, fine, "serde_json on {text}");
+            assert_eq!(
+                plainly_parsable(text.as_bytes()),
+                fine,
+                "fast scan on {text}"
+            );
+        }
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        for levels in [127, 128] {
+            let text = nested(levels);
+            assert_eq!(
+                plainly_parsable(text.as_bytes()),
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "{levels} levels"
+            );
+        }
     }
 
     #[test]
