@@ -15,7 +15,7 @@ impl TransactionalJob<JobContext> for ProcessChunk {
     async fn run(
         &self,
         ctx: &JobContext,
-        _meta: &JobMeta,
+        meta: &JobMeta,
         tx: &mut PgConnection,
     ) -> Result<(), JobError> {
         match pipeline::process_chunk(
@@ -25,6 +25,8 @@ impl TransactionalJob<JobContext> for ProcessChunk {
             self.chunk,
             &ctx.pipeline,
             &ctx.matchers,
+            // Every attempt after the first isolates records the database refuses.
+            meta.attempt > 1,
         )
         .await
         {
@@ -38,6 +40,10 @@ impl TransactionalJob<JobContext> for ProcessChunk {
             }
             Err(PipelineError::Database(e)) => Err(e.into()),
             Err(e @ PipelineError::Corrupt(_)) => Err(JobError::permanent(e)),
+            Err(e @ PipelineError::Refused(_)) => Err(JobError::Retry {
+                message: e.to_string(),
+                after: Some(std::time::Duration::ZERO),
+            }),
         }
     }
 }

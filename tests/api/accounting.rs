@@ -58,6 +58,35 @@ async fn post_text(w: &World, key: &str, body: String) -> (StatusCode, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// A HubSpot integration of a new tenant on `pool`, and its API key.
+async fn hubspot_integration(pool: &sqlx::PgPool, tenant: &str) -> (Uuid, String) {
+    let tenant = admin::create_tenant(pool, tenant).await.unwrap();
+    let integration =
+        admin::create_integration(pool, tenant.id, SourceType::Hubspot, "HubSpot", None)
+            .await
+            .unwrap();
+    let key = admin::create_api_key(pool, integration.id, None)
+        .await
+        .unwrap()
+        .key
+        .plaintext;
+    (integration.id, key)
+}
+
+/// Stores a mapping of contacts' `target` from `source` for `integration`.
+async fn map_contacts(w: &World, integration: Uuid, target: &str, source: &str) {
+    admin::set_mapping(
+        &w.app.db.pool,
+        integration,
+        syncbridge::domain::DataType::Contacts,
+        target,
+        &json!({ "source": source }),
+        true,
+    )
+    .await
+    .unwrap();
+}
+
 /// One poisoned batch: its integration and what the webhook answered.
 struct Poisoned {
     class: &'static str,
@@ -76,16 +105,7 @@ async fn post_poisoned(
 ) -> Poisoned {
     let (integration, key) = w.integration(SourceType::Hubspot).await;
     if class == "nul in a property" {
-        admin::set_mapping(
-            &w.app.db.pool,
-            integration,
-            syncbridge::domain::DataType::Contacts,
-            "properties.note",
-            &json!({"source": "properties.note"}),
-            true,
-        )
-        .await
-        .unwrap();
+        map_contacts(w, integration, "properties.note", "properties.note").await;
     }
     let make = if data_type == "deals" { deal } else { contact };
     let mut records: Vec<String> = (0..RECORDS).map(make).collect();
@@ -837,16 +857,7 @@ async fn reprocessing_a_sync_after_a_mapping_fix_updates_its_rows_as_a_new_sync(
     );
 
     // The title should have been the job function: fixed, then replayed.
-    admin::set_mapping(
-        &w.app.db.pool,
-        integration,
-        syncbridge::domain::DataType::Contacts,
-        "title",
-        &json!({"source": "properties.job_function"}),
-        true,
-    )
-    .await
-    .unwrap();
+    map_contacts(&w, integration, "title", "properties.job_function").await;
     let replay: Value = json!(crate::cli::ok(
         &w.app.db,
         &["syncs", "reprocess", first["sync_log_id"].as_str().unwrap()],
@@ -927,16 +938,7 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
     };
     let app = crate::helpers::TestApp::spawn_on(db).await;
     let pool = app.db.pool.clone();
-    let tenant = admin::create_tenant(&pool, "Drill").await.unwrap();
-    let integration =
-        admin::create_integration(&pool, tenant.id, SourceType::Hubspot, "HubSpot", None)
-            .await
-            .unwrap();
-    let key = admin::create_api_key(&pool, integration.id, None)
-        .await
-        .unwrap()
-        .key
-        .plaintext;
+    let (integration, key) = hubspot_integration(&pool, "Drill").await;
 
     // A worker and the queue's maintenance run throughout, as in production.
     let mut config = crate::helpers::test_config();
@@ -972,7 +974,6 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
     for client in 0..4 {
         let (url, key, accepted) = (app.url("/api/webhooks/n8n"), key.clone(), accepted.clone());
         let http = reqwest::Client::new();
-        let integration = integration.id;
         clients.push(tokio::spawn(async move {
             for b in (client..BATCHES).step_by(4) {
                 let records: Vec<String> =
@@ -1149,21 +1150,7 @@ async fn every_record_of_every_accepted_random_envelope_is_stored_or_counted_fai
         |c| c.ingest.records_per_job = 25,
     )
     .await;
-    let tenant = admin::create_tenant(&app.db.pool, "Fuzz").await.unwrap();
-    let integration = admin::create_integration(
-        &app.db.pool,
-        tenant.id,
-        SourceType::Hubspot,
-        "HubSpot",
-        None,
-    )
-    .await
-    .unwrap();
-    let key = admin::create_api_key(&app.db.pool, integration.id, None)
-        .await
-        .unwrap()
-        .key
-        .plaintext;
+    let (integration, key) = hubspot_integration(&app.db.pool, "Fuzz").await;
     let cases = envelopes();
     let mut accepted = Vec::new();
     for (case, (records, refused)) in cases.iter().enumerate() {
@@ -1189,7 +1176,7 @@ async fn every_record_of_every_accepted_random_envelope_is_stored_or_counted_fai
                 )
             })
             .collect();
-        let body = body_text(integration.id, "contacts", &texts);
+        let body = body_text(integration, "contacts", &texts);
         let response = app
             .client
             .post(app.url("/api/webhooks/n8n"))
@@ -1324,4 +1311,78 @@ async fn every_record_of_every_accepted_random_envelope_is_stored_or_counted_fai
     )
     .await;
     assert_eq!(broken, 0, "every sync closed and its counts add up");
+}
+
+#[tokio::test]
+async fn a_refused_value_in_a_resync_is_isolated_by_the_next_attempt() {
+    // An upsert's first attempt runs without savepoints; when the database refuses a value the
+    // checks did not know, the attempt fails and the next one isolates the record.
+    let w = world().await;
+    let (integration, key) = w.integration(SourceType::Hubspot).await;
+    let records: Vec<String> = (0..RECORDS).map(contact).collect();
+    post_text(&w, &key, body_text(integration, "contacts", &records)).await;
+    work(&w).await;
+    let mut owner = w.owner().await;
+    sqlx::query(
+        "ALTER TABLE external_contacts
+         ADD CONSTRAINT test_no_poison CHECK (title IS DISTINCT FROM 'poison')",
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let mut again = records.clone();
+    again[POISON_AT] =
+        r#"{"id":"c700","properties":{"email":"p@northwind.io","jobtitle":"poison"}}"#.into();
+    again[POISON_AT + 1] =
+        r#"{"id":"c701","properties":{"email":"p@northwind.io","jobtitle":"fine"}}"#.into();
+    let (_, second) = post_text(&w, &key, body_text(integration, "contacts", &again)).await;
+    work(&w).await;
+    let (status, _, received, created, updated, unchanged, _, failed) =
+        sync_counts(&w, &second["sync_log_id"]).await;
+    assert_eq!(
+        (
+            status.as_str(),
+            received,
+            created,
+            updated,
+            unchanged,
+            failed
+        ),
+        ("partial", 1_500, 0, 1, 1_498, 1)
+    );
+    let code: String = sqlx::query_scalar(
+        "SELECT code FROM integration_sync_errors WHERE sync_log_id = $1 AND record_index = 700",
+    )
+    .bind(uuid(&second["sync_log_id"]))
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(code, "rejected_by_database");
+    let history: Value = sqlx::query_scalar(
+        "SELECT errors FROM jobs WHERE args->>'batch_id' = $1 AND args->>'chunk' = '0'",
+    )
+    .bind(second["batch_id"].as_str().unwrap())
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert!(
+        history[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the next attempt isolates"),
+        "{history}"
+    );
+    assert_eq!(
+        row_title(&w, "c701").await,
+        "fine",
+        "the refused record's neighbours are written"
+    );
+}
+
+async fn row_title(w: &World, external_id: &str) -> String {
+    sqlx::query_scalar("SELECT title FROM external_contacts WHERE external_id = $1")
+        .bind(external_id)
+        .fetch_one(&mut w.owner().await)
+        .await
+        .unwrap()
 }

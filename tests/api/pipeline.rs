@@ -786,6 +786,7 @@ async fn chunk_in_flight(w: &World, receipt: &Value) -> sqlx::Transaction<'stati
         0,
         &syncbridge::tasks::pipeline_settings(&test_config().worker),
         &syncbridge::pipeline::MatcherCache::default(),
+        false,
     )
     .await
     .unwrap()
