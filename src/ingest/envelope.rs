@@ -111,8 +111,10 @@ pub fn check_records(records: &[&RawValue]) -> Result<(), ShapeError> {
 ///
 /// Written by hand because visiting every value with serde_json (escapes decoded, numbers
 /// converted) cost 1–4 % of the pipeline benchmark's throughput on the shared two cores, while
-/// almost every record holds none of these and a byte scan with `memchr` finds that at memory
-/// speed.
+/// almost every record holds none of these. Measured on the benchmark's 1.14 KB contact: 320 ns
+/// a record (SHA-256 of the same bytes: 580 ns); one `memchr2_iter` over the whole record took
+/// 590 ns (a restart per quote costs more than a search per string), a plain byte loop in
+/// strings 510 ns.
 fn plainly_parsable(text: &[u8]) -> bool {
     let mut depth = 0usize;
     let mut i = 0;
