@@ -49,3 +49,25 @@ ALTER TABLE external_deals ADD COLUMN delivery_seq bigint NOT NULL DEFAULT 0;
 
 -- Retention of per-record errors.
 CREATE INDEX integration_sync_errors_created_at_idx ON integration_sync_errors (created_at);
+
+-- Chunks stored before this migration name no job. Those still unprocessed get theirs, so a dead
+-- one is settled like any other; one whose job is gone (a dead job pruned after its retention) gets
+-- job id 0, which no job has: it is settled as "deleted". On a new database the queue's tables do
+-- not exist yet (they are migrated after these) and there is nothing to do.
+DO $$
+BEGIN
+    IF to_regclass('jobs') IS NOT NULL THEN
+        -- The owner sees no tenant rows (row level security is forced); the system role sees all.
+        SET LOCAL ROLE syncbridge_system;
+        UPDATE ingest_batch_chunks c
+        SET job_id = COALESCE(
+            (SELECT max(j.id) FROM jobs j
+             WHERE j.kind = 'ingest.process_chunk'
+               AND j.args ->> 'batch_id' = c.batch_id::text
+               AND (j.args ->> 'chunk')::int = c.chunk_index),
+            0)
+        WHERE c.processed_at IS NULL AND c.job_id IS NULL;
+        RESET ROLE;
+    END IF;
+END
+$$;
