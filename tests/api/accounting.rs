@@ -883,6 +883,7 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
     let data_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("crash-pg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
+    let _stop_on_panic = StopOnPanic(data_dir.clone());
     let options = EmbeddedOptions {
         data_dir: data_dir.clone(),
         bin_dir: None,
@@ -1352,4 +1353,32 @@ async fn row_title(w: &World, external_id: &str) -> String {
         .fetch_one(&mut w.owner().await)
         .await
         .unwrap()
+}
+
+/// Stops the drill's server when its test fails half-way; a passing test stops it itself.
+struct StopOnPanic(std::path::PathBuf);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        use syncbridge::db::embedded::{default_search_dirs, find_binaries};
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(bins) = find_binaries(None, &default_search_dirs()) else {
+            return;
+        };
+        let mut stop = if nix::unistd::geteuid().is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bins.pg_ctl);
+            c
+        } else {
+            std::process::Command::new(&bins.pg_ctl)
+        };
+        let _ = stop
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.0)
+            .args(["-m", "immediate"])
+            .status();
+    }
 }
