@@ -93,6 +93,10 @@ pub fn check_records(records: &[&RawValue]) -> Result<(), ShapeError> {
             let message = e.into_inner().to_string();
             let message = if message.starts_with("recursion limit exceeded") {
                 format!("records are nested at most {MAX_RECORD_DEPTH} levels deep")
+            } else if message.contains("surrogate") || message.contains("hex escape") {
+                format!(
+                    "a \\u escape is a lone UTF-16 surrogate, which is not a character ({message})"
+                )
             } else {
                 message
             };

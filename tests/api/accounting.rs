@@ -268,6 +268,13 @@ async fn what_no_record_could_become_is_refused_at_the_door_naming_it() {
         assert_eq!(answer["error"]["code"], "invalid_body");
         let got = answer["error"]["details"]["path"].as_str().unwrap();
         assert!(got.starts_with(path), "{got} names {path}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            ["surrogate", "out of range", "127 levels"]
+                .iter()
+                .any(|m| message.contains(m)),
+            "the message says what is wrong: {message}"
+        );
     }
     assert_eq!(
         w.count("SELECT count(*) FROM ingest_batches").await,
