@@ -11,7 +11,7 @@ use super::{integration_row, tenant_tx};
 use crate::{
     crypto::Sealer,
     domain::{
-        DataType, MissedTicks, OnRunning, SyncMode,
+        DataType, IntegrationStatus, MissedTicks, OnRunning, SyncMode,
         schedule::{Schedule, ScheduleError},
     },
     n8n::{Credentials, UrlError, UrlPolicy, credentials_context},
@@ -48,15 +48,15 @@ where
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SyncSettings {
     pub integration_id: Uuid,
-    pub status: String,
+    pub status: IntegrationStatus,
     pub webhook_url: Option<String>,
     pub auth: String,
     pub schedule: Option<String>,
     pub timezone: String,
-    pub sync_mode: String,
-    pub data_types: Vec<String>,
-    pub missed_ticks: String,
-    pub on_running: String,
+    pub sync_mode: SyncMode,
+    pub data_types: Vec<DataType>,
+    pub missed_ticks: MissedTicks,
+    pub on_running: OnRunning,
     pub jitter_secs: i32,
     /// The next tick of the schedule (before jitter), when scheduled and active.
     pub next_tick: Option<DateTime<Utc>>,
@@ -94,15 +94,15 @@ impl From<sqlx::Error> for SettingsError {
 struct Row {
     id: Uuid,
     tenant_id: Uuid,
-    status: String,
+    status: IntegrationStatus,
     n8n_webhook_url: Option<String>,
     n8n_auth_kind: String,
     sync_schedule: Option<String>,
     sync_timezone: String,
-    sync_mode: String,
-    sync_data_types: Vec<String>,
-    sync_missed_ticks: String,
-    sync_on_running: String,
+    sync_mode: SyncMode,
+    sync_data_types: Vec<DataType>,
+    sync_missed_ticks: MissedTicks,
+    sync_on_running: OnRunning,
     sync_jitter_secs: i32,
 }
 
@@ -119,7 +119,7 @@ fn view(row: Row) -> SyncSettings {
     let next_tick = row
         .sync_schedule
         .as_deref()
-        .filter(|_| row.status == "active")
+        .filter(|_| row.status == IntegrationStatus::Active)
         .and_then(|s| Schedule::parse(s, &row.sync_timezone).ok())
         .and_then(|s| s.next_tick(Utc::now()));
     SyncSettings {

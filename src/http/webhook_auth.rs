@@ -23,7 +23,7 @@ use crate::{
     config::IngestConfig,
     crypto::{Sealer, SigningSecrets, signing_secret_context},
     db::{integration_row, system_tx},
-    domain::api_key,
+    domain::{DataType, IntegrationStatus, SourceType, SyncMode, api_key},
 };
 
 /// What the webhook endpoints need beyond the pool, built once per process.
@@ -127,10 +127,10 @@ fn invalid_key() -> ApiError {
 pub struct IntegrationRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub source_type: String,
-    pub status: String,
-    pub sync_mode: String,
-    pub sync_data_types: Vec<String>,
+    pub source_type: SourceType,
+    pub status: IntegrationStatus,
+    pub sync_mode: SyncMode,
+    pub sync_data_types: Vec<DataType>,
     pub signing_secret_encrypted: Option<Vec<u8>>,
     pub signing_secret_key_id: Option<String>,
 }

@@ -124,7 +124,7 @@ pub async fn receive(
     if !rate_limited_already {
         hooks.rate_limit(integration.id)?;
     }
-    if integration.status == IntegrationStatus::Paused.as_str() {
+    if integration.status == IntegrationStatus::Paused {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "integration_paused",
@@ -169,7 +169,7 @@ pub async fn receive(
         integration_id: integration.id,
         sync_log_id: prepared.sync_log_id,
         data_type,
-        source_type: &integration.source_type,
+        source_type: integration.source_type.as_str(),
         sync_mode,
         is_final: prepared.is_final,
         idempotency_key: idempotency_key.as_deref(),
@@ -353,7 +353,7 @@ fn check_semantics(
             .map_err(|e: crate::domain::kinds::UnknownValue| {
                 unprocessable("invalid_data_type", "data_type", e.to_string())
             })?;
-    if prepared.source_type != integration.source_type {
+    if prepared.source_type != integration.source_type.as_str() {
         return Err(unprocessable(
             "source_type_mismatch",
             "source_type",
@@ -363,11 +363,7 @@ fn check_semantics(
             ),
         ));
     }
-    if !integration.sync_data_types.is_empty()
-        && !integration
-            .sync_data_types
-            .iter()
-            .any(|t| t == data_type.as_str())
+    if !integration.sync_data_types.is_empty() && !integration.sync_data_types.contains(&data_type)
     {
         return Err(unprocessable(
             "data_type_not_enabled",
@@ -375,7 +371,12 @@ fn check_semantics(
             format!(
                 "integration {} syncs {}, not {data_type}",
                 integration.id,
-                integration.sync_data_types.join(", ")
+                integration
+                    .sync_data_types
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -385,10 +386,7 @@ fn check_semantics(
             .map_err(|e: crate::domain::kinds::UnknownValue| {
                 unprocessable("invalid_sync_mode", "sync_mode", e.to_string())
             })?,
-        None => integration
-            .sync_mode
-            .parse()
-            .unwrap_or(SyncMode::Incremental),
+        None => integration.sync_mode,
     };
     Ok((data_type, sync_mode))
 }
