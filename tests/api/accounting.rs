@@ -880,10 +880,7 @@ async fn reprocessing_a_sync_after_a_mapping_fix_updates_its_rows_as_a_new_sync(
 
 #[tokio::test]
 async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
+    use std::sync::Arc;
     use syncbridge::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 
     // A durable cluster of this test's own: it is crashed twice, which the shared one must not be.
@@ -944,46 +941,49 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
     // accepted, as n8n's Retry On Fail does; the database crashes twice meanwhile.
     const BATCHES: usize = 48;
     const PER_BATCH: usize = 500;
-    let accepted = Arc::new(AtomicUsize::new(0));
+    let (accepted, mut accepted_rx) = tokio::sync::watch::channel(0usize);
+    let accepted = Arc::new(accepted);
     let mut clients = Vec::new();
     for client in 0..4 {
         let (url, key, accepted) = (app.url("/api/webhooks/n8n"), key.clone(), accepted.clone());
         let http = reqwest::Client::new();
         clients.push(tokio::spawn(async move {
+            use backon::{ConstantBuilder, Retryable};
             for b in (client..BATCHES).step_by(4) {
                 let records: Vec<String> =
                     (b * PER_BATCH..(b + 1) * PER_BATCH).map(contact).collect();
                 let body = body_text(integration, "contacts", &records);
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-                loop {
-                    let sent = http
-                        .post(&url)
+                let deliver = || async {
+                    http.post(&url)
                         .bearer_auth(&key)
                         .header("content-type", "application/json")
                         .header("idempotency-key", format!("drill-{b}"))
                         .body(body.clone())
                         .send()
-                        .await;
-                    if sent.as_ref().is_ok_and(|r| r.status().is_success()) {
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                        break;
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "batch {b} never accepted"
-                    );
-                    // A client's backoff before retrying, as n8n waits between tries.
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+                        .await?
+                        .error_for_status()
+                };
+                // n8n's Retry On Fail: a pause between tries, 120 s at most.
+                deliver
+                    .retry(
+                        ConstantBuilder::default()
+                            .with_delay(std::time::Duration::from_millis(200))
+                            .with_max_times(600),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("batch {b} never accepted: {e}"));
+                accepted.send_modify(|n| *n += 1);
             }
         }));
     }
     for after in [12, 30] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while accepted.load(Ordering::SeqCst) < after {
-            assert!(std::time::Instant::now() < deadline, "deliveries stalled");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            accepted_rx.wait_for(|n| *n >= after),
+        )
+        .await
+        .expect("deliveries stalled")
+        .unwrap();
         let server = server.clone();
         tokio::task::spawn_blocking(move || server.crash_and_restart())
             .await
@@ -995,23 +995,15 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
     }
 
     // Recovery: every accepted record is stored and no job stays running.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    loop {
-        let mut owner = app.db.owner().await;
-        let unfinished = crate::helpers::count(
-            &mut owner,
-            "SELECT (SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable'))
-                  + (SELECT count(*) FROM ingest_batches WHERE state <> 'processed')",
-        )
-        .await;
-        if unfinished == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{unfinished} jobs or batches never finished after the crashes"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    if let Err(unfinished) = crate::helpers::until_none_left(
+        &app.db,
+        "SELECT (SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable'))
+              + (SELECT count(*) FROM ingest_batches WHERE state <> 'processed')",
+        std::time::Duration::from_secs(180),
+    )
+    .await
+    {
+        panic!("{unfinished} jobs or batches never finished after the crashes");
     }
     let mut owner = app.db.owner().await;
     let stored = crate::helpers::count(&mut owner, "SELECT count(*) FROM external_contacts").await;

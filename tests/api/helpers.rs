@@ -369,6 +369,24 @@ pub fn sample(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Waits until `sql` (a `SELECT count(*)`) counts nothing, at most `limit`; else the last count.
+/// The one place tests poll: what they wait for (jobs finished, batches processed) is a state of
+/// the database that no notification announces.
+pub async fn until_none_left(db: &TestDb, sql: &str, limit: Duration) -> Result<(), i64> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut owner = db.owner().await;
+    loop {
+        let left = count(&mut owner, sql).await;
+        if left == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(left);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs a worker (and the queue's maintenance, which promotes retries) on `pool` with `config`
 /// until `pending_sql` (a `SELECT count(*)`) counts nothing, at most 60 s.
 pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {
@@ -389,17 +407,8 @@ pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
     let maintaining = tokio::spawn(maintenance.run(shutdown.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = count(&mut db.owner().await, pending_sql).await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{left} jobs still pending: {pending_sql}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if let Err(left) = until_none_left(db, pending_sql, Duration::from_secs(60)).await {
+        panic!("{left} jobs still pending: {pending_sql}");
     }
     shutdown.cancel();
     running.await.unwrap().unwrap();
