@@ -304,18 +304,19 @@ pub async fn process_chunk(
                     error,
                 }));
             }
-            Outcome::Mapped(record_out) if !storable(data_type, &record_out).is_empty() => {
-                counts.failed += 1;
-                let external_id = Some(record_out.external_id.clone());
-                errors.extend(storable(data_type, &record_out).into_iter().map(|error| {
-                    RecordError {
+            Outcome::Mapped(record_out) => {
+                let unstorable = storable(data_type, &record_out);
+                if !unstorable.is_empty() {
+                    counts.failed += 1;
+                    let external_id = Some(record_out.external_id);
+                    errors.extend(unstorable.into_iter().map(|error| RecordError {
                         index,
                         external_id: external_id.clone(),
                         error,
-                    }
-                }));
-            }
-            Outcome::Mapped(mut record_out) => {
+                    }));
+                    continue;
+                }
+                let mut record_out = record_out;
                 let get = |name: &str| col(name).and_then(|c| record_out.columns[c].as_deref());
                 let (email, website, company) = match data_type {
                     DataType::Contacts => (get("email"), None, get("company_name")),

@@ -149,7 +149,9 @@ async fn live_job_with_key<'e>(conn: impl PgExecutor<'e>, key: &str) -> Result<O
 /// What a bulk enqueue did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
-    /// Ids of every job asked for: newly inserted ones and live ones holding a unique key.
+    /// Ids of every job asked for: the newly inserted ones first, in the order of the jobs given
+    /// (rows are inserted in the order of the arrays and ids grow with each row), then live ones
+    /// holding a unique key. Without unique keys, `ids[i]` is the job of `jobs[i]`.
     pub ids: Vec<i64>,
     /// How many rows were new.
     pub inserted: usize,
@@ -229,7 +231,7 @@ pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<En
          FROM {from}
          {}
          RETURNING id, unique_key)
-         SELECT COALESCE(array_agg(id), '{{}}'),
+         SELECT COALESCE(array_agg(id ORDER BY id), '{{}}'),
                 COALESCE(array_agg(unique_key) FILTER (WHERE unique_key IS NOT NULL), '{{}}')
          FROM inserted",
         if any_unique {

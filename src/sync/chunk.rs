@@ -84,26 +84,15 @@ pub async fn enqueue_chunk_jobs(
         })
         .collect::<Result<_, _>>()?;
     let enqueued = ::jobs::enqueue_many(&mut *tx, &jobs).await?;
-    // Each chunk names its job, so a dead job's chunk can be found and settled. The ids come back
-    // in insertion order in practice, but nothing promises it: they are matched by their chunk.
-    let by_chunk: Vec<(i64, i32)> =
-        sqlx::query_as("SELECT id, (args->>'chunk')::int4 FROM jobs WHERE id = ANY($1)")
-            .bind(&enqueued.ids)
-            .fetch_all(&mut *tx)
-            .await?;
-    let by_chunk: std::collections::HashMap<i32, i64> = by_chunk
-        .into_iter()
-        .map(|(id, chunk)| (chunk, id))
-        .collect();
-    indexes
-        .iter()
-        .map(|i| {
-            by_chunk
-                .get(i)
-                .copied()
-                .ok_or_else(|| anyhow::anyhow!("no job was enqueued for chunk {i}"))
-        })
-        .collect()
+    // Each chunk names its job, so a dead job's chunk can be found and settled. No unique keys:
+    // the engine returns the ids in the order of the jobs.
+    anyhow::ensure!(
+        enqueued.ids.len() == indexes.len(),
+        "{} chunk jobs were enqueued for {} chunks",
+        enqueued.ids.len(),
+        indexes.len()
+    );
+    Ok(enqueued.ids)
 }
 
 /// The error code of records whose chunk's job died (failed at its last attempt or
@@ -267,13 +256,15 @@ pub async fn take_back_settled(
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query(
+        // By sync log first: the error table's index (its own retention keeps it large).
         "DELETE FROM integration_sync_errors
-         WHERE batch_id = $1 AND record_index = $2 AND code IN ($3, $4)",
+         WHERE sync_log_id = $5 AND batch_id = $1 AND record_index = $2 AND code IN ($3, $4)",
     )
     .bind(batch_id)
     .bind(offset)
     .bind(PROCESSING_FAILED)
     .bind(BATCH_DISCARDED)
+    .bind(sync_log_id)
     .execute(&mut *conn)
     .await?;
     super::reopen_for_processing(conn, sync_log_id, i64::from(count), was_done).await?;

@@ -399,19 +399,19 @@ pub(crate) async fn reopen_for_processing(
 ) -> Result<(), sqlx::Error> {
     let reopened: Option<(Uuid, SyncStatus, Option<i64>)> = sqlx::query_as(
         "WITH before AS (
-             SELECT id, status, failure_reason,
+             SELECT id, status, failure_reason IS NOT DISTINCT FROM 'processing_failed' AS reopen,
                     records_created + records_updated + records_unchanged AS synced
              FROM integration_sync_logs WHERE id = $1 FOR UPDATE)
          UPDATE integration_sync_logs l
          SET records_failed = l.records_failed - $2, chunks_failed = l.chunks_failed - 1,
              batches_processed = l.batches_processed - CASE WHEN $3 THEN 1 ELSE 0 END,
-             status = CASE WHEN b.failure_reason = 'processing_failed' THEN 'running' ELSE l.status END,
-             failure_reason = CASE WHEN b.failure_reason = 'processing_failed' THEN NULL ELSE l.failure_reason END,
-             error_summary = CASE WHEN b.failure_reason = 'processing_failed' THEN NULL ELSE l.error_summary END,
-             completed_at = CASE WHEN b.failure_reason = 'processing_failed' THEN NULL ELSE l.completed_at END,
-             duration_ms = CASE WHEN b.failure_reason = 'processing_failed' THEN NULL ELSE l.duration_ms END
+             status = CASE WHEN b.reopen THEN 'running' ELSE l.status END,
+             failure_reason = CASE WHEN b.reopen THEN NULL ELSE l.failure_reason END,
+             error_summary = CASE WHEN b.reopen THEN NULL ELSE l.error_summary END,
+             completed_at = CASE WHEN b.reopen THEN NULL ELSE l.completed_at END,
+             duration_ms = CASE WHEN b.reopen THEN NULL ELSE l.duration_ms END
          FROM before b WHERE l.id = b.id
-         RETURNING l.integration_id, b.status, CASE WHEN b.failure_reason = 'processing_failed' THEN b.synced END",
+         RETURNING l.integration_id, b.status, CASE WHEN b.reopen THEN b.synced END",
     )
     .bind(sync_log_id)
     .bind(records)

@@ -43,6 +43,30 @@ pub struct Pruned {
 /// Rows per statement.
 const BATCH: i64 = 1_000;
 
+/// Runs `sql` (a `DELETE` of at most `$2` rows older than `$1`) until it deletes fewer than a
+/// batch, a transaction each; returns the rows deleted.
+async fn delete_in_batches(
+    pool: &PgPool,
+    sql: &'static str,
+    before: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let mut total = 0;
+    loop {
+        let mut tx = system_tx(pool).await?;
+        let deleted = sqlx::query(sql)
+            .bind(before)
+            .bind(BATCH)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        total += deleted;
+        if deleted < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
 /// Deletes everything past its retention as of `now`.
 pub async fn prune(
     pool: &PgPool,
@@ -78,44 +102,24 @@ pub async fn prune(
             break;
         }
     }
-    loop {
-        let mut tx = system_tx(pool).await?;
-        let deleted = sqlx::query(
-            "DELETE FROM integration_sync_errors WHERE id IN (
-                 SELECT id FROM integration_sync_errors WHERE created_at < $1 LIMIT $2)",
-        )
-        .bind(before(settings.keep_sync_errors))
-        .bind(BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        pruned.sync_errors += deleted;
-        if deleted < BATCH as u64 {
-            break;
-        }
-    }
-    loop {
-        let mut tx = system_tx(pool).await?;
-        let deleted = sqlx::query(
-            "DELETE FROM integration_schedule_ticks WHERE (integration_id, tick_at) IN (
-                 SELECT t.integration_id, t.tick_at FROM integration_schedule_ticks t
-                 WHERE t.tick_at < $1
-                   AND t.tick_at < (SELECT max(n.tick_at) FROM integration_schedule_ticks n
-                                    WHERE n.integration_id = t.integration_id)
-                 LIMIT $2)",
-        )
-        .bind(before(settings.keep_ticks))
-        .bind(BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        pruned.ticks += deleted;
-        if deleted < BATCH as u64 {
-            break;
-        }
-    }
+    pruned.sync_errors = delete_in_batches(
+        pool,
+        "DELETE FROM integration_sync_errors WHERE id IN (
+             SELECT id FROM integration_sync_errors WHERE created_at < $1 LIMIT $2)",
+        before(settings.keep_sync_errors),
+    )
+    .await?;
+    pruned.ticks = delete_in_batches(
+        pool,
+        "DELETE FROM integration_schedule_ticks WHERE (integration_id, tick_at) IN (
+             SELECT t.integration_id, t.tick_at FROM integration_schedule_ticks t
+             WHERE t.tick_at < $1
+               AND t.tick_at < (SELECT max(n.tick_at) FROM integration_schedule_ticks n
+                                WHERE n.integration_id = t.integration_id)
+             LIMIT $2)",
+        before(settings.keep_ticks),
+    )
+    .await?;
     if pruned != Pruned::default() {
         tracing::info!(
             batches = pruned.batches,

@@ -380,6 +380,32 @@ async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
 }
 
 #[tokio::test]
+async fn bulk_enqueue_returns_each_jobs_id_in_the_order_given() {
+    let db = TestDb::migrated().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let jobs: Vec<NewJob> = (0..2_000)
+        .map(|i| {
+            NewJob::new(&Ping {
+                note: Some(i.to_string()),
+            })
+            .unwrap()
+        })
+        .collect();
+    let result = jobs::enqueue_many(&mut conn, &jobs).await.unwrap();
+    let notes: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, args->>'note' FROM jobs WHERE id = ANY($1)")
+            .bind(&result.ids)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let notes: std::collections::HashMap<i64, String> = notes.into_iter().collect();
+    for (i, id) in result.ids.iter().enumerate() {
+        assert_eq!(notes[id], i.to_string(), "ids[{i}] is the job of jobs[{i}]");
+    }
+    assert_eq!(result.ids.len(), 2_000);
+}
+
+#[tokio::test]
 async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
     let db = TestDb::migrated().await;
     let mut tx = db.pool.begin().await.unwrap();
