@@ -6,7 +6,11 @@
 //! tenant's. Application SQL lives in this module's submodules.
 
 pub mod admin;
+pub mod batches;
 pub mod embedded;
+pub mod schedule_ticks;
+pub mod sync_errors;
+pub mod sync_logs;
 pub mod sync_settings;
 pub mod vocab;
 

@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{ProcessChunk, job_tag};
-use crate::db::system_tx;
+use crate::db::{batches, sync_errors, sync_logs, system_tx};
 
 /// zstd level 1: ~4x smaller than JSON at several hundred MB/s; higher levels cost more CPU per
 /// request than they save in storage for data kept `ingest.keep_chunks_days` for replay.
@@ -108,20 +108,8 @@ pub const BATCH_DISCARDED: &str = "batch_discarded";
 /// scheduler round; any number may run at once (`SKIP LOCKED`). Returns the chunks settled.
 pub async fn settle_dead_chunks(pool: &PgPool) -> anyhow::Result<u64> {
     let mut tx = system_tx(pool).await?;
-    let dead: Vec<DeadChunk> = sqlx::query_as(
-        "SELECT c.batch_id, c.chunk_index, c.job_id, j.state AS job_state,
-                j.errors -> -1 ->> 'error' AS last_error
-         FROM ingest_batch_chunks c LEFT JOIN jobs j ON j.id = c.job_id
-         WHERE c.processed_at IS NULL AND c.failed_at IS NULL AND c.job_id IS NOT NULL
-           AND (j.id IS NULL OR j.state IN ('failed', 'cancelled'))
-         ORDER BY c.batch_id, c.chunk_index
-         LIMIT 1000
-         FOR UPDATE OF c SKIP LOCKED",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
     let mut settled = 0;
-    for dead in dead {
+    for dead in batches::dead_chunks(&mut tx, 1_000).await? {
         let how = match dead.job_state.as_deref().map(str::parse::<JobState>) {
             None => "was deleted".to_string(),
             Some(Ok(JobState::Cancelled)) => "was cancelled".to_string(),
@@ -149,16 +137,6 @@ pub async fn settle_dead_chunks(pool: &PgPool) -> anyhow::Result<u64> {
     Ok(settled)
 }
 
-/// An unprocessed chunk and its job, when the job is dead or gone.
-#[derive(sqlx::FromRow)]
-struct DeadChunk {
-    batch_id: Uuid,
-    chunk_index: i32,
-    job_id: Option<i64>,
-    job_state: Option<String>,
-    last_error: Option<String>,
-}
-
 /// Settles one unprocessed chunk as failed (see [`settle_dead_chunks`]). False when the chunk was
 /// processed or settled meanwhile. `conn` may be a system transaction or the chunk's tenant's.
 pub async fn settle_chunk(
@@ -168,65 +146,18 @@ pub async fn settle_chunk(
     code: &str,
     message: &str,
 ) -> Result<bool, sqlx::Error> {
-    let settled: Option<(Uuid, Uuid, Uuid, i32, i32)> = sqlx::query_as(
-        "UPDATE ingest_batch_chunks c SET failed_at = now()
-         FROM ingest_batches b
-         WHERE c.batch_id = $1 AND c.chunk_index = $2 AND b.id = c.batch_id
-           AND c.processed_at IS NULL AND c.failed_at IS NULL
-         RETURNING b.tenant_id, b.integration_id, b.sync_log_id, c.record_offset, c.record_count",
-    )
-    .bind(batch_id)
-    .bind(chunk)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((tenant_id, integration_id, sync_log_id, offset, count)) = settled else {
+    let Some(settled) = batches::mark_chunk_settled(conn, batch_id, chunk).await? else {
         return Ok(false);
     };
+    let (offset, count) = (settled.record_offset, settled.record_count);
     let last = offset + count - 1;
-    sqlx::query(
-        "INSERT INTO integration_sync_errors
-             (tenant_id, integration_id, sync_log_id, batch_id, record_index, code, message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(sync_log_id)
-    .bind(batch_id)
-    .bind(offset)
-    .bind(code)
-    .bind(format!(
-        "records {offset} to {last} of the batch were not processed: {message}"
-    ))
-    .execute(&mut *conn)
-    .await?;
-    let batch_done: bool = sqlx::query_scalar(
-        "UPDATE ingest_batches
-         SET jobs_done = jobs_done + 1, chunks_failed = chunks_failed + 1,
-             failure_reason = COALESCE(failure_reason, $3),
-             records_processed = records_processed + $2, records_failed = records_failed + $2,
-             state = CASE WHEN jobs_done + 1 >= jobs_total THEN 'failed' ELSE 'processing' END,
-             processed_at = CASE WHEN jobs_done + 1 >= jobs_total THEN now() END
-         WHERE id = $1
-         RETURNING jobs_done >= jobs_total",
-    )
-    .bind(batch_id)
-    .bind(count)
-    .bind(code)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE integration_sync_logs
-         SET records_failed = records_failed + $2, chunks_failed = chunks_failed + 1,
-             batches_processed = batches_processed + $3
-         WHERE id = $1",
-    )
-    .bind(sync_log_id)
-    .bind(i64::from(count))
-    .bind(i32::from(batch_done))
-    .execute(&mut *conn)
-    .await?;
+    let row_message =
+        format!("records {offset} to {last} of the batch were not processed: {message}");
+    sync_errors::insert_for_chunk(conn, batch_id, &settled, code, &row_message).await?;
+    let batch_done = batches::count_settled_chunk(conn, batch_id, count, code).await?;
+    sync_logs::count_settled_chunk(conn, settled.sync_log_id, i64::from(count), batch_done).await?;
     if batch_done {
-        super::close_sync_if_done(conn, sync_log_id).await?;
+        super::close_sync_if_done(conn, settled.sync_log_id).await?;
     }
     tracing::warn!(%batch_id, chunk, code, "chunk settled as failed: {message}");
     Ok(true)
@@ -242,30 +173,14 @@ pub async fn take_back_settled(
     offset: i32,
     count: i32,
 ) -> Result<(), sqlx::Error> {
-    let (sync_log_id, was_done): (Uuid, bool) = sqlx::query_as(
-        "UPDATE ingest_batches
-         SET jobs_done = jobs_done - 1, chunks_failed = chunks_failed - 1,
-             failure_reason = CASE WHEN chunks_failed > 1 THEN failure_reason END,
-             records_processed = records_processed - $2, records_failed = records_failed - $2,
-             state = 'processing', processed_at = NULL
-         WHERE id = $1
-         RETURNING sync_log_id, jobs_done + 1 >= jobs_total",
+    let (sync_log_id, was_done) = batches::uncount_settled_chunk(conn, batch_id, count).await?;
+    sync_errors::delete_for_chunk(
+        conn,
+        sync_log_id,
+        batch_id,
+        offset,
+        &[PROCESSING_FAILED, BATCH_DISCARDED],
     )
-    .bind(batch_id)
-    .bind(count)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        // By sync log first: the error table's index (its own retention keeps it large).
-        "DELETE FROM integration_sync_errors
-         WHERE sync_log_id = $5 AND batch_id = $1 AND record_index = $2 AND code IN ($3, $4)",
-    )
-    .bind(batch_id)
-    .bind(offset)
-    .bind(PROCESSING_FAILED)
-    .bind(BATCH_DISCARDED)
-    .bind(sync_log_id)
-    .execute(&mut *conn)
     .await?;
     super::reopen_for_processing(conn, sync_log_id, i64::from(count), was_done).await?;
     tracing::info!(%batch_id, offset, "a chunk settled as failed is processed after all");
@@ -281,33 +196,10 @@ pub async fn discard_batch(
     reason: &str,
 ) -> anyhow::Result<Option<i64>> {
     let mut tx = system_tx(pool).await?;
-    let exists: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM ingest_batches WHERE id = $1 FOR UPDATE")
-            .bind(batch_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if exists.is_none() {
+    if !batches::lock(&mut tx, batch_id).await? {
         return Ok(None);
     }
-    // Cancelled first, so that no attempt running now can commit its chunk afterwards (its
-    // completion is fenced on `state = 'running'`).
-    sqlx::query(
-        "UPDATE jobs SET state = 'cancelled', finalized_at = now()
-         WHERE id IN (SELECT job_id FROM ingest_batch_chunks
-                      WHERE batch_id = $1 AND processed_at IS NULL AND failed_at IS NULL)
-           AND state IN ('available', 'scheduled', 'running', 'retryable')",
-    )
-    .bind(batch_id)
-    .execute(&mut *tx)
-    .await?;
-    let chunks: Vec<(i32, i32)> = sqlx::query_as(
-        "SELECT chunk_index, record_count FROM ingest_batch_chunks
-         WHERE batch_id = $1 AND processed_at IS NULL AND failed_at IS NULL
-         ORDER BY chunk_index",
-    )
-    .bind(batch_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let chunks = batches::cancel_unfinished_chunks(&mut tx, batch_id).await?;
     let mut discarded = 0;
     let message = format!("discarded by an operator: {reason}");
     for (chunk, count) in chunks {

@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    db::tenant_tx,
+    db::{self, tenant_tx},
     domain::{
         DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode,
         SyncStatus, SyncTrigger,
@@ -397,70 +397,18 @@ pub(crate) async fn reopen_for_processing(
     records: i64,
     batch_was_done: bool,
 ) -> Result<(), sqlx::Error> {
-    let reopened: Option<(Uuid, SyncStatus, Option<i64>)> = sqlx::query_as(
-        "WITH before AS (
-             SELECT id, status, failure_reason IS NOT DISTINCT FROM 'processing_failed' AS reopen,
-                    records_created + records_updated + records_unchanged AS synced
-             FROM integration_sync_logs WHERE id = $1 FOR UPDATE)
-         UPDATE integration_sync_logs l
-         SET records_failed = l.records_failed - $2, chunks_failed = l.chunks_failed - 1,
-             batches_processed = l.batches_processed - CASE WHEN $3 THEN 1 ELSE 0 END,
-             status = CASE WHEN b.reopen THEN 'running' ELSE l.status END,
-             failure_reason = CASE WHEN b.reopen THEN NULL ELSE l.failure_reason END,
-             error_summary = CASE WHEN b.reopen THEN NULL ELSE l.error_summary END,
-             completed_at = CASE WHEN b.reopen THEN NULL ELSE l.completed_at END,
-             duration_ms = CASE WHEN b.reopen THEN NULL ELSE l.duration_ms END
-         FROM before b WHERE l.id = b.id
-         RETURNING l.integration_id, b.status, CASE WHEN b.reopen THEN b.synced END",
-    )
-    .bind(sync_log_id)
-    .bind(records)
-    .bind(batch_was_done)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some((integration_id, was, Some(synced))) = reopened
+    let uncounted =
+        db::sync_logs::uncount_settled_chunk(tx, sync_log_id, records, batch_was_done).await?;
+    if let Some((integration_id, was, Some(synced))) = uncounted
         && !was.is_open()
     {
-        sqlx::query(
-            "UPDATE integration_sources
-             SET total_syncs = GREATEST(total_syncs - 1, 0),
-                 failed_syncs = GREATEST(failed_syncs - CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END, 0),
-                 total_records_synced = GREATEST(total_records_synced - $3, 0),
-                 last_sync_status = CASE WHEN last_sync_log_id = $4 THEN 'running' ELSE last_sync_status END
-             WHERE id = $1",
-        )
-        .bind(integration_id)
-        .bind(was)
-        .bind(synced)
-        .bind(sync_log_id)
-        .execute(&mut *tx)
-        .await?;
+        db::sync_logs::uncount_closing(tx, integration_id, sync_log_id, was, synced).await?;
         tracing::info!(%sync_log_id, "sync reopened: a chunk it had failed is processed after all");
     }
     Ok(())
 }
 
-/// One sync log, as admins list it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-pub struct SyncSummary {
-    pub id: Uuid,
-    pub integration_id: Uuid,
-    pub trigger: SyncTrigger,
-    pub sync_mode: SyncMode,
-    pub status: SyncStatus,
-    pub failure_reason: Option<crate::domain::FailureReason>,
-    pub created_at: DateTime<Utc>,
-    pub last_batch_at: Option<DateTime<Utc>>,
-    pub final_received: bool,
-    pub batches_received: i32,
-    pub batches_processed: i32,
-    pub records_received: i64,
-    pub records_created: i64,
-    pub records_updated: i64,
-    pub records_unchanged: i64,
-    pub records_skipped: i64,
-    pub records_failed: i64,
-}
+pub use db::sync_logs::SyncSummary;
 
 /// Sync logs, newest first: only open ones with `open_only`, of one integration if given.
 pub async fn list_syncs(
@@ -470,21 +418,7 @@ pub async fn list_syncs(
     limit: i64,
 ) -> anyhow::Result<Vec<SyncSummary>> {
     let mut tx = crate::db::system_tx(pool).await?;
-    let syncs = sqlx::query_as(
-        "SELECT id, integration_id, trigger, sync_mode, status, failure_reason, created_at,
-                last_batch_at, final_received_at IS NOT NULL AS final_received, batches_received,
-                batches_processed, records_received, records_created, records_updated,
-                records_unchanged, records_skipped, records_failed
-         FROM integration_sync_logs
-         WHERE (NOT $1 OR status IN ('pending', 'running'))
-           AND ($2::uuid IS NULL OR integration_id = $2)
-         ORDER BY created_at DESC LIMIT $3",
-    )
-    .bind(open_only)
-    .bind(integration)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let syncs = db::sync_logs::list(&mut tx, open_only, integration, limit).await?;
     tx.commit().await?;
     Ok(syncs)
 }
@@ -519,12 +453,9 @@ pub async fn close_open_sync(
     reason: &str,
 ) -> Result<SyncStatus, SyncAdminError> {
     let mut tx = crate::db::system_tx(pool).await?;
-    let status: Option<SyncStatus> =
-        sqlx::query_scalar("SELECT status FROM integration_sync_logs WHERE id = $1 FOR UPDATE")
-            .bind(sync_log_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let status = status.ok_or(SyncAdminError::NotFound(sync_log_id))?;
+    let status = db::sync_logs::lock_status(&mut tx, sync_log_id)
+        .await?
+        .ok_or(SyncAdminError::NotFound(sync_log_id))?;
     let closed =
         close_by_admin(&mut tx, sync_log_id, reason)
             .await?

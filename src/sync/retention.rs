@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::db::system_tx;
+use crate::db::{self, system_tx};
 
 /// How long each kind of record is kept.
 #[derive(Debug, Clone)]
@@ -43,28 +43,22 @@ pub struct Pruned {
 /// Rows per statement.
 const BATCH: i64 = 1_000;
 
-/// Runs `sql` (a `DELETE` of at most `$2` rows older than `$1`) until it deletes fewer than a
-/// batch, a transaction each; returns the rows deleted.
-async fn delete_in_batches(
-    pool: &PgPool,
-    sql: &'static str,
-    before: DateTime<Utc>,
-) -> anyhow::Result<u64> {
-    let mut total = 0;
-    loop {
-        let mut tx = system_tx(pool).await?;
-        let deleted = sqlx::query(sql)
-            .bind(before)
-            .bind(BATCH)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        total += deleted;
-        if deleted < BATCH as u64 {
-            return Ok(total);
+/// Runs `$delete(conn, before, BATCH)` (rows deleted) in a transaction each until it deletes
+/// fewer than a batch; the total. A macro: the deletes are async functions of a borrowed
+/// connection, which a plain function cannot take as a parameter without boxing.
+macro_rules! in_batches {
+    ($pool:expr, $delete:path, $before:expr) => {{
+        let mut total = 0u64;
+        loop {
+            let mut tx = system_tx($pool).await?;
+            let deleted = $delete(&mut tx, $before, BATCH).await?;
+            tx.commit().await?;
+            total += deleted;
+            if deleted < BATCH as u64 {
+                break total;
+            }
         }
-    }
+    }};
 }
 
 /// Deletes everything past its retention as of `now`.
@@ -75,26 +69,11 @@ pub async fn prune(
 ) -> anyhow::Result<Pruned> {
     let before = |keep: Duration| now - chrono::Duration::from_std(keep).unwrap_or_default();
     let mut pruned = Pruned::default();
+    // A transaction per batch of rows, so no statement holds its locks for long.
     loop {
         let mut tx = system_tx(pool).await?;
-        // Chunks of unfinished batches are never deleted: their records are still to be counted.
-        let (batches, chunks): (i64, i64) = sqlx::query_as(
-            "WITH old AS (
-                 SELECT id FROM ingest_batches
-                 WHERE chunks_deleted_at IS NULL AND received_at < $1
-                   AND state IN ('processed', 'failed')
-                 ORDER BY received_at LIMIT $2
-                 FOR UPDATE SKIP LOCKED),
-             gone AS (DELETE FROM ingest_batch_chunks c USING old WHERE c.batch_id = old.id
-                      RETURNING 1),
-             marked AS (UPDATE ingest_batches b SET chunks_deleted_at = now() FROM old
-                        WHERE b.id = old.id RETURNING 1)
-             SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM gone)",
-        )
-        .bind(before(settings.keep_chunks))
-        .bind(BATCH)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (batches, chunks) =
+            db::batches::delete_old_chunks(&mut tx, before(settings.keep_chunks), BATCH).await?;
         tx.commit().await?;
         pruned.batches += batches as u64;
         pruned.chunks += chunks as u64;
@@ -102,24 +81,16 @@ pub async fn prune(
             break;
         }
     }
-    pruned.sync_errors = delete_in_batches(
+    pruned.sync_errors = in_batches!(
         pool,
-        "DELETE FROM integration_sync_errors WHERE id IN (
-             SELECT id FROM integration_sync_errors WHERE created_at < $1 LIMIT $2)",
-        before(settings.keep_sync_errors),
-    )
-    .await?;
-    pruned.ticks = delete_in_batches(
+        db::sync_errors::delete_older_than,
+        before(settings.keep_sync_errors)
+    );
+    pruned.ticks = in_batches!(
         pool,
-        "DELETE FROM integration_schedule_ticks WHERE (integration_id, tick_at) IN (
-             SELECT t.integration_id, t.tick_at FROM integration_schedule_ticks t
-             WHERE t.tick_at < $1
-               AND t.tick_at < (SELECT max(n.tick_at) FROM integration_schedule_ticks n
-                                WHERE n.integration_id = t.integration_id)
-             LIMIT $2)",
-        before(settings.keep_ticks),
-    )
-    .await?;
+        db::schedule_ticks::delete_older_than,
+        before(settings.keep_ticks)
+    );
     if pruned != Pruned::default() {
         tracing::info!(
             batches = pruned.batches,

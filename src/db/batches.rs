@@ -1,0 +1,277 @@
+//! SQL of delivered batches and their stored chunks, for the sync lifecycle (`sync::chunk`,
+//! `sync::replay`, `sync::retention`). Each function runs in the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::DataType;
+
+/// An unprocessed chunk and its job, when the job is dead or gone.
+#[derive(sqlx::FromRow)]
+pub struct DeadChunk {
+    pub batch_id: Uuid,
+    pub chunk_index: i32,
+    pub job_id: Option<i64>,
+    pub job_state: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Up to `limit` unsettled, unprocessed chunks whose job failed, was cancelled or is gone,
+/// locked (`SKIP LOCKED`: concurrent callers take different ones).
+pub async fn dead_chunks(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<DeadChunk>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.batch_id, c.chunk_index, c.job_id, j.state AS job_state,
+                j.errors -> -1 ->> 'error' AS last_error
+         FROM ingest_batch_chunks c LEFT JOIN jobs j ON j.id = c.job_id
+         WHERE c.processed_at IS NULL AND c.failed_at IS NULL AND c.job_id IS NOT NULL
+           AND (j.id IS NULL OR j.state IN ('failed', 'cancelled'))
+         ORDER BY c.batch_id, c.chunk_index
+         LIMIT $1
+         FOR UPDATE OF c SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// A chunk just marked settled, and where its records are counted.
+#[derive(sqlx::FromRow)]
+pub struct SettledChunk {
+    pub tenant_id: Uuid,
+    pub integration_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub record_offset: i32,
+    pub record_count: i32,
+}
+
+/// Marks an unprocessed, unsettled chunk settled; `None` when it was processed or settled.
+pub async fn mark_chunk_settled(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    chunk: i32,
+) -> Result<Option<SettledChunk>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE ingest_batch_chunks c SET failed_at = now()
+         FROM ingest_batches b
+         WHERE c.batch_id = $1 AND c.chunk_index = $2 AND b.id = c.batch_id
+           AND c.processed_at IS NULL AND c.failed_at IS NULL
+         RETURNING b.tenant_id, b.integration_id, b.sync_log_id, c.record_offset, c.record_count",
+    )
+    .bind(batch_id)
+    .bind(chunk)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Counts a settled chunk of `records` in its batch (processed and failed; `code` the batch's
+/// failure reason unless it has one). True when the batch has ended with it.
+pub async fn count_settled_chunk(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    records: i32,
+    code: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE ingest_batches
+         SET jobs_done = jobs_done + 1, chunks_failed = chunks_failed + 1,
+             failure_reason = COALESCE(failure_reason, $3),
+             records_processed = records_processed + $2, records_failed = records_failed + $2,
+             state = CASE WHEN jobs_done + 1 >= jobs_total THEN 'failed' ELSE 'processing' END,
+             processed_at = CASE WHEN jobs_done + 1 >= jobs_total THEN now() END
+         WHERE id = $1
+         RETURNING jobs_done >= jobs_total",
+    )
+    .bind(batch_id)
+    .bind(records)
+    .bind(code)
+    .fetch_one(conn)
+    .await
+}
+
+/// Uncounts a settled chunk of `records` from its batch, which is processing again. Returns the
+/// batch's sync log and whether the batch had ended.
+pub async fn uncount_settled_chunk(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    records: i32,
+) -> Result<(Uuid, bool), sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE ingest_batches
+         SET jobs_done = jobs_done - 1, chunks_failed = chunks_failed - 1,
+             failure_reason = CASE WHEN chunks_failed > 1 THEN failure_reason END,
+             records_processed = records_processed - $2, records_failed = records_failed - $2,
+             state = 'processing', processed_at = NULL
+         WHERE id = $1
+         RETURNING sync_log_id, jobs_done + 1 >= jobs_total",
+    )
+    .bind(batch_id)
+    .bind(records)
+    .fetch_one(conn)
+    .await
+}
+
+/// Locks the batch; false when there is none.
+pub async fn lock(conn: &mut PgConnection, batch_id: Uuid) -> Result<bool, sqlx::Error> {
+    let found: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM ingest_batches WHERE id = $1 FOR UPDATE")
+            .bind(batch_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// Cancels the unfinished jobs of the batch's unsettled, unprocessed chunks, and returns those
+/// chunks (index, records), in one statement (a data-modifying `WITH` always runs). Cancelled
+/// before they are settled, so no attempt running now can commit its chunk afterwards (its
+/// completion is fenced on `state = 'running'`); the caller holds the batch's lock.
+pub async fn cancel_unfinished_chunks(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+) -> Result<Vec<(i32, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH open AS (
+             SELECT chunk_index, record_count, job_id FROM ingest_batch_chunks
+             WHERE batch_id = $1 AND processed_at IS NULL AND failed_at IS NULL),
+         cancelled AS (
+             UPDATE jobs SET state = 'cancelled', finalized_at = now()
+             WHERE id IN (SELECT job_id FROM open)
+               AND state IN ('available', 'scheduled', 'running', 'retryable')
+             RETURNING id)
+         SELECT chunk_index, record_count FROM open ORDER BY chunk_index",
+    )
+    .bind(batch_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// A batch of a sync, as a replay copies it.
+#[derive(sqlx::FromRow)]
+pub struct StoredBatch {
+    pub id: Uuid,
+    pub data_type: DataType,
+    pub source_type: String,
+    pub record_count: i32,
+    pub jobs_total: i32,
+    pub content_hash: Vec<u8>,
+    pub delivery_seq: i64,
+    pub chunks_deleted: bool,
+}
+
+/// The batches of a sync, in delivery order.
+pub async fn of_sync(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<Vec<StoredBatch>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, data_type, source_type, record_count, jobs_total, content_hash, delivery_seq,
+                chunks_deleted_at IS NOT NULL AS chunks_deleted
+         FROM ingest_batches WHERE sync_log_id = $1 ORDER BY delivery_seq",
+    )
+    .bind(sync_log_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Inserts a copy of `batch` into sync `sync_log_id` (incremental, not final, the same place in
+/// delivery order; `processed` at once when it has no records). Returns its id.
+pub async fn insert_copy(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    sync_log_id: Uuid,
+    batch: &StoredBatch,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO ingest_batches
+             (tenant_id, integration_id, sync_log_id, data_type, source_type, sync_mode,
+              content_hash, record_count, jobs_total, delivery_seq, state, processed_at)
+         VALUES ($1, $2, $3, $4, $5, 'incremental', $6, $7, $8, $9,
+                 CASE WHEN $8 = 0 THEN 'processed' ELSE 'received' END,
+                 CASE WHEN $8 = 0 THEN now() END)
+         RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(integration_id)
+    .bind(sync_log_id)
+    .bind(batch.data_type)
+    .bind(&batch.source_type)
+    .bind(&batch.content_hash)
+    .bind(batch.record_count)
+    .bind(batch.jobs_total)
+    .bind(batch.delivery_seq)
+    .fetch_one(conn)
+    .await
+}
+
+/// The indexes of the batch's stored chunks.
+pub async fn chunk_indexes(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT chunk_index FROM ingest_batch_chunks WHERE batch_id = $1 ORDER BY chunk_index",
+    )
+    .bind(batch_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Copies the chunks `indexes` of batch `from` into batch `to`, unprocessed, each with its job
+/// from `job_ids`.
+pub async fn copy_chunks(
+    conn: &mut PgConnection,
+    from: Uuid,
+    to: Uuid,
+    indexes: &[i32],
+    job_ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ingest_batch_chunks
+             (tenant_id, batch_id, chunk_index, record_offset, record_count, payload,
+              payload_encoding, job_id)
+         SELECT c.tenant_id, $2, c.chunk_index, c.record_offset, c.record_count, c.payload,
+                c.payload_encoding, u.job_id
+         FROM ingest_batch_chunks c
+         JOIN unnest($3::int4[], $4::int8[]) AS u(chunk_index, job_id)
+           ON u.chunk_index = c.chunk_index
+         WHERE c.batch_id = $1",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(indexes)
+    .bind(job_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the chunks of up to `limit` ended batches delivered before `before` (unfinished
+/// batches keep theirs: their records are still to be counted) and marks the batches. Returns
+/// (batches, chunks).
+pub async fn delete_old_chunks(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "WITH old AS (
+             SELECT id FROM ingest_batches
+             WHERE chunks_deleted_at IS NULL AND received_at < $1
+               AND state IN ('processed', 'failed')
+             ORDER BY received_at LIMIT $2
+             FOR UPDATE SKIP LOCKED),
+         gone AS (DELETE FROM ingest_batch_chunks c USING old WHERE c.batch_id = old.id
+                  RETURNING 1),
+         marked AS (UPDATE ingest_batches b SET chunks_deleted_at = now() FROM old
+                    WHERE b.id = old.id RETURNING 1)
+         SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM gone)",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_one(conn)
+    .await
+}
