@@ -275,3 +275,14 @@ pub async fn delete_old_chunks(
     .fetch_one(conn)
     .await
 }
+
+/// The data types of the sync's batches.
+pub async fn data_types_of_sync(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<Vec<DataType>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT data_type FROM ingest_batches WHERE sync_log_id = $1")
+        .bind(sync_log_id)
+        .fetch_all(conn)
+        .await
+}

@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod batches;
 pub mod embedded;
+pub mod external_rows;
+pub mod integrations;
 pub mod schedule_ticks;
 pub mod sync_errors;
 pub mod sync_logs;

@@ -217,3 +217,196 @@ pub async fn set_received(
     .await?;
     Ok(())
 }
+
+/// The newest sync of the integration that is still pending or running.
+pub async fn open_of_integration(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM integration_sync_logs
+         WHERE integration_id = $1 AND status IN ('pending', 'running')
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(integration_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Inserts a `pending` sync log (its id made by the caller, so its trigger job can name it).
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_pending(
+    conn: &mut PgConnection,
+    id: Uuid,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    trigger: SyncTrigger,
+    mode: SyncMode,
+    data_types: &[DataType],
+    scheduled_for: Option<DateTime<Utc>>,
+    trigger_job_id: i64,
+) -> Result<(), sqlx::Error> {
+    let single = (data_types.len() == 1).then(|| data_types[0]);
+    sqlx::query(
+        "INSERT INTO integration_sync_logs
+             (id, tenant_id, integration_id, trigger, sync_mode, data_type, data_types, status,
+              scheduled_for, trigger_job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(integration_id)
+    .bind(trigger)
+    .bind(mode)
+    .bind(single)
+    .bind(data_types)
+    .bind(scheduled_for)
+    .bind(trigger_job_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A sync of the integration a retry repeats: its status, mode and data types.
+pub async fn retry_source(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    integration_id: Uuid,
+) -> Result<Option<(SyncStatus, SyncMode, Option<Vec<DataType>>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, sync_mode, data_types FROM integration_sync_logs
+         WHERE id = $1 AND integration_id = $2",
+    )
+    .bind(sync_log_id)
+    .bind(integration_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Reopens a sync whose trigger had failed, when an operator retries its dead trigger job: the
+/// sync never started, so it goes back to pending and no longer counts as a failed sync.
+pub async fn reopen_untriggered(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let reopened: Option<Uuid> = sqlx::query_scalar(
+        "WITH reopened AS (
+             UPDATE integration_sync_logs
+             SET status = 'pending', failure_reason = NULL, error_summary = NULL,
+                 completed_at = NULL, duration_ms = NULL
+             WHERE id = $1 AND status = 'failed' AND triggered_at IS NULL
+               AND failure_reason IN ('trigger_failed', 'trigger_rejected')
+             RETURNING id, integration_id)
+         UPDATE integration_sources i
+         SET total_syncs = GREATEST(total_syncs - 1, 0), failed_syncs = GREATEST(failed_syncs - 1, 0),
+             last_sync_status = CASE WHEN last_sync_log_id = reopened.id THEN 'pending' ELSE last_sync_status END
+         FROM reopened WHERE i.id = reopened.integration_id
+         RETURNING reopened.id",
+    )
+    .bind(sync_log_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(reopened.is_some())
+}
+
+/// Closes a pending or running sync as failed with a machine-readable reason, and counts it on
+/// the integration. False when the sync was already closed.
+pub async fn fail_sync(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    reason: FailureReason,
+    summary: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let failed: Option<Uuid> = sqlx::query_scalar(
+        "WITH failed AS (
+             UPDATE integration_sync_logs
+             SET status = 'failed', failure_reason = $2, error_summary = $3, completed_at = $4,
+                 duration_ms = (extract(epoch FROM $4 - COALESCE(started_at, created_at)) * 1000)::bigint
+             WHERE id = $1 AND status IN ('pending', 'running')
+             RETURNING id, integration_id)
+         UPDATE integration_sources i
+         SET last_sync_at = $4, last_sync_status = 'failed', last_sync_log_id = failed.id,
+             total_syncs = total_syncs + 1, failed_syncs = failed_syncs + 1
+         FROM failed WHERE i.id = failed.integration_id
+         RETURNING failed.id",
+    )
+    .bind(sync_log_id)
+    .bind(reason)
+    .bind(summary)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(failed.is_some())
+}
+
+/// What closing a sync returns: integration, status, mode, started, records synced.
+pub type Closed = (Uuid, SyncStatus, SyncMode, Option<DateTime<Utc>>, i64);
+
+/// Closes an open sync: when it is done (its final batch in, every batch ended), or at once with
+/// `by_admin` (the operator's reason). `None` when it was not closed.
+pub async fn close(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    by_admin: Option<&str>,
+) -> Result<Option<Closed>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE integration_sync_logs
+         SET status = CASE
+                 WHEN $2 THEN CASE
+                     WHEN records_created + records_updated + records_unchanged + records_skipped > 0
+                     THEN 'partial' ELSE 'failed' END
+                 WHEN records_failed = 0 THEN 'success'
+                 WHEN records_created + records_updated + records_unchanged + records_skipped > 0 THEN 'partial'
+                 ELSE 'failed' END,
+             failure_reason = CASE WHEN $2 THEN 'closed_by_admin'
+                                   WHEN chunks_failed > 0 THEN 'processing_failed' END,
+             completed_at = now(),
+             duration_ms = (extract(epoch FROM now() - COALESCE(started_at, created_at)) * 1000)::bigint,
+             records_per_second = records_received
+                 / GREATEST(extract(epoch FROM now() - COALESCE(started_at, created_at)), 0.001),
+             error_summary = CASE
+                 WHEN $2 THEN 'closed by an operator: ' || $3
+                 WHEN chunks_failed > 0 THEN records_failed || ' of ' || records_received
+                     || ' records failed, ' || chunks_failed
+                     || ' chunks of them unprocessed; see integration_sync_errors'
+                 WHEN records_failed > 0
+                 THEN records_failed || ' of ' || records_received || ' records failed; see integration_sync_errors'
+                 END
+         WHERE id = $1 AND status IN ('pending', 'running')
+           AND ($2 OR (final_received_at IS NOT NULL AND batches_processed >= batches_received))
+         RETURNING integration_id, status, sync_mode, started_at,
+                   records_created + records_updated + records_unchanged",
+    )
+    .bind(sync_log_id)
+    .bind(by_admin.is_some())
+    .bind(by_admin.unwrap_or_default())
+    .fetch_optional(conn)
+    .await
+}
+
+/// Counts a closed sync (status, `synced` records) on its integration's last-sync fields.
+pub async fn count_closing(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+    sync_log_id: Uuid,
+    status: SyncStatus,
+    synced: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE integration_sources
+         SET last_sync_at = now(), last_sync_status = $2, last_sync_log_id = $3,
+             last_successful_sync_at = CASE WHEN $2 = 'success' THEN now() ELSE last_successful_sync_at END,
+             total_syncs = total_syncs + 1,
+             failed_syncs = failed_syncs + CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END,
+             total_records_synced = total_records_synced + $4
+         WHERE id = $1",
+    )
+    .bind(integration_id)
+    .bind(status)
+    .bind(sync_log_id)
+    .bind(synced)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

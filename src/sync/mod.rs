@@ -17,36 +17,15 @@ use uuid::Uuid;
 
 use crate::{
     db::{self, tenant_tx},
-    domain::{
-        DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode,
-        SyncStatus, SyncTrigger,
-    },
+    domain::{DataType, IntegrationStatus, SyncMode, SyncStatus, SyncTrigger},
+};
+pub use db::sync_logs::{fail_sync, reopen_untriggered};
+pub(crate) use db::{
+    external_rows::table as external_table,
+    integrations::{LockedIntegration, lock_for_sync as lock_integration},
+    sync_logs::open_of_integration as open_sync,
 };
 pub use kinds::{FinalizeSync, INGEST_QUEUE, ProcessChunk, RunRetention, TriggerSync, job_tag};
-
-/// The external table a data type lands in.
-pub(crate) fn external_table(data_type: DataType) -> &'static str {
-    match data_type {
-        DataType::Contacts => "external_contacts",
-        DataType::Tickets => "external_tickets",
-        DataType::Deals => "external_deals",
-    }
-}
-
-/// The newest sync of the integration that is still pending or running.
-pub(crate) async fn open_sync(
-    conn: &mut PgConnection,
-    integration_id: Uuid,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT id FROM integration_sync_logs
-         WHERE integration_id = $1 AND status IN ('pending', 'running')
-         ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(integration_id)
-    .fetch_optional(conn)
-    .await
-}
 
 /// What a new sync asks of n8n. `None`s take the integration's settings.
 #[derive(Debug, Clone)]
@@ -58,38 +37,6 @@ pub struct SyncRequest {
     /// A failed or partial sync this one repeats (trigger `retry`): its mode and data types are
     /// the defaults.
     pub retry_of: Option<Uuid>,
-}
-
-/// What starting a sync reads of its integration, from the row locked for it.
-#[derive(sqlx::FromRow)]
-pub(crate) struct LockedIntegration {
-    pub(crate) id: Uuid,
-    pub(crate) tenant_id: Uuid,
-    pub(crate) status: IntegrationStatus,
-    pub(crate) source_type: SourceType,
-    pub(crate) n8n_webhook_url: Option<String>,
-    pub(crate) sync_schedule: Option<String>,
-    pub(crate) sync_mode: SyncMode,
-    pub(crate) sync_data_types: Vec<DataType>,
-    pub(crate) sync_missed_ticks: MissedTicks,
-    pub(crate) sync_on_running: OnRunning,
-}
-
-/// The integration's row, locked until the transaction ends against schedulers and operators
-/// starting a sync of it. `FOR NO KEY UPDATE`, not `FOR UPDATE`: chunks being written hold the
-/// row `FOR KEY SHARE` and need not be waited for.
-pub(crate) async fn lock_integration(
-    tx: &mut PgConnection,
-    integration_id: Uuid,
-) -> Result<Option<LockedIntegration>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, tenant_id, status, source_type, n8n_webhook_url, sync_schedule, sync_mode,
-                sync_data_types, sync_missed_ticks, sync_on_running
-         FROM integration_sources WHERE id = $1 FOR NO KEY UPDATE",
-    )
-    .bind(integration_id)
-    .fetch_optional(tx)
-    .await
 }
 
 /// Creates a pending sync log and its `TriggerSync` job in the caller's (tenant) transaction,
@@ -108,7 +55,6 @@ pub(crate) async fn create_sync(
         _ if !stored_types.is_empty() => stored_types.clone(),
         _ => integration.source_type.default_data_types().to_vec(),
     };
-    let single = (data_types.len() == 1).then(|| data_types[0]);
     // The id is made here so the job (which names the sync) and the sync log (which names its
     // job) are each written once, in the same transaction.
     let sync_log_id = Uuid::new_v4();
@@ -121,22 +67,17 @@ pub(crate) async fn create_sync(
     .unique_key(format!("trigger:{sync_log_id}"))
     .tag(job_tag(tenant_id, integration_id));
     let job_id = jobs::enqueue(&mut *tx, &job).await?;
-    sqlx::query(
-        "INSERT INTO integration_sync_logs
-             (id, tenant_id, integration_id, trigger, sync_mode, data_type, data_types, status,
-              scheduled_for, trigger_job_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+    db::sync_logs::insert_pending(
+        tx,
+        sync_log_id,
+        tenant_id,
+        integration_id,
+        request.trigger,
+        mode,
+        &data_types,
+        request.scheduled_for,
+        job_id,
     )
-    .bind(sync_log_id)
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(request.trigger)
-    .bind(mode)
-    .bind(single)
-    .bind(&data_types)
-    .bind(request.scheduled_for)
-    .bind(job_id)
-    .execute(&mut *tx)
     .await?;
     Ok((sync_log_id, job_id))
 }
@@ -194,14 +135,7 @@ pub async fn request_sync(
     }
     let mut request = request.clone();
     if let Some(previous) = request.retry_of {
-        let found: Option<(SyncStatus, SyncMode, Option<Vec<DataType>>)> = sqlx::query_as(
-            "SELECT status, sync_mode, data_types FROM integration_sync_logs
-             WHERE id = $1 AND integration_id = $2",
-        )
-        .bind(previous)
-        .bind(integration_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let found = db::sync_logs::retry_source(&mut tx, previous, integration_id).await?;
         let (status, mode, types) = found.ok_or(SyncRequestError::RetryNotFound(previous))?;
         if !matches!(status, SyncStatus::Failed | SyncStatus::Partial) {
             return Err(SyncRequestError::NotRetryable {
@@ -225,66 +159,6 @@ pub async fn request_sync(
     tx.commit().await?;
     Ok(created)
 }
-
-/// Reopens a sync whose trigger had failed, when an operator retries its dead trigger job: the
-/// sync never started, so it goes back to pending and no longer counts as a failed sync.
-pub async fn reopen_untriggered(
-    conn: &mut PgConnection,
-    sync_log_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let reopened: Option<Uuid> = sqlx::query_scalar(
-        "WITH reopened AS (
-             UPDATE integration_sync_logs
-             SET status = 'pending', failure_reason = NULL, error_summary = NULL,
-                 completed_at = NULL, duration_ms = NULL
-             WHERE id = $1 AND status = 'failed' AND triggered_at IS NULL
-               AND failure_reason IN ('trigger_failed', 'trigger_rejected')
-             RETURNING id, integration_id)
-         UPDATE integration_sources i
-         SET total_syncs = GREATEST(total_syncs - 1, 0), failed_syncs = GREATEST(failed_syncs - 1, 0),
-             last_sync_status = CASE WHEN last_sync_log_id = reopened.id THEN 'pending' ELSE last_sync_status END
-         FROM reopened WHERE i.id = reopened.integration_id
-         RETURNING reopened.id",
-    )
-    .bind(sync_log_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(reopened.is_some())
-}
-
-/// Closes a pending or running sync as failed with a machine-readable reason, and counts it on
-/// the integration. False when the sync was already closed.
-pub async fn fail_sync(
-    conn: &mut PgConnection,
-    sync_log_id: Uuid,
-    reason: FailureReason,
-    summary: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let failed: Option<Uuid> = sqlx::query_scalar(
-        "WITH failed AS (
-             UPDATE integration_sync_logs
-             SET status = 'failed', failure_reason = $2, error_summary = $3, completed_at = $4,
-                 duration_ms = (extract(epoch FROM $4 - COALESCE(started_at, created_at)) * 1000)::bigint
-             WHERE id = $1 AND status IN ('pending', 'running')
-             RETURNING id, integration_id)
-         UPDATE integration_sources i
-         SET last_sync_at = $4, last_sync_status = 'failed', last_sync_log_id = failed.id,
-             total_syncs = total_syncs + 1, failed_syncs = failed_syncs + 1
-         FROM failed WHERE i.id = failed.integration_id
-         RETURNING failed.id",
-    )
-    .bind(sync_log_id)
-    .bind(reason)
-    .bind(summary)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(failed.is_some())
-}
-
-/// integration, status, mode, started, records synced.
-type ClosedSync = (Uuid, SyncStatus, SyncMode, Option<DateTime<Utc>>, i64);
 
 /// Closes the sync when its final batch has arrived and every batch is processed: status, timings,
 /// the full-sync sweep, the integration's last-sync fields. Does nothing otherwise, or when
@@ -313,77 +187,17 @@ async fn close(
     sync_log_id: Uuid,
     by_admin: Option<&str>,
 ) -> Result<Option<SyncStatus>, sqlx::Error> {
-    let closed: Option<ClosedSync> = sqlx::query_as(
-        "UPDATE integration_sync_logs
-         SET status = CASE
-                 WHEN $2 THEN CASE
-                     WHEN records_created + records_updated + records_unchanged + records_skipped > 0
-                     THEN 'partial' ELSE 'failed' END
-                 WHEN records_failed = 0 THEN 'success'
-                 WHEN records_created + records_updated + records_unchanged + records_skipped > 0 THEN 'partial'
-                 ELSE 'failed' END,
-             failure_reason = CASE WHEN $2 THEN 'closed_by_admin'
-                                   WHEN chunks_failed > 0 THEN 'processing_failed' END,
-             completed_at = now(),
-             duration_ms = (extract(epoch FROM now() - COALESCE(started_at, created_at)) * 1000)::bigint,
-             records_per_second = records_received
-                 / GREATEST(extract(epoch FROM now() - COALESCE(started_at, created_at)), 0.001),
-             error_summary = CASE
-                 WHEN $2 THEN 'closed by an operator: ' || $3
-                 WHEN chunks_failed > 0 THEN records_failed || ' of ' || records_received
-                     || ' records failed, ' || chunks_failed
-                     || ' chunks of them unprocessed; see integration_sync_errors'
-                 WHEN records_failed > 0
-                 THEN records_failed || ' of ' || records_received || ' records failed; see integration_sync_errors'
-                 END
-         WHERE id = $1 AND status IN ('pending', 'running')
-           AND ($2 OR (final_received_at IS NOT NULL AND batches_processed >= batches_received))
-         RETURNING integration_id, status, sync_mode, started_at,
-                   records_created + records_updated + records_unchanged",
-    )
-    .bind(sync_log_id)
-    .bind(by_admin.is_some())
-    .bind(by_admin.unwrap_or_default())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let closed = db::sync_logs::close(tx, sync_log_id, by_admin).await?;
     let Some((integration_id, status, sync_mode, started_at, synced)) = closed else {
         return Ok(None);
     };
     if status == SyncStatus::Success && sync_mode == SyncMode::Full {
-        let data_types: Vec<DataType> = sqlx::query_scalar(
-            "SELECT DISTINCT data_type FROM ingest_batches WHERE sync_log_id = $1",
-        )
-        .bind(sync_log_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for data_type in data_types {
-            // Rows this sync wrote or saw carry a last_synced_at after it started.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {} SET deleted_at = now()
-                 WHERE integration_id = $1 AND deleted_at IS NULL AND last_synced_at < $2",
-                external_table(data_type)
-            )))
-            .bind(integration_id)
-            .bind(started_at.unwrap_or_else(Utc::now))
-            .execute(&mut *tx)
-            .await?;
+        let since = started_at.unwrap_or_else(Utc::now);
+        for data_type in db::batches::data_types_of_sync(tx, sync_log_id).await? {
+            db::external_rows::sweep_unseen(tx, data_type, integration_id, since).await?;
         }
     }
-    sqlx::query(
-        "UPDATE integration_sources
-         SET last_sync_at = now(), last_sync_status = $2, last_sync_log_id = $3,
-             last_successful_sync_at = CASE WHEN $2 = 'success' THEN now() ELSE last_successful_sync_at END,
-             total_syncs = total_syncs + 1,
-             failed_syncs = failed_syncs + CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END,
-             total_records_synced = total_records_synced + $4
-         WHERE id = $1",
-    )
-    .bind(integration_id)
-    .bind(status)
-    .bind(sync_log_id)
-    .bind(synced)
-    .execute(&mut *tx)
-    .await?;
+    db::sync_logs::count_closing(tx, integration_id, sync_log_id, status, synced).await?;
     tracing::info!(%sync_log_id, %integration_id, %status, "sync closed");
     Ok(Some(status))
 }
