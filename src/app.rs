@@ -371,6 +371,7 @@ async fn set_integration(
         missed_ticks: args.missed,
         on_running: args.on_running,
         jitter_secs: args.jitter,
+        sweep_min_seen_percent: args.sweep_min_seen,
         credentials,
     };
     let policy = crate::n8n::UrlPolicy::configured(&config.n8n)?;
@@ -430,6 +431,19 @@ async fn syncs_command(pool: &PgPool, command: SyncsCommand) -> Result<()> {
                 replay.sync_log_id, replay.batches, replay.records, replay.jobs
             );
             println!("{}", replay.sync_log_id);
+        }
+        SyncsCommand::Sweep { sync_log_id } => {
+            let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            for sweep in crate::sync::apply_skipped_sweeps(pool, sync_log_id, &by).await? {
+                println!(
+                    "{}\t{}\t{} soft-deleted\t{} of {} live rows seen",
+                    sweep.data_type,
+                    sweep.state,
+                    sweep.deleted_rows,
+                    sweep.seen_rows,
+                    sweep.live_rows
+                );
+            }
         }
     }
     Ok(())

@@ -85,6 +85,10 @@ pub enum SyncsCommand {
     /// Re-runs a closed sync's stored chunks (mapping, matching, upserts) as a new `replay` sync,
     /// without asking n8n; prints the new sync log id. Chunks are kept ingest.keep_chunks_days.
     Reprocess { sync_log_id: Uuid },
+    /// Applies the sweep a full sync skipped because it saw fewer live rows than the
+    /// integration's --sweep-min-seen share: soft-deletes the rows no delivery has seen since
+    /// that sync started. Prints each data type's sweep.
+    Sweep { sync_log_id: Uuid },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +159,10 @@ pub struct SetIntegration {
     /// Spread ticks: each fires up to this many seconds late (a fixed offset per integration).
     #[arg(long)]
     pub jitter: Option<u32>,
+    /// A full sync soft-deletes the rows it did not see only when it saw at least this percent
+    /// of the integration's live rows of a data type (default 50; 0 turns the guard off).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub sweep_min_seen: Option<u8>,
     /// How syncbridge authenticates toward n8n: none, header (Header Auth) or basic.
     #[arg(long, value_parser = ["none", "header", "basic"])]
     pub auth: Option<String>,

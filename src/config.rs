@@ -81,6 +81,7 @@ pub struct N8nConfig {
     pub quick_retries: usize,
     pub trigger_max_attempts: i32,
     pub public_base_url: String,
+    pub cursor_overlap_secs: u64,
     pub deny: Vec<String>,
 }
 

@@ -3,6 +3,7 @@
 //! and how n8n's answers are classified into done, retry later, and give up.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -33,8 +34,12 @@ pub struct TriggerBody {
     /// The one data type when exactly one is asked for (what a single-type workflow reads).
     pub data_type: Option<DataType>,
     pub sync_mode: SyncMode,
-    /// Fetch records changed after this (the end of the last successful sync); null: everything.
+    /// Fetch records changed after this: the earliest of `since_by_data_type`, for workflows
+    /// that read one value; null when any requested type is to be fetched in full.
     pub since: Option<DateTime<Utc>>,
+    /// Per requested data type: fetch records changed after this (its cursor minus the
+    /// overlap); null: everything (full syncs, and a type never synced completely).
+    pub since_by_data_type: BTreeMap<DataType, Option<DateTime<Utc>>>,
     /// Where the workflow posts its batches.
     pub callback_url: String,
 }

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::{
     db::{system_tx, tenant_tx},
     domain::{
-        FailureReason, IntegrationStatus, MissedTicks, OnRunning, SyncTrigger, TickOutcome,
+        DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SyncTrigger,
+        TickOutcome,
         schedule::{self, Schedule},
     },
     sync::{SyncRequest, create_sync, fail_sync, lock_integration, open_sync},
@@ -258,8 +259,11 @@ pub async fn watchdog(
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
     let mut tx = system_tx(pool).await?;
-    let silent: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT id, integration_id FROM integration_sync_logs
+    let silent: Vec<(Uuid, Uuid, Vec<DataType>)> = sqlx::query_as(
+        "SELECT id, integration_id,
+                ARRAY(SELECT unnest(COALESCE(data_types, ARRAY[data_type]))
+                      EXCEPT SELECT unnest(final_data_types)) AS missing
+         FROM integration_sync_logs
          WHERE status IN ('pending', 'running')
            AND COALESCE(last_batch_at, created_at) < $1 - $2 * interval '1 second'
          ORDER BY COALESCE(last_batch_at, created_at)
@@ -270,23 +274,22 @@ pub async fn watchdog(
     .bind(timeout.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
-    let summary = format!(
-        "no batch was delivered for {} s; closed by the watchdog (batches that still arrive are stored, processed and counted as late)",
-        timeout.as_secs()
-    );
     let mut closed = 0;
-    for (sync_log_id, integration_id) in &silent {
-        if fail_sync(
-            &mut tx,
-            *sync_log_id,
-            FailureReason::TimedOut,
-            &summary,
-            now,
-        )
-        .await?
-        {
+    for (sync_log_id, integration_id, mut missing) in silent {
+        missing.sort();
+        let waiting = if missing.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = missing.iter().map(|t| t.as_str()).collect();
+            format!(" while waiting for the final batch of {}", names.join(", "))
+        };
+        let summary = format!(
+            "no batch was delivered for {} s{waiting}; closed by the watchdog (batches that still arrive are stored, processed and counted as late)",
+            timeout.as_secs()
+        );
+        if fail_sync(&mut tx, sync_log_id, FailureReason::TimedOut, &summary, now).await? {
             closed += 1;
-            tracing::warn!(%sync_log_id, %integration_id, "sync timed out: n8n delivered nothing for too long");
+            tracing::warn!(%sync_log_id, %integration_id, ?missing, "sync timed out: n8n delivered nothing for too long");
         }
     }
     tx.commit().await?;

@@ -18,12 +18,13 @@ pub fn table(data_type: DataType) -> &'static str {
 
 /// Soft-deletes the integration's rows of `data_type` that no delivery wrote or saw since `since`
 /// (rows a sync wrote or saw carry a later `last_synced_at`): the sweep after a full sync.
+/// Returns the rows soft-deleted.
 pub async fn sweep_unseen(
     conn: &mut PgConnection,
     data_type: DataType,
     integration_id: Uuid,
     since: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     // The table name comes from the closed list above, never from input.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {} SET deleted_at = now()
@@ -33,6 +34,6 @@ pub async fn sweep_unseen(
     .bind(integration_id)
     .bind(since)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await
+    .map(|done| done.rows_affected())
 }

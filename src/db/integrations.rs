@@ -36,3 +36,14 @@ pub async fn lock_for_sync(
     .fetch_optional(tx)
     .await
 }
+
+/// The share of live rows (per data type) a full sync of the integration must see to sweep.
+pub async fn sweep_min_seen_percent(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+) -> Result<i16, sqlx::Error> {
+    sqlx::query_scalar("SELECT sweep_min_seen_percent FROM integration_sources WHERE id = $1")
+        .bind(integration_id)
+        .fetch_one(conn)
+        .await
+}

@@ -7,10 +7,12 @@
 
 pub mod admin;
 pub mod batches;
+pub mod cursors;
 pub mod embedded;
 pub mod external_rows;
 pub mod integrations;
 pub mod schedule_ticks;
+pub mod sweeps;
 pub mod sync_errors;
 pub mod sync_logs;
 pub mod sync_settings;

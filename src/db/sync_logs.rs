@@ -99,8 +99,12 @@ pub struct SyncSummary {
     pub sync_mode: SyncMode,
     pub status: SyncStatus,
     pub failure_reason: Option<FailureReason>,
+    pub error_summary: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_batch_at: Option<DateTime<Utc>>,
+    /// The data types asked for, and those whose final batch has arrived.
+    pub data_types: Vec<DataType>,
+    pub final_data_types: Vec<DataType>,
     pub final_received: bool,
     pub batches_received: i32,
     pub batches_processed: i32,
@@ -120,8 +124,11 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<SyncSummary>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, integration_id, trigger, sync_mode, status, failure_reason, created_at,
-                last_batch_at, final_received_at IS NOT NULL AS final_received, batches_received,
+        "SELECT id, integration_id, trigger, sync_mode, status, failure_reason, error_summary,
+                created_at, last_batch_at,
+                COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END, '{}')
+                    AS data_types,
+                final_data_types, final_received_at IS NOT NULL AS final_received, batches_received,
                 batches_processed, records_received, records_created, records_updated,
                 records_unchanged, records_skipped, records_failed
          FROM integration_sync_logs
@@ -340,8 +347,18 @@ pub async fn fail_sync(
     Ok(failed.is_some())
 }
 
-/// What closing a sync returns: integration, status, mode, started, records synced.
-pub type Closed = (Uuid, SyncStatus, SyncMode, Option<DateTime<Utc>>, i64);
+/// What closing a sync returns.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Closed {
+    pub integration_id: Uuid,
+    pub status: SyncStatus,
+    pub sync_mode: SyncMode,
+    pub trigger: SyncTrigger,
+    /// When the sync started: its trigger, or its first batch when the workflow started it.
+    pub start_at: DateTime<Utc>,
+    /// Records created, updated or unchanged.
+    pub synced: i64,
+}
 
 /// Closes an open sync: when it is done (its final batch in, every batch ended), or at once with
 /// `by_admin` (the operator's reason). `None` when it was not closed.
@@ -375,8 +392,9 @@ pub async fn close(
                  END
          WHERE id = $1 AND status IN ('pending', 'running')
            AND ($2 OR (final_received_at IS NOT NULL AND batches_processed >= batches_received))
-         RETURNING integration_id, status, sync_mode, started_at,
-                   records_created + records_updated + records_unchanged",
+         RETURNING integration_id, status, sync_mode, trigger,
+                   COALESCE(triggered_at, started_at, created_at) AS start_at,
+                   records_created + records_updated + records_unchanged AS synced",
     )
     .bind(sync_log_id)
     .bind(by_admin.is_some())
@@ -406,6 +424,122 @@ pub async fn count_closing(
     .bind(status)
     .bind(sync_log_id)
     .bind(synced)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The sync's integration and start (its trigger, or its first batch).
+pub async fn integration_and_start(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<Option<(Uuid, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT integration_id, COALESCE(triggered_at, started_at, created_at)
+         FROM integration_sync_logs WHERE id = $1",
+    )
+    .bind(sync_log_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records when n8n was asked to run the sync (taken before the request: the sync's start).
+pub async fn set_triggered(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE integration_sync_logs SET triggered_at = $2 WHERE id = $1")
+        .bind(sync_log_id)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// What a delivery naming a sync checks of it.
+#[derive(sqlx::FromRow)]
+pub struct ForDelivery {
+    pub integration_id: Uuid,
+    pub status: SyncStatus,
+    /// The data types the sync asked for (its one type for a workflow-started sync).
+    pub data_types: Vec<DataType>,
+    pub failure_reason: Option<FailureReason>,
+}
+
+pub async fn for_delivery(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<Option<ForDelivery>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT integration_id, status,
+                COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END, '{}')
+                    AS data_types,
+                failure_reason
+         FROM integration_sync_logs WHERE id = $1",
+    )
+    .bind(sync_log_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Counts a stored delivery of `records` records of `data_type` into its sync. A final batch
+/// marks its data type delivered; the sync's final batch is in (and the sync may close once
+/// every batch is processed) when every data type it asked for is.
+pub async fn count_delivery(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    data_type: DataType,
+    records: i64,
+    empty: bool,
+    is_final: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE integration_sync_logs
+         SET records_received = records_received + $2,
+             batches_received = batches_received + 1,
+             batches_processed = batches_processed + CASE WHEN $3 THEN 1 ELSE 0 END,
+             final_data_types = CASE WHEN $4 AND NOT $5 = ANY(final_data_types)
+                                     THEN array_append(final_data_types, $5) ELSE final_data_types END,
+             final_received_at = CASE
+                 WHEN $4 AND COALESCE(data_types, ARRAY[data_type], ARRAY[$5])
+                             <@ array_append(final_data_types, $5)
+                 THEN COALESCE(final_received_at, now())
+                 ELSE final_received_at END,
+             status = CASE WHEN status = 'pending' THEN 'running' ELSE status END,
+             started_at = COALESCE(started_at, now()),
+             last_batch_at = now(),
+             late_batches = late_batches + CASE WHEN status IN ('pending', 'running') THEN 0 ELSE 1 END
+         WHERE id = $1",
+    )
+    .bind(sync_log_id)
+    .bind(records)
+    .bind(empty)
+    .bind(is_final)
+    .bind(data_type)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Keeps what the source answered, as the workflow reported it, on the sync it failed.
+pub async fn set_source_error(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    data_type: DataType,
+    status: Option<u16>,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE integration_sync_logs
+         SET source_error = COALESCE(source_error, jsonb_build_object(
+                 'data_type', $2::text, 'status', $3::int, 'message', $4::text))
+         WHERE id = $1",
+    )
+    .bind(sync_log_id)
+    .bind(data_type)
+    .bind(status.map(i32::from))
+    .bind(message)
     .execute(conn)
     .await?;
     Ok(())

@@ -11,7 +11,7 @@ use super::{integration_row, tenant_tx};
 use crate::{
     crypto::Sealer,
     domain::{
-        DataType, IntegrationStatus, MissedTicks, OnRunning, SyncMode,
+        DataType, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode,
         schedule::{Schedule, ScheduleError},
     },
     n8n::{Credentials, UrlError, UrlPolicy, credentials_context},
@@ -32,6 +32,8 @@ pub struct SettingsChange {
     pub missed_ticks: Option<MissedTicks>,
     pub on_running: Option<OnRunning>,
     pub jitter_secs: Option<u32>,
+    /// The share of live rows (percent, per data type) a full sync must see to sweep.
+    pub sweep_min_seen_percent: Option<u8>,
     pub credentials: Option<Credentials>,
 }
 
@@ -58,6 +60,7 @@ pub struct SyncSettings {
     pub missed_ticks: MissedTicks,
     pub on_running: OnRunning,
     pub jitter_secs: i32,
+    pub sweep_min_seen_percent: i16,
     /// The next tick of the schedule (before jitter), when scheduled and active.
     pub next_tick: Option<DateTime<Utc>>,
 }
@@ -80,6 +83,14 @@ pub enum SettingsError {
     NoEncryptionKey,
     #[error("jitter may be at most 86400 s (a day), not {0}")]
     Jitter(u32),
+    #[error("the sweep's share of seen rows is a percentage (0 to 100), not {0}")]
+    SweepShare(u8),
+    #[error("{source_type} has no {data_type}; it provides {provides}")]
+    DataTypeNotSupported {
+        source_type: SourceType,
+        data_type: DataType,
+        provides: String,
+    },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -95,6 +106,7 @@ struct Row {
     id: Uuid,
     tenant_id: Uuid,
     status: IntegrationStatus,
+    source_type: SourceType,
     n8n_webhook_url: Option<String>,
     n8n_auth_kind: String,
     sync_schedule: Option<String>,
@@ -104,10 +116,12 @@ struct Row {
     sync_missed_ticks: MissedTicks,
     sync_on_running: OnRunning,
     sync_jitter_secs: i32,
+    sweep_min_seen_percent: i16,
 }
 
-const COLUMNS: &str = "id, tenant_id, status, n8n_webhook_url, n8n_auth_kind, sync_schedule,
-     sync_timezone, sync_mode, sync_data_types, sync_missed_ticks, sync_on_running, sync_jitter_secs";
+const COLUMNS: &str = "id, tenant_id, status, source_type, n8n_webhook_url, n8n_auth_kind,
+     sync_schedule, sync_timezone, sync_mode, sync_data_types, sync_missed_ticks, sync_on_running,
+     sync_jitter_secs, sweep_min_seen_percent";
 
 async fn load(pool: &PgPool, integration_id: Uuid) -> Result<Row, SettingsError> {
     integration_row(pool, integration_id, COLUMNS)
@@ -134,6 +148,7 @@ fn view(row: Row) -> SyncSettings {
         missed_ticks: row.sync_missed_ticks,
         on_running: row.sync_on_running,
         jitter_secs: row.sync_jitter_secs,
+        sweep_min_seen_percent: row.sweep_min_seen_percent,
         next_tick,
     }
 }
@@ -179,6 +194,29 @@ pub async fn update(
     {
         return Err(SettingsError::Jitter(j));
     }
+    if let Some(p) = change.sweep_min_seen_percent
+        && p > 100
+    {
+        return Err(SettingsError::SweepShare(p));
+    }
+    if let Some(data_type) = change
+        .data_types
+        .iter()
+        .flatten()
+        .find(|t| !row.source_type.provides(**t))
+    {
+        return Err(SettingsError::DataTypeNotSupported {
+            source_type: row.source_type,
+            data_type: *data_type,
+            provides: row
+                .source_type
+                .default_data_types()
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     let sealed = match &change.credentials {
         None => None,
         Some(Credentials::None) => Some((None, None, "none")),
@@ -209,6 +247,7 @@ pub async fn update(
              sync_missed_ticks = COALESCE($7, sync_missed_ticks),
              sync_on_running = COALESCE($8, sync_on_running),
              sync_jitter_secs = COALESCE($9, sync_jitter_secs),
+             sweep_min_seen_percent = COALESCE($15, sweep_min_seen_percent),
              schedule_changed_at = CASE WHEN $10 THEN now() ELSE schedule_changed_at END,
              credentials_encrypted = CASE WHEN $11 THEN $12 ELSE credentials_encrypted END,
              credentials_key_id = CASE WHEN $11 THEN $13 ELSE credentials_key_id END,
@@ -230,6 +269,7 @@ pub async fn update(
     .bind(sealed.as_ref().and_then(|s| s.0.clone()))
     .bind(sealed.as_ref().and_then(|s| s.1.clone()))
     .bind(sealed.as_ref().map_or("none", |s| s.2))
+    .bind(change.sweep_min_seen_percent.map(i16::from))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

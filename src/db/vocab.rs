@@ -11,7 +11,7 @@ use sqlx::{
 
 use crate::domain::{
     BatchState, DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType,
-    SyncMode, SyncStatus, SyncTrigger, TickOutcome,
+    SweepState, SyncMode, SyncStatus, SyncTrigger, TickOutcome,
 };
 
 macro_rules! text_columns {
@@ -54,6 +54,7 @@ text_columns!(
     MissedTicks,
     OnRunning,
     SourceType,
+    SweepState,
     SyncMode,
     SyncStatus,
     SyncTrigger,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! vocabulary {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }
@@ -86,6 +86,12 @@ impl SourceType {
             Self::Intercom | Self::Slack => &[Contacts],
             Self::Custom => &[Contacts, Tickets, Deals],
         }
+    }
+
+    /// Whether the source has records of `data_type` at all: the types its presets map (a
+    /// custom source may send any). A batch of another type is refused at the webhook.
+    pub fn provides(self, data_type: DataType) -> bool {
+        self.default_data_types().contains(&data_type)
     }
 }
 
@@ -175,12 +181,23 @@ vocabulary!(
 vocabulary!(
     /// Why a sync failed as a whole, or closed other than by its final batch. `processing_failed`:
     /// a chunk's job died or a batch was discarded, and its records are counted failed.
+    /// `source_error`: the workflow reported that fetching from the source failed.
     FailureReason, "failure reason" {
         TriggerRejected => "trigger_rejected",
         TriggerFailed => "trigger_failed",
         TimedOut => "timed_out",
         ProcessingFailed => "processing_failed",
         ClosedByAdmin => "closed_by_admin",
+        SourceError => "source_error",
+    }
+);
+
+vocabulary!(
+    /// What became of a full sync's sweep of one data type: `skipped` when the sync saw too few
+    /// of the live rows for its absence to mean deletion.
+    SweepState, "sweep state" {
+        Applied => "applied",
+        Skipped => "skipped",
     }
 );
 

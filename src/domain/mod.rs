@@ -4,8 +4,9 @@ pub mod api_key;
 pub mod domain_name;
 pub mod kinds;
 pub mod schedule;
+pub mod sweep;
 
 pub use kinds::{
     BatchState, DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType,
-    SyncMode, SyncStatus, SyncTrigger, TickOutcome,
+    SweepState, SyncMode, SyncStatus, SyncTrigger, TickOutcome,
 };

@@ -67,6 +67,12 @@ impl From<SettingsError> for ApiError {
             }
             SettingsError::NoEncryptionKey => (StatusCode::CONFLICT, "encryption_key_missing"),
             SettingsError::Jitter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_jitter"),
+            SettingsError::SweepShare(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_sweep_share")
+            }
+            SettingsError::DataTypeNotSupported { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "data_type_not_supported")
+            }
         };
         ApiError::new(status, code, message)
     }

@@ -48,6 +48,7 @@ struct Prepared {
     api_key: Option<String>,
     is_final: bool,
     sync_mode: Option<String>,
+    source_error: Option<envelope::SourceError>,
     record_count: usize,
     content_hash: [u8; 32],
     chunks: Vec<Chunk>,
@@ -172,6 +173,7 @@ pub async fn receive(
         source_type: integration.source_type.as_str(),
         sync_mode,
         is_final: prepared.is_final,
+        source_error: prepared.source_error.as_ref(),
         idempotency_key: idempotency_key.as_deref(),
         content_hash: prepared.content_hash,
         record_count: prepared.record_count,
@@ -327,8 +329,10 @@ fn prepare(raw: Bytes, gzip: bool, limit: usize, per_job: usize) -> Result<Prepa
         data_type: envelope.data_type,
         source_type: envelope.source_type,
         api_key: envelope.api_key,
-        is_final: envelope.is_final,
+        // A reported source error ends its data type's part of the sync.
+        is_final: envelope.is_final || envelope.error.is_some(),
         sync_mode: envelope.sync_mode,
+        source_error: envelope.error,
         record_count: envelope.records.len(),
         content_hash,
         chunks,
@@ -360,6 +364,24 @@ fn check_semantics(
             format!(
                 "integration {} pulls from {}, but the batch says source_type {:?}",
                 integration.id, integration.source_type, prepared.source_type
+            ),
+        ));
+    }
+    if !integration.source_type.provides(data_type) {
+        return Err(unprocessable(
+            "data_type_not_supported",
+            "data_type",
+            format!(
+                "integration {} pulls from {}, which has no {data_type}; it provides {}",
+                integration.id,
+                integration.source_type,
+                integration
+                    .source_type
+                    .default_data_types()
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }

@@ -29,6 +29,46 @@ pub struct Envelope<'a> {
     pub is_final: bool,
     #[serde(default)]
     pub sync_mode: Option<String>,
+    /// Set by a workflow whose fetching failed: the batch is its data type's last, and the sync
+    /// fails with reason `source_error` (the records it carries are still stored).
+    #[serde(default)]
+    pub error: Option<SourceError>,
+}
+
+/// What a workflow reports when the source refused or failed a request: its message and, when
+/// it answered at all, its HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct SourceError {
+    /// Required; missing is reported like empty, with its path.
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+/// The longest source error message kept; longer ones are cut (a vendor's HTML error page says
+/// nothing more in its second kilobyte).
+pub const MAX_SOURCE_ERROR_CHARS: usize = 2000;
+
+impl SourceError {
+    /// The message as the sync log keeps it, with the status.
+    pub fn summary(&self, data_type: &str) -> String {
+        let mut message: String = self
+            .message
+            .trim()
+            .chars()
+            .take(MAX_SOURCE_ERROR_CHARS)
+            .collect();
+        if self.message.trim().chars().count() > MAX_SOURCE_ERROR_CHARS {
+            message.push('…');
+        }
+        match self.status {
+            Some(status) => {
+                format!("fetching {data_type} failed: the source answered {status}: {message}")
+            }
+            None => format!("fetching {data_type} failed: {message}"),
+        }
+    }
 }
 
 /// Why a body is not a valid envelope, with where: answered as 400.
@@ -60,6 +100,22 @@ pub fn parse(body: &[u8]) -> Result<Envelope<'_>, ShapeError> {
         path: String::new(),
         message: format!("trailing data after the JSON document: {e}"),
     })?;
+    if let Some(error) = &envelope.error {
+        if error.message.trim().is_empty() {
+            return Err(ShapeError {
+                path: "error.message".into(),
+                message: "`error.message` must say what the source answered".into(),
+            });
+        }
+        if let Some(status) = error.status
+            && !(100..=599).contains(&status)
+        {
+            return Err(ShapeError {
+                path: "error.status".into(),
+                message: format!("`error.status` {status} is not an HTTP status (100 to 599)"),
+            });
+        }
+    }
     if let Some(index) = envelope
         .records
         .iter()
@@ -279,6 +335,11 @@ pub fn content_hash(envelope: &Envelope<'_>) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(envelope.data_type.as_bytes());
     hasher.update([0, u8::from(envelope.is_final), 0]);
+    if let Some(error) = &envelope.error {
+        hasher.update(error.message.as_bytes());
+        hasher.update(error.status.unwrap_or(0).to_le_bytes());
+    }
+    hasher.update([0]);
     for record in &envelope.records {
         hasher.update(record.get().as_bytes());
         hasher.update([0]);
@@ -400,6 +461,53 @@ mod tests {
         let envelope = parse(text.as_bytes()).unwrap();
         check_records(&envelope.records)
             .expect("a surrogate pair, NUL, 1e308 and depth 127 are JSON");
+    }
+
+    #[test]
+    fn a_source_error_needs_a_message_and_a_real_status() {
+        let with = |error: &str| {
+            body("[]").replace("\"records\"", &format!("\"error\":{error},\"records\""))
+        };
+        let ok = with(r#"{"message":"You have reached your secondly limit.","status":429}"#);
+        let envelope = parse(ok.as_bytes()).unwrap();
+        let error = envelope.error.as_ref().unwrap();
+        assert_eq!(
+            error.summary("deals"),
+            "fetching deals failed: the source answered 429: You have reached your secondly limit."
+        );
+        assert_ne!(
+            content_hash(&envelope),
+            content_hash(&parse(body("[]").as_bytes()).unwrap())
+        );
+        let no_status = with(r#"{"message":"ECONNRESET"}"#);
+        assert_eq!(
+            parse(no_status.as_bytes())
+                .unwrap()
+                .error
+                .unwrap()
+                .summary("tickets"),
+            "fetching tickets failed: ECONNRESET"
+        );
+        assert_eq!(
+            parse(with(r#"{"message":" "}"#).as_bytes())
+                .unwrap_err()
+                .path,
+            "error.message"
+        );
+        assert_eq!(
+            parse(with(r#"{"message":"x","status":42}"#).as_bytes())
+                .unwrap_err()
+                .path,
+            "error.status"
+        );
+        let long = SourceError {
+            message: "x".repeat(5000),
+            status: None,
+        };
+        assert_eq!(
+            long.summary("deals").chars().count(),
+            "fetching deals failed: ".len() + MAX_SOURCE_ERROR_CHARS + 1
+        );
     }
 
     #[test]

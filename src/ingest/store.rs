@@ -12,8 +12,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    db::tenant_tx,
+    db::{self, tenant_tx},
     domain::{DataType, FailureReason, SyncMode, SyncStatus},
+    ingest::envelope::SourceError,
     sync::{
         FinalizeSync,
         chunk::{CHUNK_ENCODING, Chunk, enqueue_chunk_jobs},
@@ -31,6 +32,8 @@ pub struct NewBatch<'a> {
     pub source_type: &'a str,
     pub sync_mode: SyncMode,
     pub is_final: bool,
+    /// What the workflow reported when fetching failed: the sync fails at once.
+    pub source_error: Option<&'a SourceError>,
     pub idempotency_key: Option<&'a str>,
     pub content_hash: [u8; 32],
     pub record_count: usize,
@@ -58,10 +61,10 @@ pub enum StoreError {
     SyncLogNotFound(Uuid),
     #[error("sync log {id} is already closed ({status}); start a new sync for new batches")]
     SyncLogClosed { id: Uuid, status: SyncStatus },
-    #[error("sync log {id} is a sync of {expected}, not of {got}")]
+    #[error("sync log {id} asked for {}, not for {got}", expected.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))]
     DataTypeMismatch {
         id: Uuid,
-        expected: DataType,
+        expected: Vec<DataType>,
         got: DataType,
     },
     #[error(
@@ -122,35 +125,32 @@ pub async fn store(
 
     let sync_log_id = match batch.sync_log_id {
         Some(id) => {
-            let log: Option<(Uuid, SyncStatus, Option<DataType>, Option<FailureReason>)> =
-                sqlx::query_as(
-                    "SELECT integration_id, status, data_type, failure_reason
-                 FROM integration_sync_logs WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((integration_id, status, data_type, failure_reason)) = log else {
+            let Some(log) = db::sync_logs::for_delivery(&mut tx, id).await? else {
                 return Err(StoreError::SyncLogNotFound(id));
             };
-            if integration_id != batch.integration_id {
+            if log.integration_id != batch.integration_id {
                 return Err(StoreError::SyncLogNotFound(id));
             }
             if let Some(receipt) = by_content(&mut tx, batch, Some(id)).await? {
                 return Ok(Stored::Duplicate(receipt));
             }
-            // A sync the watchdog closed for silence still takes its late batches: the records
+            // A sync the watchdog closed for silence, or one failed by a source error while
+            // another data type was still being delivered, takes its late batches: the records
             // are real, and losing them would be worse than a sync log that says they were late.
-            let timed_out = failure_reason == Some(FailureReason::TimedOut);
-            if !status.is_open() && !timed_out {
-                return Err(StoreError::SyncLogClosed { id, status });
+            let takes_late = matches!(
+                log.failure_reason,
+                Some(FailureReason::TimedOut | FailureReason::SourceError)
+            );
+            if !log.status.is_open() && !takes_late {
+                return Err(StoreError::SyncLogClosed {
+                    id,
+                    status: log.status,
+                });
             }
-            if let Some(expected) = data_type
-                && expected != batch.data_type
-            {
+            if !log.data_types.is_empty() && !log.data_types.contains(&batch.data_type) {
                 return Err(StoreError::DataTypeMismatch {
                     id,
-                    expected,
+                    expected: log.data_types,
                     got: batch.data_type,
                 });
             }
@@ -236,7 +236,7 @@ pub async fn store(
         .await?;
         insert_chunks(&mut tx, batch, batch_id, &job_ids).await?;
     }
-    if batch.is_final {
+    if batch.is_final && batch.source_error.is_none() {
         // Closes the sync if every batch is already processed (an empty or late final batch);
         // otherwise the last chunk job closes it.
         let finalize = NewJob::new(&FinalizeSync {
@@ -247,25 +247,35 @@ pub async fn store(
         jobs::enqueue(&mut tx, &finalize).await?;
     }
 
-    sqlx::query(
-        "UPDATE integration_sync_logs
-         SET records_received = records_received + $2,
-             batches_received = batches_received + 1,
-             batches_processed = batches_processed + CASE WHEN $3 THEN 1 ELSE 0 END,
-             final_received_at = CASE WHEN $4 THEN COALESCE(final_received_at, now())
-                                      ELSE final_received_at END,
-             status = CASE WHEN status = 'pending' THEN 'running' ELSE status END,
-             started_at = COALESCE(started_at, now()),
-             last_batch_at = now(),
-             late_batches = late_batches + CASE WHEN status IN ('pending', 'running') THEN 0 ELSE 1 END
-         WHERE id = $1",
+    db::sync_logs::count_delivery(
+        &mut tx,
+        sync_log_id,
+        batch.data_type,
+        batch.record_count as i64,
+        empty,
+        batch.is_final,
     )
-    .bind(sync_log_id)
-    .bind(batch.record_count as i64)
-    .bind(empty)
-    .bind(batch.is_final)
-    .execute(&mut *tx)
     .await?;
+    if let Some(error) = batch.source_error {
+        let summary = error.summary(batch.data_type.as_str());
+        db::sync_logs::fail_sync(
+            &mut tx,
+            sync_log_id,
+            FailureReason::SourceError,
+            &summary,
+            Utc::now(),
+        )
+        .await?;
+        db::sync_logs::set_source_error(
+            &mut tx,
+            sync_log_id,
+            batch.data_type,
+            error.status,
+            &error.message,
+        )
+        .await?;
+        tracing::warn!(%sync_log_id, integration_id = %batch.integration_id, %summary, "the workflow reported a source error; sync failed");
+    }
     tx.commit().await?;
 
     Ok(Stored::Accepted(Receipt {

@@ -17,7 +17,10 @@ use uuid::Uuid;
 
 use crate::{
     db::{self, tenant_tx},
-    domain::{DataType, IntegrationStatus, SyncMode, SyncStatus, SyncTrigger},
+    domain::{
+        DataType, IntegrationStatus, SweepState, SyncMode, SyncStatus, SyncTrigger,
+        sweep::{skipped_reason, sweep_allowed},
+    },
 };
 pub use db::sync_logs::{fail_sync, reopen_untriggered};
 pub(crate) use db::{
@@ -187,19 +190,99 @@ async fn close(
     sync_log_id: Uuid,
     by_admin: Option<&str>,
 ) -> Result<Option<SyncStatus>, sqlx::Error> {
-    let closed = db::sync_logs::close(tx, sync_log_id, by_admin).await?;
-    let Some((integration_id, status, sync_mode, started_at, synced)) = closed else {
+    let Some(closed) = db::sync_logs::close(tx, sync_log_id, by_admin).await? else {
         return Ok(None);
     };
-    if status == SyncStatus::Success && sync_mode == SyncMode::Full {
-        let since = started_at.unwrap_or_else(Utc::now);
-        for data_type in db::batches::data_types_of_sync(tx, sync_log_id).await? {
-            db::external_rows::sweep_unseen(tx, data_type, integration_id, since).await?;
-        }
+    let (integration_id, status) = (closed.integration_id, closed.status);
+    // A replay re-ran old deliveries and an operator's close ends a sync whatever it lacked:
+    // neither says the source was read up to the sync's start.
+    let completed = by_admin.is_none() && closed.trigger != SyncTrigger::Replay;
+    if completed && matches!(status, SyncStatus::Success | SyncStatus::Partial) {
+        let moved = db::cursors::advance_for_sync(tx, sync_log_id).await?;
+        tracing::debug!(%sync_log_id, ?moved, "cursors advanced");
     }
-    db::sync_logs::count_closing(tx, integration_id, sync_log_id, status, synced).await?;
+    if completed && status == SyncStatus::Success && closed.sync_mode == SyncMode::Full {
+        sweep(tx, sync_log_id, integration_id, closed.start_at).await?;
+    }
+    db::sync_logs::count_closing(tx, integration_id, sync_log_id, status, closed.synced).await?;
     tracing::info!(%sync_log_id, %integration_id, %status, "sync closed");
     Ok(Some(status))
+}
+
+/// The full sync's sweep of each data type it delivered: soft-deletes the rows it did not see,
+/// unless it saw fewer than the integration's `sweep_min_seen_percent` of the live ones; either
+/// way the decision is recorded in `integration_sync_sweeps`.
+async fn sweep(
+    tx: &mut PgConnection,
+    sync_log_id: Uuid,
+    integration_id: Uuid,
+    since: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let min_percent = db::integrations::sweep_min_seen_percent(tx, integration_id).await?;
+    for data_type in db::batches::data_types_of_sync(tx, sync_log_id).await? {
+        let (live, seen) = db::sweeps::live_and_seen(tx, data_type, integration_id, since).await?;
+        if sweep_allowed(live, seen, min_percent) {
+            let deleted =
+                db::external_rows::sweep_unseen(tx, data_type, integration_id, since).await?;
+            db::sweeps::record(
+                tx,
+                sync_log_id,
+                data_type,
+                live,
+                seen,
+                deleted as i64,
+                SweepState::Applied,
+                None,
+            )
+            .await?;
+        } else {
+            let reason = skipped_reason(live, seen, min_percent);
+            tracing::warn!(%sync_log_id, %integration_id, %data_type, live, seen, "sweep skipped: the full sync saw too few rows");
+            db::sweeps::record(
+                tx,
+                sync_log_id,
+                data_type,
+                live,
+                seen,
+                0,
+                SweepState::Skipped,
+                Some(&reason),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the sweeps a full sync skipped (it saw too few rows), on an operator's word: the
+/// rows of each such data type that no delivery wrote or saw since the sync started are
+/// soft-deleted now. Returns every sweep of the sync as it then stands.
+pub async fn apply_skipped_sweeps(
+    pool: &PgPool,
+    sync_log_id: Uuid,
+    by: &str,
+) -> Result<Vec<db::sweeps::Sweep>, SyncAdminError> {
+    let mut tx = crate::db::system_tx(pool).await?;
+    let sweeps = db::sweeps::of_sync_locked(&mut tx, sync_log_id).await?;
+    if !sweeps.iter().any(|s| s.state == SweepState::Skipped) {
+        db::sync_logs::lock_status(&mut tx, sync_log_id)
+            .await?
+            .ok_or(SyncAdminError::NotFound(sync_log_id))?;
+        return Err(SyncAdminError::NoSkippedSweep(sync_log_id));
+    }
+    let (integration_id, since) = db::sync_logs::integration_and_start(&mut tx, sync_log_id)
+        .await?
+        .ok_or(SyncAdminError::NotFound(sync_log_id))?;
+    for sweep in sweeps.iter().filter(|s| s.state == SweepState::Skipped) {
+        let deleted =
+            db::external_rows::sweep_unseen(&mut tx, sweep.data_type, integration_id, since)
+                .await?;
+        db::sweeps::mark_applied(&mut tx, sync_log_id, sweep.data_type, deleted as i64, by).await?;
+        tracing::info!(%sync_log_id, data_type = %sweep.data_type, deleted, "skipped sweep applied by an operator");
+    }
+    let sweeps = db::sweeps::of_sync_locked(&mut tx, sync_log_id).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(sweeps)
 }
 
 /// Takes `records` of a settled chunk out of the sync's failed count because the chunk is being
@@ -250,6 +333,8 @@ pub enum SyncAdminError {
         "the stored chunks of sync {0} were deleted by retention (`ingest.keep_chunks_days`); it cannot be replayed"
     )]
     ChunksDeleted(Uuid),
+    #[error("sync {0} skipped no sweep; there is nothing to apply")]
+    NoSkippedSweep(Uuid),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

@@ -30,6 +30,8 @@ pub struct JobContext {
     /// Where n8n posts the batches of a triggered sync.
     pub callback_url: String,
     pub retention: crate::sync::retention::RetentionSettings,
+    /// How far before a data type's cursor an incremental sync starts fetching.
+    pub cursor_overlap: Duration,
 }
 
 impl JobContext {
@@ -42,6 +44,7 @@ impl JobContext {
             sealer: crate::crypto::sealer(config)?,
             callback_url: config.callback_url(),
             retention: crate::sync::retention::RetentionSettings::from_config(config),
+            cursor_overlap: Duration::from_secs(config.n8n.cursor_overlap_secs),
         })
     }
 }

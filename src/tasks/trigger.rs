@@ -3,12 +3,14 @@
 //! then the job's durable backoff; n8n's permanent refusals and exhausted attempts close the
 //! sync as failed with the reason on its log.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use jobs::{JobError, JobMeta, PlainJob};
 
 use super::JobContext;
 use crate::{
-    db::tenant_tx,
+    db::{self, tenant_tx},
     domain::{DataType, FailureReason, IntegrationStatus, SourceType, SyncMode, SyncStatus},
     n8n::{Credentials, TriggerBody, TriggerError, credentials_context},
     sync::{TriggerSync, fail_sync, reopen_untriggered},
@@ -23,7 +25,6 @@ struct Target {
     credentials_encrypted: Option<Vec<u8>>,
     credentials_key_id: Option<String>,
     source_type: SourceType,
-    last_successful_sync_at: Option<DateTime<Utc>>,
     sync_status: SyncStatus,
     sync_mode: SyncMode,
     data_types: Option<Vec<DataType>>,
@@ -36,7 +37,7 @@ impl PlainJob<JobContext> for TriggerSync {
         let target: Option<Target> = sqlx::query_as(
             "SELECT i.status AS integration_status, i.n8n_webhook_url AS url,
                     i.n8n_auth_kind AS auth_kind, i.credentials_encrypted, i.credentials_key_id,
-                    i.source_type, i.last_successful_sync_at,
+                    i.source_type,
                     l.status AS sync_status, l.sync_mode, l.data_types, l.triggered_at
              FROM integration_sync_logs l JOIN integration_sources i ON i.id = l.integration_id
              WHERE l.id = $1",
@@ -91,22 +92,15 @@ impl PlainJob<JobContext> for TriggerSync {
                     .await);
             }
         };
-        let body = match self.body(ctx, &target) {
-            Ok(b) => b,
-            Err(message) => {
-                return Err(self
-                    .give_up(ctx, FailureReason::TriggerFailed, &message)
-                    .await);
-            }
-        };
+        // The sync's start, taken before n8n is asked: whatever the workflow then fetches was
+        // read after it, so this is where the next incremental sync may begin.
+        let start = Utc::now();
+        let body = self.body(ctx, &target).await?;
 
         match ctx.n8n.trigger(&url, &credentials, &body).await {
             Ok(()) => {
                 let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
-                sqlx::query("UPDATE integration_sync_logs SET triggered_at = now() WHERE id = $1")
-                    .bind(self.sync_log_id)
-                    .execute(&mut *tx)
-                    .await?;
+                db::sync_logs::set_triggered(&mut tx, self.sync_log_id, start).await?;
                 tx.commit().await?;
                 tracing::info!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, "n8n accepted the sync trigger");
                 Ok(())
@@ -180,11 +174,26 @@ impl TriggerSync {
             .map_err(|_| "the integration's n8n credentials are not readable".to_string())
     }
 
-    fn body(&self, ctx: &JobContext, target: &Target) -> Result<TriggerBody, String> {
+    async fn body(&self, ctx: &JobContext, target: &Target) -> Result<TriggerBody, JobError> {
         let (source_type, sync_mode) = (target.source_type, target.sync_mode);
         let data_types: Vec<DataType> = match &target.data_types {
             Some(types) if !types.is_empty() => types.clone(),
             _ => source_type.default_data_types().to_vec(),
+        };
+        let since_by_data_type: BTreeMap<DataType, Option<DateTime<Utc>>> = match sync_mode {
+            SyncMode::Full => data_types.iter().map(|t| (*t, None)).collect(),
+            SyncMode::Incremental => {
+                let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
+                let cursors =
+                    db::cursors::of_types(&mut tx, self.integration_id, &data_types).await?;
+                tx.commit().await?;
+                let overlap =
+                    chrono::Duration::from_std(ctx.cursor_overlap).unwrap_or(chrono::Duration::MAX);
+                cursors
+                    .into_iter()
+                    .map(|(t, at)| (t, at.and_then(|at| at.checked_sub_signed(overlap))))
+                    .collect()
+            }
         };
         Ok(TriggerBody {
             integration_id: self.integration_id,
@@ -193,11 +202,38 @@ impl TriggerSync {
             data_type: (data_types.len() == 1).then(|| data_types[0]),
             data_types,
             sync_mode,
-            since: match sync_mode {
-                SyncMode::Incremental => target.last_successful_sync_at,
-                SyncMode::Full => None,
-            },
+            since: earliest(&since_by_data_type),
+            since_by_data_type,
             callback_url: ctx.callback_url.clone(),
         })
+    }
+}
+
+/// The one `since` of a workflow that reads one value: the earliest, and null (everything) as
+/// soon as one type is to be fetched in full.
+fn earliest(since: &BTreeMap<DataType, Option<DateTime<Utc>>>) -> Option<DateTime<Utc>> {
+    since
+        .values()
+        .try_fold(None, |min: Option<DateTime<Utc>>, at| {
+            at.map(|at| Some(min.map_or(at, |m| m.min(at))))
+        })
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_single_since_is_the_earliest_and_null_wins() {
+        let at = |h: i64| DateTime::<Utc>::from_timestamp(h * 3600, 0).unwrap();
+        let mut since = BTreeMap::from([
+            (DataType::Contacts, Some(at(5))),
+            (DataType::Deals, Some(at(2))),
+        ]);
+        assert_eq!(earliest(&since), Some(at(2)));
+        since.insert(DataType::Tickets, None);
+        assert_eq!(earliest(&since), None);
+        assert_eq!(earliest(&BTreeMap::new()), None);
     }
 }

@@ -10,4 +10,5 @@ mod pipeline;
 mod queue;
 mod rls;
 mod scheduler;
+mod truth;
 mod webhooks;

@@ -193,6 +193,7 @@ async fn every_template_is_wired_and_posts_a_body_the_webhook_accepts() {
             .client
             .post(app.url(&format!("/api/admin/integrations/{}/sync", integration.id)))
             .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"data_types": [data_type]}))
             .send()
             .await
             .unwrap();

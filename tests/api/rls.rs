@@ -47,6 +47,10 @@ async fn seed_tenant(conn: &mut PgConnection, name: &str) -> Uuid {
             SELECT $1, integration_id, id, 'invalid_email', 'bad email' FROM integration_sync_logs WHERE tenant_id = $1",
         "INSERT INTO integration_schedule_ticks (tenant_id, integration_id, tick_at, outcome, sync_log_id)
             SELECT $1, integration_id, now(), 'triggered', id FROM integration_sync_logs WHERE tenant_id = $1",
+        "INSERT INTO integration_cursors (tenant_id, integration_id, data_type, cursor_at, sync_log_id)
+            SELECT $1, integration_id, 'contacts', now(), id FROM integration_sync_logs WHERE tenant_id = $1",
+        "INSERT INTO integration_sync_sweeps (tenant_id, sync_log_id, data_type, live_rows, seen_rows, state)
+            SELECT $1, id, 'contacts', 10, 2, 'skipped' FROM integration_sync_logs WHERE tenant_id = $1",
         "INSERT INTO external_contacts (tenant_id, integration_id, external_id, email)
             SELECT $1, id, '51', 'dana@acme.com' FROM integration_sources WHERE tenant_id = $1",
         "INSERT INTO external_tickets (tenant_id, integration_id, external_id, subject)
@@ -83,7 +87,7 @@ async fn every_tenant_table_has_forced_row_level_security_with_both_policies() {
     let db = TestDb::migrated().await;
     let mut conn = db.owner().await;
     let tables = tenant_tables(&mut conn).await;
-    assert_eq!(tables.len(), 13, "{tables:?}");
+    assert_eq!(tables.len(), 15, "{tables:?}");
     for table in &tables {
         let row = sqlx::query(
             "SELECT relrowsecurity, relforcerowsecurity,

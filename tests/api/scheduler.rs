@@ -221,6 +221,7 @@ async fn the_trigger_carries_the_documented_body_and_headers_and_n8n_can_deliver
             "data_type": null,
             "sync_mode": "incremental",
             "since": null,
+            "since_by_data_type": {"contacts": null, "deals": null},
             "callback_url": config.callback_url(),
         })
     );
@@ -255,19 +256,21 @@ async fn the_trigger_carries_the_documented_body_and_headers_and_n8n_can_deliver
     );
     assert_eq!(w.sync_log(sync_log_id).await["status"], "running");
 
-    // Incremental syncs ask for changes since the end of the last successful sync; full ones
-    // for everything; a request may narrow the data types.
-    let ended: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE integration_sync_logs SET status = 'success', completed_at = now() WHERE id = $1
-         RETURNING completed_at",
+    // Incremental syncs ask for changes since each data type's cursor minus the overlap (5 min
+    // by default; tests/api/truth.rs follows cursors through real syncs); full ones for
+    // everything; a request may narrow the data types.
+    let cursor: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO integration_cursors (tenant_id, integration_id, data_type, cursor_at)
+         SELECT tenant_id, id, 'deals', date_trunc('second', now()) - interval '1 hour'
+         FROM integration_sources WHERE id = $1
+         RETURNING cursor_at",
     )
-    .bind(sync_log_id)
+    .bind(id)
     .fetch_one(&mut w.owner().await)
     .await
     .unwrap();
-    sqlx::query("UPDATE integration_sources SET last_successful_sync_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(ended)
+    sqlx::query("UPDATE integration_sync_logs SET status = 'success' WHERE id = $1")
+        .bind(sync_log_id)
         .execute(&mut w.owner().await)
         .await
         .unwrap();
@@ -279,7 +282,8 @@ async fn the_trigger_carries_the_documented_body_and_headers_and_n8n_can_deliver
     assert_eq!(body["data_types"], json!(["deals"]));
     assert_eq!(body["data_type"], "deals");
     let since: DateTime<Utc> = body["since"].as_str().unwrap().parse().unwrap();
-    assert_eq!(since, ended);
+    assert_eq!(since, cursor - chrono::Duration::minutes(5));
+    assert_eq!(body["since_by_data_type"], json!({"deals": body["since"]}));
     sqlx::query("UPDATE integration_sync_logs SET status = 'success' WHERE id = $1")
         .bind(second)
         .execute(&mut w.owner().await)

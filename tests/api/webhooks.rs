@@ -567,15 +567,26 @@ async fn sync_logs_must_belong_to_the_integration_and_be_open() {
         .unwrap();
     refused(response, StatusCode::NOT_FOUND, "sync_log_not_found").await;
 
-    let mut tickets = fx.envelope(3);
-    tickets["sync_log_id"] = sync_log_id.clone();
-    tickets["data_type"] = json!("tickets");
+    // A type the source has, but not one this sync is of ...
+    let mut deals = fx.envelope(3);
+    deals["sync_log_id"] = sync_log_id.clone();
+    deals["data_type"] = json!("deals");
     refused(
-        fx.deliver(&tickets).await,
+        fx.deliver(&deals).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "data_type_mismatch",
     )
     .await;
+    // ... and one HubSpot integrations do not provide at all.
+    let mut tickets = fx.envelope(3);
+    tickets["data_type"] = json!("tickets");
+    let body = refused(
+        fx.deliver(&tickets).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "data_type_not_supported",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "data_type");
 
     fx.exec("UPDATE integration_sync_logs SET status = 'success', completed_at = now()")
         .await;
