@@ -92,3 +92,9 @@ ALTER TABLE integration_sources
     ADD COLUMN sweep_min_seen_percent smallint NOT NULL DEFAULT 50,
     ADD CONSTRAINT integration_sources_sweep_min_seen_percent_check
         CHECK (sweep_min_seen_percent BETWEEN 0 AND 100);
+
+-- On a final batch: how many batches its data type's part of the sync has in all (n8n posts a
+-- workflow's batches concurrently, so the final one may arrive before others). The type is
+-- complete once its final batch and that many batches are in.
+ALTER TABLE ingest_batches ADD COLUMN batch_count integer,
+    ADD CONSTRAINT ingest_batches_batch_count_check CHECK (batch_count IS NULL OR batch_count >= 1);

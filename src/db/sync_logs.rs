@@ -483,43 +483,48 @@ pub async fn for_delivery(
     .await
 }
 
-/// Counts a stored delivery of `records` records of `data_type` into its sync. A final batch
-/// marks its data type delivered; the sync's final batch is in (and the sync may close once
-/// every batch is processed) when every data type it asked for is.
+/// Counts a stored delivery of `records` records of `data_type` into its sync. A data type is
+/// delivered once its final batch is in together with as many batches as that one's
+/// `batch_count`; the sync's final batch is in (and it may close once every batch is processed)
+/// when every data type it asked for is. True when this delivery completed the sync.
 pub async fn count_delivery(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
     data_type: DataType,
     records: i64,
     empty: bool,
-    is_final: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE integration_sync_logs
-         SET records_received = records_received + $2,
-             batches_received = batches_received + 1,
-             batches_processed = batches_processed + CASE WHEN $3 THEN 1 ELSE 0 END,
-             final_data_types = CASE WHEN $4 AND NOT $5 = ANY(final_data_types)
-                                     THEN array_append(final_data_types, $5) ELSE final_data_types END,
-             final_received_at = CASE
-                 WHEN $4 AND COALESCE(data_types, ARRAY[data_type], ARRAY[$5])
-                             <@ array_append(final_data_types, $5)
-                 THEN COALESCE(final_received_at, now())
-                 ELSE final_received_at END,
-             status = CASE WHEN status = 'pending' THEN 'running' ELSE status END,
-             started_at = COALESCE(started_at, now()),
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH delivered AS (
+             SELECT COALESCE(bool_or(is_final), false)
+                    AND count(*) >= COALESCE(max(batch_count), 0) AS complete
+             FROM ingest_batches WHERE sync_log_id = $1 AND data_type = $4),
+         finals AS (
+             SELECT l.id, l.final_received_at IS NULL AS was_incomplete,
+                    CASE WHEN d.complete AND NOT $4 = ANY(l.final_data_types)
+                         THEN array_append(l.final_data_types, $4) ELSE l.final_data_types END AS types,
+                    COALESCE(l.data_types, ARRAY[l.data_type], ARRAY[$4]) AS wanted
+             FROM integration_sync_logs l, delivered d WHERE l.id = $1)
+         UPDATE integration_sync_logs l
+         SET records_received = l.records_received + $2,
+             batches_received = l.batches_received + 1,
+             batches_processed = l.batches_processed + CASE WHEN $3 THEN 1 ELSE 0 END,
+             final_data_types = f.types,
+             final_received_at = CASE WHEN f.wanted <@ f.types THEN COALESCE(l.final_received_at, now())
+                                      ELSE l.final_received_at END,
+             status = CASE WHEN l.status = 'pending' THEN 'running' ELSE l.status END,
+             started_at = COALESCE(l.started_at, now()),
              last_batch_at = now(),
-             late_batches = late_batches + CASE WHEN status IN ('pending', 'running') THEN 0 ELSE 1 END
-         WHERE id = $1",
+             late_batches = l.late_batches + CASE WHEN l.status IN ('pending', 'running') THEN 0 ELSE 1 END
+         FROM finals f WHERE l.id = f.id
+         RETURNING f.was_incomplete AND f.wanted <@ f.types",
     )
     .bind(sync_log_id)
     .bind(records)
     .bind(empty)
-    .bind(is_final)
     .bind(data_type)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 /// Keeps what the source answered, as the workflow reported it, on the sync it failed.

@@ -33,6 +33,10 @@ pub struct Envelope<'a> {
     /// fails with reason `source_error` (the records it carries are still stored).
     #[serde(default)]
     pub error: Option<SourceError>,
+    /// On a final batch: the number of batches (this one included) of its data type in the
+    /// sync, so a final batch that overtakes others does not complete the type early.
+    #[serde(default)]
+    pub batch_count: Option<u32>,
 }
 
 /// What a workflow reports when the source refused or failed a request: its message and, when
@@ -100,6 +104,14 @@ pub fn parse(body: &[u8]) -> Result<Envelope<'_>, ShapeError> {
         path: String::new(),
         message: format!("trailing data after the JSON document: {e}"),
     })?;
+    if envelope.batch_count == Some(0) {
+        return Err(ShapeError {
+            path: "batch_count".into(),
+            message:
+                "`batch_count` counts the batches of the data type, this one included: at least 1"
+                    .into(),
+        });
+    }
     if let Some(error) = &envelope.error {
         if error.message.trim().is_empty() {
             return Err(ShapeError {
@@ -335,6 +347,7 @@ pub fn content_hash(envelope: &Envelope<'_>) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(envelope.data_type.as_bytes());
     hasher.update([0, u8::from(envelope.is_final), 0]);
+    hasher.update(envelope.batch_count.unwrap_or(0).to_le_bytes());
     if let Some(error) = &envelope.error {
         hasher.update(error.message.as_bytes());
         hasher.update(error.status.unwrap_or(0).to_le_bytes());

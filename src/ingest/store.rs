@@ -34,6 +34,8 @@ pub struct NewBatch<'a> {
     pub is_final: bool,
     /// What the workflow reported when fetching failed: the sync fails at once.
     pub source_error: Option<&'a SourceError>,
+    /// On a final batch: how many batches its data type has in the sync.
+    pub batch_count: Option<u32>,
     pub idempotency_key: Option<&'a str>,
     pub content_hash: [u8; 32],
     pub record_count: usize,
@@ -188,10 +190,11 @@ pub async fn store(
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO ingest_batches
              (tenant_id, integration_id, sync_log_id, data_type, source_type, sync_mode,
-              idempotency_key, content_hash, is_final, record_count, jobs_total, state, processed_at)
+              idempotency_key, content_hash, is_final, record_count, jobs_total, state, processed_at,
+              batch_count)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
                  CASE WHEN $12 THEN 'processed' ELSE 'received' END,
-                 CASE WHEN $12 THEN now() END)
+                 CASE WHEN $12 THEN now() END, $13)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -207,6 +210,7 @@ pub async fn store(
     .bind(batch.record_count as i32)
     .bind(jobs_total)
     .bind(empty)
+    .bind(batch.is_final.then_some(batch.batch_count).flatten().map(|n| n as i32))
     .fetch_optional(&mut *tx)
     .await?;
     let Some(batch_id) = inserted else {
@@ -236,9 +240,17 @@ pub async fn store(
         .await?;
         insert_chunks(&mut tx, batch, batch_id, &job_ids).await?;
     }
-    if batch.is_final && batch.source_error.is_none() {
-        // Closes the sync if every batch is already processed (an empty or late final batch);
-        // otherwise the last chunk job closes it.
+    let completed = db::sync_logs::count_delivery(
+        &mut tx,
+        sync_log_id,
+        batch.data_type,
+        batch.record_count as i64,
+        empty,
+    )
+    .await?;
+    if completed && batch.source_error.is_none() {
+        // Every requested type is in: closes the sync if every batch is already processed (an
+        // empty or late last batch); otherwise the last chunk job closes it.
         let finalize = NewJob::new(&FinalizeSync {
             tenant_id: batch.tenant_id,
             sync_log_id,
@@ -246,16 +258,6 @@ pub async fn store(
         .tag(job_tag(batch.tenant_id, batch.integration_id));
         jobs::enqueue(&mut tx, &finalize).await?;
     }
-
-    db::sync_logs::count_delivery(
-        &mut tx,
-        sync_log_id,
-        batch.data_type,
-        batch.record_count as i64,
-        empty,
-        batch.is_final,
-    )
-    .await?;
     if let Some(error) = batch.source_error {
         let summary = error.summary(batch.data_type.as_str());
         db::sync_logs::fail_sync(

@@ -384,6 +384,50 @@ async fn both_finals_close_the_sync_and_move_both_cursors() {
 }
 
 #[tokio::test]
+async fn a_final_batch_that_overtakes_the_others_waits_for_its_batch_count() {
+    let w = world().await;
+    let trigger = w.start(json!({"data_types": ["contacts"]})).await;
+    let now = Utc::now();
+    // n8n posts a workflow's batches concurrently: the last of three arrives first.
+    let response = w
+        .deliver_raw(
+            &trigger,
+            "contacts",
+            json!({"records": [record("contacts", "3", now)], "final": true, "batch_count": 3}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    w.deliver(
+        &trigger,
+        "contacts",
+        vec![record("contacts", "1", now)],
+        false,
+    )
+    .await;
+    w.work().await;
+    let log = w.sync(&trigger).await;
+    assert_eq!(
+        log["status"], "running",
+        "one batch is still on its way: {log}"
+    );
+    assert_eq!(log["final_data_types"], json!([]));
+    // The missing one is empty: nothing to process, and its arrival closes the sync.
+    w.deliver(&trigger, "contacts", vec![], false).await;
+    w.work().await;
+    let log = w.sync(&trigger).await;
+    assert_eq!(log["status"], "success", "{log}");
+    assert_eq!(log["batches_received"], 3);
+    let response = w
+        .deliver_raw(
+            &trigger,
+            "contacts",
+            json!({"records": [], "final": true, "batch_count": 0}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn a_reported_source_error_fails_the_sync_at_once_with_no_sweep_and_no_cursor_move() {
     let w = world().await;
     let now = Utc::now();
