@@ -405,11 +405,7 @@ async fn syncs_command(pool: &PgPool, command: SyncsCommand) -> Result<()> {
                         s.created_at.to_rfc3339(),
                         s.batches_processed,
                         s.batches_received,
-                        if s.final_received {
-                            ""
-                        } else {
-                            " (no final batch)"
-                        },
+                        waiting_for(&s),
                         s.records_received,
                         s.records_failed,
                     );
@@ -447,6 +443,21 @@ async fn syncs_command(pool: &PgPool, command: SyncsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a sync still waits for, for the table of `syncs list`: the types whose final batch has
+/// not come.
+fn waiting_for(s: &crate::sync::SyncSummary) -> String {
+    if s.final_received {
+        return String::new();
+    }
+    let missing: Vec<&str> = s
+        .data_types
+        .iter()
+        .filter(|t| !s.final_data_types.contains(t))
+        .map(|t| t.as_str())
+        .collect();
+    format!(" (no final batch of {})", missing.join(", "))
 }
 
 async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {

@@ -567,7 +567,7 @@ async fn operators_list_and_close_open_syncs_and_discard_batches() {
     assert_eq!(listed.lines().count(), 2, "{listed}");
     let line = listed.lines().find(|l| l.starts_with(open_id)).unwrap();
     assert!(
-        line.contains("running") && line.contains("(no final batch)"),
+        line.contains("running") && line.contains("(no final batch of contacts)"),
         "{line}"
     );
 
