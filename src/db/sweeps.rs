@@ -42,15 +42,13 @@ pub struct Sweep {
     pub applied_by: Option<String>,
 }
 
-/// Records the sweep of `data_type` by the closing sync.
-#[allow(clippy::too_many_arguments)]
+/// Records the sweep of `data_type` by the closing sync: the live rows, those it saw, those it
+/// soft-deleted.
 pub async fn record(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
     data_type: DataType,
-    live: i64,
-    seen: i64,
-    deleted: i64,
+    (live, seen, deleted): (i64, i64, i64),
     state: SweepState,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {

@@ -221,35 +221,24 @@ async fn sweep(
     let min_percent = db::integrations::sweep_min_seen_percent(tx, integration_id).await?;
     for data_type in db::batches::data_types_of_sync(tx, sync_log_id).await? {
         let (live, seen) = db::sweeps::live_and_seen(tx, data_type, integration_id, since).await?;
-        if sweep_allowed(live, seen, min_percent) {
+        let (state, deleted, reason) = if sweep_allowed(live, seen, min_percent) {
             let deleted =
                 db::external_rows::sweep_unseen(tx, data_type, integration_id, since).await?;
-            db::sweeps::record(
-                tx,
-                sync_log_id,
-                data_type,
-                live,
-                seen,
-                deleted as i64,
-                SweepState::Applied,
-                None,
-            )
-            .await?;
+            (SweepState::Applied, deleted as i64, None)
         } else {
-            let reason = skipped_reason(live, seen, min_percent);
             tracing::warn!(%sync_log_id, %integration_id, %data_type, live, seen, "sweep skipped: the full sync saw too few rows");
-            db::sweeps::record(
-                tx,
-                sync_log_id,
-                data_type,
-                live,
-                seen,
-                0,
-                SweepState::Skipped,
-                Some(&reason),
-            )
-            .await?;
-        }
+            let reason = skipped_reason(live, seen, min_percent);
+            (SweepState::Skipped, 0, Some(reason))
+        };
+        db::sweeps::record(
+            tx,
+            sync_log_id,
+            data_type,
+            (live, seen, deleted),
+            state,
+            reason.as_deref(),
+        )
+        .await?;
     }
     Ok(())
 }
