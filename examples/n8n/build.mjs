@@ -33,7 +33,7 @@ function id(...parts) {
 const TRIGGER = "$('Sync requested').first().json.body";
 
 /** The code every Batch node shares; `source` fills in what differs per vendor. */
-function batchCode(workflow, chain) {
+function batchCode(chain) {
   return `// Turns the pages Fetch ${chain.type} got into syncbridge batches of at most ${chain.size}
 // records, and decides how this fetch ended: done (the last batch is final and says how many
 // batches the type has, since n8n posts them concurrently), rate limited (wait for Retry-After
@@ -229,7 +229,7 @@ function build(workflow) {
     const T = chain.type;
     nodes.push(codeNode(`Plan ${T}`, planCode(chain), [220, y]));
     nodes.push(sourceRequest(workflow, `Fetch ${T}`, chain.fetch, [440, y]));
-    nodes.push(codeNode(`Batch ${T}`, batchCode(workflow, chain), [660, y]));
+    nodes.push(codeNode(`Batch ${T}`, batchCode(chain), [660, y]));
     nodes.push(ifNode(`${T} rate limited?`, "={{ $json.kind === 'resume' }}", [880, y]));
     nodes.push({
       parameters: { amount: '={{ $json.wait_seconds }}', unit: 'seconds' },
@@ -321,6 +321,7 @@ const hubspotSearch = (object, properties, modified) => ({
   url: `https://api.hubapi.com/crm/v3/objects/${object}/search`,
   body: `={{ JSON.stringify({ limit: 100, after: $json.cursor ?? undefined, sorts: [{ propertyName: '${modified}', direction: 'ASCENDING' }], properties: ${JSON.stringify(properties).replaceAll('"', "'")}, filterGroups: $json.since ? [{ filters: [{ propertyName: '${modified}', operator: 'GTE', value: String(new Date($json.since).getTime()) }] }] : [] }) }}`,
   pagination: {
+    paginationMode: 'updateAParameterInEachRequest',
     parameters: { parameters: [{ type: 'body', name: 'after', value: '={{ $response.body.paging.next.after }}' }] },
     completeExpression: '={{ $response.statusCode === 429 || ($response.statusCode < 300 && !$response.body.paging) }}',
   },
@@ -329,6 +330,7 @@ const hubspotSearch = (object, properties, modified) => ({
 const ZOHO_CRM_PAGE = {
   // `page` reaches only the first 2,000 records: every page after the first is asked for by the
   // `page_token` the previous one returned, which has no such cap.
+  paginationMode: 'updateAParameterInEachRequest',
   parameters: { parameters: [{ type: 'qs', name: 'page_token', value: '={{ $response.body.info.next_page_token }}' }] },
   completeExpression: '={{ $response.statusCode === 204 || $response.statusCode === 429 || ($response.statusCode < 300 && !$response.body.info.more_records) }}',
 };
@@ -452,6 +454,7 @@ return $input.all().map((item, i) => {
           query: "={{ JSON.stringify(Object.assign({ limit: 100, from: $json.cursor }, $json.since ? { modifiedTimeRange: new Date($json.since).toISOString() + ',' + new Date().toISOString(), sortBy: 'modifiedTime' } : { sortBy: 'createdTime' })) }}",
           headers: "={{ JSON.stringify({ orgId: 'YOUR_ZOHO_DESK_ORG_ID' }) }}",
           pagination: {
+            paginationMode: 'updateAParameterInEachRequest',
             parameters: { parameters: [{ type: 'qs', name: 'from', value: '={{ $json.cursor + $pageCount * 100 }}' }] },
             completeExpression: '={{ $response.statusCode === 204 || $response.statusCode === 429 || ($response.statusCode < 300 && ($response.body.data ?? []).length < 100) }}',
           },
@@ -477,6 +480,7 @@ return $input.all().map((item, i) => {
           url: 'https://YOUR_SITE.atlassian.net/rest/api/3/search/jql',
           query: "={{ JSON.stringify(Object.assign({ jql: ($json.since ? 'updated >= \"-' + (Math.ceil((Date.now() - new Date($json.since).getTime()) / 60000) + 1) + 'm\" AND ' : '') + 'project = SUP ORDER BY updated ASC', fields: 'summary,status,priority,issuetype,reporter,assignee,created,updated,resolutiondate,labels', maxResults: 100 }, $json.cursor ? { nextPageToken: $json.cursor } : {})) }}",
           pagination: {
+            paginationMode: 'updateAParameterInEachRequest',
             parameters: { parameters: [{ type: 'qs', name: 'nextPageToken', value: '={{ $response.body.nextPageToken }}' }] },
             completeExpression: '={{ $response.statusCode === 429 || ($response.statusCode < 300 && ($response.body.isLast !== false || !$response.body.nextPageToken)) }}',
           },
@@ -499,8 +503,9 @@ return $input.all().map((item, i) => {
         id: 'record.Id',
         nextCursor: 'good[good.length - 1].body.nextRecordsUrl ?? state.cursor',
         fetch: {
-          url: "={{ $json.cursor ? 'https://YOUR_INSTANCE.my.salesforce.com' + $json.cursor : 'https://YOUR_INSTANCE.my.salesforce.com/services/data/v61.0/query' }}",
-          query: "={{ JSON.stringify($json.cursor ? {} : { q: 'SELECT Id, Name, Amount, CurrencyIsoCode, StageName, Probability, CloseDate, IsClosed, IsWon, Type, Owner.Name, Owner.Email, Account.Name, Account.Website, CreatedDate, LastModifiedDate FROM Opportunity' + ($json.since ? ' WHERE SystemModstamp >= ' + new Date($json.since).toISOString().replace(/\\.\\d{3}Z$/, 'Z') : '') + ' ORDER BY SystemModstamp' }) }}",
+          // The SOQL rides in the URL, not in the query parameters, which n8n would add to every
+          // next-records URL too.
+          url: "={{ 'https://YOUR_INSTANCE.my.salesforce.com' + ($json.cursor ?? '/services/data/v61.0/query?q=' + encodeURIComponent('SELECT Id, Name, Amount, CurrencyIsoCode, StageName, Probability, CloseDate, IsClosed, IsWon, Type, Owner.Name, Owner.Email, Account.Name, Account.Website, CreatedDate, LastModifiedDate FROM Opportunity' + ($json.since ? ' WHERE SystemModstamp >= ' + new Date($json.since).toISOString().replace(/\\.\\d{3}Z$/, 'Z') : '') + ' ORDER BY SystemModstamp')) }}",
           pagination: {
             paginationMode: 'responseContainsNextURL',
             nextURL: "={{ 'https://YOUR_INSTANCE.my.salesforce.com' + $response.body.nextRecordsUrl }}",

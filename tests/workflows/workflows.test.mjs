@@ -229,6 +229,9 @@ test('Salesforce: 4,500 opportunities over nextRecordsUrl; a 500 on a later page
   vendors.state.source['salesforce:Opportunity'] = Array.from({ length: 4500 }, (_, i) => ({ modified: t0 + i, record: { attributes: { type: 'Opportunity' }, Id: `006${i}`, Name: `O${i}` } }));
   await run('salesforce-opportunities', trigger('salesforce', ['deals']));
   assert.equal(new Set(delivered('deals').records.map((d) => d.Id)).size, 4500);
+  const next = vendors.state.requests.filter((r) => r.path.includes('/query/01g-'));
+  assert.equal(next.length, 2);
+  assert.ok(next.every((r) => !('q' in r.query)), 'next-records URLs are followed as given');
   capture.envelopes.length = 0;
   vendors.state.fault = (collection, page) =>
     collection === 'salesforce:Opportunity' && page === 1 ? { status: 500, body: [{ errorCode: 'UNKNOWN_EXCEPTION', message: 'An unexpected error occurred' }] } : null;
