@@ -70,7 +70,12 @@ if (last && last.statusCode === 429) {
   }
 } else if (last && !ok(last)) {
   error = { status: last.statusCode, message: JSON.stringify(last.body).slice(0, 2000) };
-}
+}${chain.requery ? `
+// ${chain.requery.why}
+if (!resume && !error && last && ok(last) && ${chain.requery.when}) {
+  const newest = good.flatMap((page) => recordsOf(page.body)).reduce((m, record) => Math.max(m, new Date(${chain.requery.modified}).getTime()), 0);
+  resume = { ...state, since: new Date(newest).toISOString(), cursor: null, wait_seconds: 0 };
+}` : ''}
 const envelope = (chunk, extra) => ({
   integration_id: trigger.integration_id,
   sync_log_id: trigger.sync_log_id,
@@ -315,6 +320,14 @@ function build(workflow) {
 
 const NOTE_TAIL = `\n\nThe trigger's \`since_by_data_type\` says where each data type starts (null: everything). Pages are paced within the vendor's published limit; a 429 makes the workflow deliver what it has, wait for the Retry-After and go on from the last good page; any other error reaches syncbridge as an \`error\` in the type's final batch, and the sync fails at once (no cursor move, no sweep). Batches of at most 1,000 records go to \`callback_url\` one at a time with the integration's syncbridge API key (Header Auth credential \`Authorization: Bearer sbk_…\`); the last of each type carries \`final: true\` and \`batch_count\`.\n\nSee docs/N8N.md.`;
 
+// HubSpot's search returns at most 10,000 results per query (an `after` of 10,000 is refused):
+// the pagination stops short of it, and the fetch starts again from the newest modification seen.
+const hubspotRequery = (modified) => ({
+  why: "HubSpot's search stops at 10,000 results: the rest is asked for from the newest modification seen (the records at that instant come again, and count unchanged).",
+  when: 'Number(last.body?.paging?.next?.after ?? 0) >= 10000',
+  modified: `record.properties?.${modified} ?? record.updatedAt`,
+});
+
 // HubSpot: search endpoints allow about 5 requests a second; 250 ms apart stays under it.
 const hubspotSearch = (object, properties, modified) => ({
   method: 'POST',
@@ -323,7 +336,7 @@ const hubspotSearch = (object, properties, modified) => ({
   pagination: {
     paginationMode: 'updateAParameterInEachRequest',
     parameters: { parameters: [{ type: 'body', name: 'after', value: '={{ $response.body.paging.next.after }}' }] },
-    completeExpression: '={{ $response.statusCode === 429 || ($response.statusCode < 300 && !$response.body.paging) }}',
+    completeExpression: '={{ $response.statusCode === 429 || ($response.statusCode < 300 && (!$response.body.paging || Number($response.body.paging.next.after) >= 10000)) }}',
   },
 });
 
@@ -349,7 +362,7 @@ const WORKFLOWS = [
     path: 'syncbridge-hubspot',
     credential: { type: 'hubspotAppToken', name: 'HubSpot private app' },
     pause_ms: 250,
-    note: `## syncbridge: HubSpot contacts and deals\n\nHubSpot private app token with crm.objects.contacts.read, crm.objects.deals.read and crm.objects.companies.read. Each deal gets its associated company's domain (\`company_domain\`, associations v4 and companies batch read), so it matches an account. The search API returns at most 10,000 results per query: keep incremental syncs frequent.` + NOTE_TAIL,
+    note: `## syncbridge: HubSpot contacts and deals\n\nHubSpot private app token with crm.objects.contacts.read, crm.objects.deals.read and crm.objects.companies.read. Each deal gets its associated company's domain (\`company_domain\`, associations v4 and companies batch read), so it matches an account. The search API returns at most 10,000 results per query; past them the workflow asks again from the newest modification it has seen.` + NOTE_TAIL,
     chains: [
       {
         type: 'contacts',
@@ -357,6 +370,7 @@ const WORKFLOWS = [
         records: 'body.results ?? []',
         id: 'record.id',
         nextCursor: 'good[good.length - 1].body.paging?.next?.after ?? state.cursor',
+        requery: hubspotRequery('lastmodifieddate'),
         fetch: hubspotSearch('contacts', ['email', 'firstname', 'lastname', 'phone', 'jobtitle', 'company', 'lifecyclestage', 'createdate', 'lastmodifieddate'], 'lastmodifieddate'),
       },
       {
@@ -366,6 +380,7 @@ const WORKFLOWS = [
         records: 'body.results ?? []',
         id: 'record.id',
         nextCursor: 'good[good.length - 1].body.paging?.next?.after ?? state.cursor',
+        requery: hubspotRequery('hs_lastmodifieddate'),
         fetch: hubspotSearch('deals', ['dealname', 'amount', 'deal_currency_code', 'dealstage', 'pipeline', 'closedate', 'hs_is_closed', 'hs_is_closed_won', 'dealtype', 'hubspot_owner_id', 'createdate', 'hs_lastmodifieddate'], 'hs_lastmodifieddate'),
         enrich: [
           {

@@ -4,7 +4,7 @@
 // URL; "complete when" an expression; the pause between requests; a non-2xx page that does not
 // complete the pagination fails the node, one that completes it is its last page), batching,
 // full responses, Never Error, Retry On Fail and the error output. Real n8n is 2.3 GB and too
-// heavy for CI (`timeScale` shortens only Retry On Fail's waits); what this models follows n8n's RequestHelperFunctions and HttpRequestV3, so the
+// heavy for CI (`timeScale` shortens Retry On Fail's waits, `paceScale` the pause between pages); what this models follows n8n's RequestHelperFunctions and HttpRequestV3, so the
 // workflows' own code and settings are what the tests exercise.
 //
 // Requests go to the real URLs with their origin rewritten (`rewrite`), so stand-ins of the
@@ -29,7 +29,7 @@ export class NodeError extends Error {
 }
 
 export async function runWorkflow(workflow, options) {
-  const { body, rewrite = (u) => u, credentials = {}, timeScale = 1, log = () => {} } = options;
+  const { body, rewrite = (u) => u, credentials = {}, timeScale = 1, paceScale = 1, log = () => {} } = options;
   const nodes = new Map(workflow.nodes.map((n) => [n.name, n]));
   const runs = new Map(); // node name → outputs of each run: [[items of output 0], [output 1], …]
   const requests = [];
@@ -147,7 +147,7 @@ export async function runWorkflow(workflow, options) {
         complete = Boolean(evaluate(pagination.completeExpression, keys));
       }
       if (complete) break;
-      if (pagination.requestInterval) await sleep(Number(evaluate(pagination.requestInterval, keys)));
+      if (pagination.requestInterval) await sleep(Number(evaluate(pagination.requestInterval, keys)) * paceScale);
       if (response.statusCode < 200 || response.statusCode >= 300) throw failure(response);
       current = { ...base, qs: { ...base.qs }, headers: { ...base.headers } };
       if (base.body && typeof base.body === 'object') current.body = { ...base.body };

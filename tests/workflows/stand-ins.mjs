@@ -49,7 +49,7 @@ export async function startStandIns() {
     const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : null;
     const url = new URL(req.url, 'http://stand-in');
     const q = url.searchParams;
-    state.requests.push({ method: req.method, path: url.pathname, query: Object.fromEntries(q), at: Date.now() });
+    state.requests.push({ method: req.method, path: url.pathname, query: Object.fromEntries(q), body, at: Date.now() });
     if (!(req.headers.authorization ?? '').startsWith('Bearer ')) return json(res, 401, { message: 'no token' });
     let m;
 
@@ -65,6 +65,9 @@ export async function startStandIns() {
       const filter = body.filterGroups?.[0]?.filters?.[0];
       const list = changedSince(state.source[`hubspot:${m[1]}`] ?? [], filter ? Number(filter.value) : null);
       const offset = Number(body.after ?? 0);
+      if (offset >= 10000) {
+        return json(res, 400, { status: 'error', message: 'There was a problem with the request.', category: 'VALIDATION_ERROR', context: { after: ['at most 10000 results'] } });
+      }
       const results = page(`hubspot:${m[1]}`, list, offset, body.limit, req, res);
       if (!results) return;
       const next = offset + body.limit < list.length ? { next: { after: String(offset + body.limit) } } : undefined;

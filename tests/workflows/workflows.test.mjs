@@ -55,8 +55,8 @@ function trigger(source, dataTypes, since = {}) {
   };
 }
 
-async function run(name, body) {
-  return runWorkflow(workflow(name), { body, rewrite: vendors.rewrite, timeScale: 0.01 });
+async function run(name, body, paceScale = 1) {
+  return runWorkflow(workflow(name), { body, rewrite: vendors.rewrite, timeScale: 0.01, paceScale });
 }
 
 /** What syncbridge got for one data type, checked for the contract every workflow keeps. */
@@ -145,6 +145,23 @@ test('HubSpot: a 500 mid-way is reported as the error of its type, never as a la
   assert.equal(contacts.final.records.length, 0);
   assert.equal(delivered('deals').error, null, 'the other type is unaffected');
   assert.equal(delivered('deals').records.length, 50);
+});
+
+test('HubSpot: past the search API’s 10,000 results, the fetch goes on from the newest change seen', async () => {
+  hubspotSource(0, 10250);
+  // Pacing is what the first test checks; here it would only make the test slow.
+  vendors.state.hubspotPerSecond = 100000;
+  try {
+    await run('hubspot', trigger('hubspot', ['contacts']), 0);
+  } finally {
+    vendors.state.hubspotPerSecond = 5;
+  }
+  const contacts = delivered('contacts');
+  assert.equal(contacts.error, null);
+  assert.equal(new Set(contacts.records.map((c) => c.id)).size, 10250, 'none lost past 10,000');
+  const searches = vendors.state.requests.filter((r) => r.path.endsWith('/search'));
+  assert.ok(searches.every((r) => Number(r.body.after ?? 0) < 10000), 'never past the cap');
+  assert.equal(searches.filter((r) => r.body.after === undefined).length, 2, 'asked again once');
 });
 
 const zohoContact = (i, modified) => ({ modified, record: { id: String(5725767000000000 + i), Last_Name: `L${i}`, Email: `z${i}@acme.com`, Modified_Time: iso(modified) } });
