@@ -2,6 +2,8 @@
 //! policies. Every write is validated first (the error says what is wrong) and credentials are
 //! sealed before they reach the database; no read ever returns them.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -61,6 +63,9 @@ pub struct SyncSettings {
     pub on_running: OnRunning,
     pub jitter_secs: i32,
     pub sweep_min_seen_percent: i16,
+    /// Where the next incremental sync of each data type starts (before the overlap); a type
+    /// missing here is fetched in full.
+    pub cursors: BTreeMap<DataType, DateTime<Utc>>,
     /// The next tick of the schedule (before jitter), when scheduled and active.
     pub next_tick: Option<DateTime<Utc>>,
 }
@@ -117,11 +122,16 @@ struct Row {
     sync_on_running: OnRunning,
     sync_jitter_secs: i32,
     sweep_min_seen_percent: i16,
+    cursors: sqlx::types::Json<BTreeMap<DataType, DateTime<Utc>>>,
 }
 
+// The cursors' subquery names `id` unqualified: integration_cursors has no such column, so it is
+// the integration's, under the alias of a SELECT and in an UPDATE's RETURNING alike.
 const COLUMNS: &str = "id, tenant_id, status, source_type, n8n_webhook_url, n8n_auth_kind,
      sync_schedule, sync_timezone, sync_mode, sync_data_types, sync_missed_ticks, sync_on_running,
-     sync_jitter_secs, sweep_min_seen_percent";
+     sync_jitter_secs, sweep_min_seen_percent,
+     (SELECT COALESCE(jsonb_object_agg(c.data_type, c.cursor_at), '{}')
+      FROM integration_cursors c WHERE c.integration_id = id) AS cursors";
 
 async fn load(pool: &PgPool, integration_id: Uuid) -> Result<Row, SettingsError> {
     integration_row(pool, integration_id, COLUMNS)
@@ -149,6 +159,7 @@ fn view(row: Row) -> SyncSettings {
         on_running: row.sync_on_running,
         jitter_secs: row.sync_jitter_secs,
         sweep_min_seen_percent: row.sweep_min_seen_percent,
+        cursors: row.cursors.0,
         next_tick,
     }
 }

@@ -290,6 +290,28 @@ async fn a_record_changed_during_a_sync_arrives_with_the_next_one_and_cursors_ar
         w.cursor("deals").await.unwrap() - Duration::minutes(5)
     );
     assert_eq!(both["since"], by_type["contacts"]);
+
+    // Operators see the cursors with the integration's settings.
+    let settings: Value = w
+        .app
+        .client
+        .get(
+            w.app
+                .url(&format!("/api/admin/integrations/{}", w.integration)),
+        )
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(at(&settings["cursors"]["contacts"]), contacts_cursor);
+    assert_eq!(
+        at(&settings["cursors"]["deals"]),
+        w.cursor("deals").await.unwrap()
+    );
+    assert_eq!(settings["sweep_min_seen_percent"], 50);
 }
 
 #[tokio::test]
