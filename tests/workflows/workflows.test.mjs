@@ -287,3 +287,60 @@ test('every workflow reports a refused first request (401) as its type’s error
     }
   }
 });
+
+// Every workflow and data type, the same cases: several pages with a 429 mid-way and an id met
+// twice while paging, then an incremental sync that finds nothing new.
+const CHAINS = [
+  ['hubspot', 'hubspot', 'contacts', 'hubspot:contacts', 'id', 100],
+  ['hubspot', 'hubspot', 'deals', 'hubspot:deals', 'id', 100],
+  ['zoho-crm', 'zoho_crm', 'contacts', 'zoho_crm:Contacts', 'id', 200],
+  ['zoho-crm', 'zoho_crm', 'deals', 'zoho_crm:Deals', 'id', 200],
+  ['zoho-desk-tickets', 'zoho_desk', 'tickets', 'zoho_desk:tickets', 'id', 100],
+  ['jira-issues', 'jira', 'tickets', 'jira:issues', 'id', 100],
+  ['salesforce-opportunities', 'salesforce', 'deals', 'salesforce:Opportunity', 'Id', 2000],
+];
+
+for (const [name, source, type, collection, idField, pageSize] of CHAINS) {
+  test(`${name} ${type}: several pages, a 429 mid-way, a repeated id, then nothing new`, async () => {
+    const t0 = Date.now() - 6 * HOUR;
+    const n = pageSize * 3 + 7;
+    const list = Array.from({ length: n }, (_, i) => ({ modified: t0 + i * 10, record: { [idField]: `r${i}`, version: 1 } }));
+    // r1 changed while the pages were read: met again on the last page, newer.
+    list.push({ modified: t0 + n * 10, record: { [idField]: 'r1', version: 2 } });
+    vendors.state.source[collection] = list;
+    vendors.state.hubspotPerSecond = 100000;
+    let refusedAt = null;
+    let refusedPath = null;
+    vendors.state.fault = (c, page, req) => {
+      if (c === collection && page === 1 && refusedAt === null) {
+        refusedAt = Date.now();
+        refusedPath = new URL(req.url, 'http://stand-in').pathname;
+        return { status: 429, body: { message: 'slow down' }, headers: { 'retry-after': '1' } };
+      }
+      return null;
+    };
+    try {
+      await run(name, trigger(source, [type]), 0);
+      const got = delivered(type);
+      assert.equal(got.error, null);
+      const ids = new Set(got.records.map((r) => r[idField]));
+      assert.equal(ids.size, n, 'every record, across the wait');
+      const copies = got.records.filter((r) => r[idField] === 'r1');
+      assert.equal(copies[copies.length - 1].version, 2, 'the newer copy is delivered last');
+      assert.ok(refusedAt !== null, 'the 429 was given');
+      const after = vendors.state.requests.filter((r) => r.at > refusedAt && r.path.startsWith(refusedPath.replace(/\/01g-\d+$/, '')));
+      assert.ok(after.length > 0 && after[0].at - refusedAt >= 1000, 'retried after Retry-After');
+
+      // Nothing changed since an hour ago: one empty final batch, no error.
+      capture.envelopes.length = 0;
+      vendors.state.fault = null;
+      await run(name, trigger(source, [type], { [type]: iso(Date.now() - HOUR) }), 0);
+      const empty = delivered(type);
+      assert.equal(empty.batches.length, 1);
+      assert.deepEqual(empty.final.records, []);
+      assert.equal(empty.error, null);
+    } finally {
+      vendors.state.hubspotPerSecond = 5;
+    }
+  });
+}
