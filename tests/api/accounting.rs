@@ -475,6 +475,11 @@ async fn a_dead_chunk_fails_its_batch_closes_the_sync_and_a_retry_restores_it() 
     assert_eq!((index, code.as_str()), (1_000, "processing_failed"));
     assert_eq!(backlog(&w).await, 0, "the backlog is released");
     assert_eq!(scheduler_round(&w).await.chunks_settled, 0, "settled once");
+    assert_eq!(
+        w.count("SELECT count(*) FROM integration_cursors").await,
+        0,
+        "records never processed: the next incremental sync must fetch them again"
+    );
 
     // The operator repairs the cause and retries the dead job: everything it closed reopens,
     // and the sync closes again, counted once.
@@ -522,6 +527,12 @@ async fn a_dead_chunk_fails_its_batch_closes_the_sync_and_a_retry_restores_it() 
         .await
         .unwrap();
     assert_eq!(batch_state, "processed");
+    assert_eq!(
+        w.count("SELECT count(*) FROM integration_cursors WHERE data_type = 'contacts'")
+            .await,
+        1,
+        "complete now: the cursor moves"
+    );
     let (total, failed_syncs, synced, last): (i64, i64, i64, String) = sqlx::query_as(
         "SELECT total_syncs, failed_syncs, total_records_synced, last_sync_status
          FROM integration_sources WHERE id = $1",
@@ -860,6 +871,15 @@ async fn reprocessing_a_sync_after_a_mapping_fix_updates_its_rows_as_a_new_sync(
     );
     let (_, _, _, created, ..) = sync_counts(&w, &first["sync_log_id"]).await;
     assert_eq!(created, 1_100, "the original sync is as it was");
+    let cursor_of_first = format!(
+        "SELECT count(*) FROM integration_cursors WHERE sync_log_id = '{}'",
+        uuid(&first["sync_log_id"])
+    );
+    assert_eq!(
+        w.count(&cursor_of_first).await,
+        1,
+        "a replay read nothing new from the source: the cursor stays the original's"
+    );
     // An open sync is not replayed.
     let (_, running) = post_text(
         &w,
