@@ -22,11 +22,8 @@ static FREE_MAIL: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Whether `domain` (normalised) is a free-mail or disposable provider, or a subdomain of one.
-pub fn is_free_mail(domain: &str) -> bool {
-    free_mail(domain, registrable(domain))
-}
-
+/// Whether `domain` (normalised, with its registrable part) is a free-mail or disposable
+/// provider, or a subdomain of one.
 fn free_mail(domain: &str, registrable: Option<&str>) -> bool {
     FREE_MAIL.contains(domain) || registrable.is_some_and(|r| FREE_MAIL.contains(r))
 }

@@ -10,8 +10,6 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::{DataType, SyncMode};
-
 /// The envelope n8n posts, as the seed defined it plus `final` and `sync_mode`. Unknown fields are
 /// ignored so a workflow may carry its own bookkeeping.
 #[derive(Debug, Deserialize)]
@@ -315,30 +313,6 @@ impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
         }
         Ok(Checked)
     }
-}
-
-/// The envelope's vocabulary fields, checked: a wrong value is a semantic error (422).
-#[derive(Debug, Clone, Copy)]
-pub struct Kinds {
-    pub data_type: DataType,
-    pub sync_mode: Option<SyncMode>,
-}
-
-pub fn kinds(envelope: &Envelope<'_>) -> Result<Kinds, (&'static str, String)> {
-    let data_type = envelope
-        .data_type
-        .parse::<DataType>()
-        .map_err(|e| ("data_type", e.to_string()))?;
-    let sync_mode = envelope
-        .sync_mode
-        .as_deref()
-        .map(str::parse::<SyncMode>)
-        .transpose()
-        .map_err(|e| ("sync_mode", e.to_string()))?;
-    Ok(Kinds {
-        data_type,
-        sync_mode,
-    })
 }
 
 /// Identifies a delivery's content: the same records (same bytes, same order), data type and

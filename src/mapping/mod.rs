@@ -274,10 +274,6 @@ impl MappingSet {
         self.data_type
     }
 
-    pub fn column_index(&self, name: &str) -> Option<usize> {
-        columns(self.data_type).iter().position(|(c, _)| *c == name)
-    }
-
     /// Maps one record. Never panics, whatever the record holds.
     pub fn apply(&self, record: &Value) -> Outcome {
         let cols = columns(self.data_type);

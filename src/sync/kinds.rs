@@ -49,9 +49,9 @@ pub struct TriggerSync {
     pub sync_log_id: Uuid,
 }
 
+/// Its attempts are `n8n.trigger_max_attempts`, set on each job by `sync::create_sync`.
 impl Job for TriggerSync {
     const KIND: &'static str = "sync.trigger";
-    const MAX_ATTEMPTS: i32 = 10;
 }
 
 /// Deletes what is past its retention (`sync::retention`); enqueued every 10 minutes by the
