@@ -31,8 +31,7 @@ impl FromRequestParts<AppState> for AdminAuth {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(super::bearer_token);
         match presented {
             Some(token)
                 if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) =>

@@ -65,6 +65,15 @@ impl AppState {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value. The scheme name is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` are the same; `None` for another
+/// scheme or an empty token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -143,5 +152,20 @@ pub async fn serve(
             server.abort();
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer sbk_1"), Some("sbk_1"));
+        assert_eq!(bearer_token("bearer sbk_1"), Some("sbk_1"));
+        assert_eq!(bearer_token("BEARER   sbk_1 "), Some("sbk_1"));
+        assert_eq!(bearer_token("Basic dXNlcg=="), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearersbk_1"), None);
     }
 }

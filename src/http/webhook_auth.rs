@@ -87,11 +87,11 @@ pub struct Credential {
 pub fn header_credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or_default();
-        return match value.strip_prefix("Bearer ") {
-            Some(key) if !key.trim().is_empty() => Ok(Some(Credential {
-                key: key.trim().to_string(),
+        return match super::bearer_token(value) {
+            Some(key) => Ok(Some(Credential {
+                key: key.to_string(),
             })),
-            _ => Err(ApiError::new(
+            None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_authorization",
                 "the Authorization header must be `Bearer <api key>`",

@@ -80,6 +80,32 @@ async fn unknown_routes_get_a_json_error() {
 #[tokio::test]
 async fn migrating_twice_changes_nothing() {
     let db = TestDb::migrated().await;
+    let before = schema(&db).await;
+    assert!(before.contains("integration_cursors.cursor_at"), "{before}");
     db::migrate(&db.owner_options).await.unwrap();
+    assert_eq!(schema(&db).await, before);
     assert_eq!(db::readiness(&db.pool).await, db::Readiness::Ready);
+}
+
+/// The schema as the catalog describes it (columns, constraints, indexes, policies, triggers)
+/// and the migrations recorded as applied.
+async fn schema(db: &TestDb) -> String {
+    sqlx::query_scalar(
+        "SELECT concat_ws(E'\\n',
+             (SELECT string_agg(table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable
+                                || ' ' || coalesce(column_default, ''), E'\\n' ORDER BY table_name, column_name)
+              FROM information_schema.columns WHERE table_schema = 'public'),
+             (SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid), E'\\n'
+                                ORDER BY conrelid::regclass::text, conname)
+              FROM pg_constraint WHERE connamespace = 'public'::regnamespace),
+             (SELECT string_agg(indexdef, E'\\n' ORDER BY indexdef) FROM pg_indexes WHERE schemaname = 'public'),
+             (SELECT string_agg(tablename || ' ' || policyname, E'\\n' ORDER BY tablename, policyname)
+              FROM pg_policies WHERE schemaname = 'public'),
+             (SELECT string_agg(tgrelid::regclass || ' ' || tgname, E'\\n' ORDER BY tgrelid::regclass::text, tgname)
+              FROM pg_trigger WHERE NOT tgisinternal),
+             (SELECT string_agg(version || ' ' || success, E'\\n' ORDER BY version) FROM _sqlx_migrations))",
+    )
+    .fetch_one(&mut db.owner().await)
+    .await
+    .unwrap()
 }

@@ -806,11 +806,16 @@ async fn delete_during_chunk(w: &World, receipt: &Value, sql: &'static str, id: 
         tx.commit().await.unwrap();
         deleted.rows_affected()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !deletion.is_finished(),
-        "{sql}: waits for the chunk in flight"
-    );
+    // The deletion's backend waits on a lock the chunk's transaction holds.
+    let waiting = helpers::until_none_left(
+        &w.app.db,
+        "SELECT GREATEST(0, 1 - count(*)) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'DELETE%'",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(waiting, Ok(()), "{sql}: waits for the chunk in flight");
+    assert!(!deletion.is_finished(), "{sql}");
     worker.commit().await.unwrap();
     assert_eq!(deletion.await.unwrap(), 1, "{sql}");
 }

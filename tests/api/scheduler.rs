@@ -595,12 +595,8 @@ async fn a_silent_n8n_times_out_and_exhausted_attempts_fail_the_sync() {
     let (sync_log_id, _) = syncbridge::sync::request_sync(&w.app.db.pool, id, &request, false, 2)
         .await
         .unwrap();
-    let started = Instant::now();
+    // n8n answers after 5 s; the job's errors say each attempt gave up after 1 s.
     w.work(&config).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the 1 s timeout was not applied"
-    );
 
     let (state, attempt, errors) = w.trigger_job(sync_log_id).await;
     assert_eq!((state.as_str(), attempt), ("failed", 2));

@@ -364,6 +364,14 @@ async fn keys_are_taken_from_headers_body_or_the_global_key() {
         "invalid_authorization",
     )
     .await;
+    // The scheme name is case-insensitive (RFC 9110).
+    let lowercase = send(
+        fx.post()
+            .header(header::AUTHORIZATION, format!("bearer {}", fx.key)),
+        fx.envelope(7),
+    )
+    .await;
+    assert_eq!(lowercase.status(), StatusCode::ACCEPTED);
 
     // A key reaches its own integration only.
     let (_, other_key) = fx.integration(SourceType::Hubspot, "Other").await;
@@ -383,7 +391,7 @@ async fn keys_are_taken_from_headers_body_or_the_global_key() {
         "invalid_api_key",
     )
     .await;
-    assert_eq!(fx.count("SELECT count(*) FROM ingest_batches").await, 5);
+    assert_eq!(fx.count("SELECT count(*) FROM ingest_batches").await, 6);
 }
 
 #[tokio::test]
