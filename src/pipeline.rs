@@ -38,7 +38,7 @@ pub enum PipelineError {
     #[error("{0}")]
     Corrupt(String),
     /// The database refused a value of the chunk's bulk statement, which ran without isolating
-    /// its records: the next attempt isolates them (see [`insert_isolating`]).
+    /// its records: the next attempt isolates them (see `insert_isolating`).
     #[error("the database refused a record ({0}); the next attempt isolates the refused records")]
     Refused(String),
 }
