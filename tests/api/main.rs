@@ -11,4 +11,5 @@ mod queue;
 mod rls;
 mod scheduler;
 mod truth;
+mod vocabularies;
 mod webhooks;
