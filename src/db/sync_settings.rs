@@ -177,12 +177,23 @@ pub async fn update(
     integration_id: Uuid,
     change: &SettingsChange,
 ) -> Result<SyncSettings, SettingsError> {
-    let row = load(pool, integration_id).await?;
-    let url = match &change.webhook_url {
-        Some(Some(url)) => Some(policy.check_resolved(url).await?.to_string()),
-        Some(None) => None,
-        None => row.n8n_webhook_url.clone(),
+    // A new URL is resolved (DNS) before the row is locked; everything else is decided from the
+    // row as locked in the writing transaction, so two concurrent changes never undo each other.
+    let new_url = match &change.webhook_url {
+        Some(Some(url)) => Some(Some(policy.check_resolved(url).await?.to_string())),
+        Some(None) => Some(None),
+        None => None,
     };
+    let tenant_id = load(pool, integration_id).await?.tenant_id;
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integration_sources WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(integration_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(SettingsError::NotFound(integration_id))?;
+    let url = new_url.unwrap_or_else(|| row.n8n_webhook_url.clone());
     let schedule_text = match &change.schedule {
         Some(Some(s)) => Some(s.trim().to_string()),
         Some(None) => None,
@@ -249,7 +260,6 @@ pub async fn update(
         .as_ref()
         .map(|types| types.iter().map(|d| d.as_str()).collect());
 
-    let mut tx = tenant_tx(pool, row.tenant_id).await?;
     let updated: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE integration_sources SET
              n8n_webhook_url = $2, sync_schedule = $3, sync_timezone = $4,

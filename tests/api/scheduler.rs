@@ -1300,3 +1300,37 @@ async fn credentials_are_sealed_at_rest_and_never_logged_or_returned() {
     );
     assert!(!logs.contains(TEST_KEY), "the encryption key was logged");
 }
+
+#[tokio::test]
+async fn concurrent_settings_changes_of_one_integration_both_stay() {
+    let w = world().await;
+    let id = w.integration(SourceType::Hubspot).await;
+    w.configure(id, json!({"webhook_url": w.hook("hubspot")}))
+        .await;
+    for round in 0..20 {
+        w.configure(id, json!({"timezone": "UTC", "schedule": null}))
+            .await;
+        // Each PATCH changes a field the other one leaves as it found it.
+        let (a, b) = tokio::join!(
+            w.patch(id, json!({"timezone": "Europe/Berlin"})),
+            w.patch(id, json!({"schedule": "@hourly"})),
+        );
+        assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+        let settings: Value = w
+            .app
+            .client
+            .get(w.app.url(&format!("/api/admin/integrations/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (&settings["timezone"], &settings["schedule"]),
+            (&json!("Europe/Berlin"), &json!("@hourly")),
+            "round {round}: one change undid the other"
+        );
+    }
+}
