@@ -118,6 +118,18 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// A route that exists, asked with a method it does not take; axum adds the `Allow` header.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not take {method}; see the Allow header",
+            uri.path()
+        ),
+    )
+}
+
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -105,6 +105,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/webhooks/n8n", post(webhooks::receive))
         .route("/api/batches/{id}", get(webhooks::batch_status))
         .fallback(error::not_found)
+        // After every route: it applies to the routes registered before it.
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             request_timeout,

@@ -75,6 +75,18 @@ async fn unknown_routes_get_a_json_error() {
             .unwrap()
             .contains("/no/such/thing")
     );
+
+    // A known route with a method it does not take: 405, the same JSON shape, and `Allow`.
+    let res = app
+        .client
+        .delete(app.url("/api/webhooks/n8n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "POST");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 }
 
 #[tokio::test]
