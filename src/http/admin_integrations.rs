@@ -7,13 +7,13 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
 };
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    AppState, admin_jobs::AdminAuth, error::ApiError, webhook_auth::integration_not_found,
+    AppState, admin_jobs::AdminAuth, error::ApiError, extract::ApiJson,
+    webhook_auth::integration_not_found,
 };
 use crate::{
     db::sync_settings::{self, SettingsChange, SettingsError},
@@ -29,18 +29,6 @@ pub(super) fn integration_id(text: &str) -> Result<Uuid, ApiError> {
             StatusCode::BAD_REQUEST,
             "invalid_integration_id",
             format!("{text:?} is not an integration id (a UUID)"),
-        )
-    })
-}
-
-fn body_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let text: &[u8] = if body.is_empty() { b"{}" } else { body };
-    let mut de = serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            format!("the body is not valid: {e}"),
         )
     })
 }
@@ -110,10 +98,9 @@ pub async fn update(
     _: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<sync_settings::SyncSettings>, ApiError> {
     let id = integration_id(&id)?;
-    let change: SettingsChange = body_json(&body)?;
     let sync = &state.sync;
     Ok(Json(
         sync_settings::update(&state.pool, &sync.policy, sync.sealer.as_ref(), id, &change).await?,
@@ -137,10 +124,9 @@ pub async fn sync(
     _: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    ApiJson(request): ApiJson<ManualSync>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = integration_id(&id)?;
-    let request: ManualSync = body_json(&body)?;
     let sync_request = SyncRequest {
         trigger: SyncTrigger::Manual,
         sync_mode: request.sync_mode,

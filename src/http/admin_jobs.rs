@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{FromRequestParts, Query, State},
+    extract::{FromRequestParts, State},
     http::{StatusCode, request::Parts},
 };
 use secrecy::ExposeSecret;
@@ -11,7 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{AppState, error::ApiError};
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{ApiJson, ApiQuery},
+};
 
 /// Proof that the request carried the admin token (`Authorization: Bearer <token>`).
 pub struct AdminAuth;
@@ -76,7 +80,7 @@ fn bad_filter(e: jobs::Error) -> ApiError {
 pub async fn list(
     _: AdminAuth,
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = jobs::JobFilter {
         ids: Vec::new(),
@@ -169,7 +173,7 @@ async fn bulk(
 pub async fn retry(
     _: AdminAuth,
     State(state): State<AppState>,
-    Json(body): Json<BulkRequest>,
+    ApiJson(body): ApiJson<BulkRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let retried = bulk(&state, jobs::BulkAction::Retry, body).await?;
     Ok(Json(json!({ "retried": retried })))
@@ -178,7 +182,7 @@ pub async fn retry(
 pub async fn cancel(
     _: AdminAuth,
     State(state): State<AppState>,
-    Json(body): Json<BulkRequest>,
+    ApiJson(body): ApiJson<BulkRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let cancelled = bulk(&state, jobs::BulkAction::Cancel, body).await?;
     Ok(Json(json!({ "cancelled": cancelled })))

@@ -4,6 +4,7 @@ mod admin_integrations;
 mod admin_jobs;
 mod admin_mappings;
 pub mod error;
+mod extract;
 mod health;
 pub mod webhook_auth;
 mod webhooks;

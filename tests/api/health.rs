@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use syncbridge::db;
 
-use crate::helpers::{TestApp, TestDb, database_config, unreachable_options};
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb, database_config, unreachable_options};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -120,4 +120,31 @@ async fn schema(db: &TestDb) -> String {
     .fetch_one(&mut db.owner().await)
     .await
     .unwrap()
+}
+
+#[tokio::test]
+async fn malformed_admin_input_gets_a_json_error() {
+    let app = TestApp::spawn().await;
+    let query = app
+        .client
+        .get(app.url("/api/admin/jobs?limit=many"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query.status(), StatusCode::BAD_REQUEST);
+    let body: Value = query.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+    let retry = app
+        .client
+        .post(app.url("/api/admin/jobs/retry"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"ids\": [1,")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = retry.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
 }

@@ -1,0 +1,62 @@
+//! Extractors whose refusals answer in the one error shape (`{"error": {...}}`): handlers take
+//! these instead of axum's `Json` and `Query`, whose rejections are plain text.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Query, Request},
+    http::{StatusCode, request::Parts},
+};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON body; an empty body reads as `{}` (every field optional). A body that is not JSON, or
+/// not of the expected shape, is 422 `invalid_body` naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                e.status(),
+                "body_unreadable",
+                format!("the body could not be read: {}", e.body_text()),
+            )
+        })?;
+        json_body(&body).map(ApiJson)
+    }
+}
+
+/// [`ApiJson`]'s reading of a body already in hand.
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let text: &[u8] = if body.is_empty() { b"{}" } else { body };
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the body is not valid: {e}"),
+        )
+    })
+}
+
+/// A query string; one that does not parse into `T` is 400 `invalid_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("the query string is not valid: {}", e.body_text()),
+                )
+            })
+    }
+}
