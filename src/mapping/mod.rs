@@ -180,6 +180,12 @@ fn field(data_type: DataType, target: &str, mapping: &Value) -> Result<Field, Ma
         target: target.to_string(),
         message,
     };
+    // PostgreSQL text and jsonb cannot hold NUL: such a mapping could never be stored.
+    if target.contains('\0') || mapping.to_string().contains("\\u0000") {
+        return Err(problem(
+            "a NUL character (\\u0000) in the target or the mapping cannot be stored".into(),
+        ));
+    }
     let spec: FieldSpec = serde_json::from_value(mapping.clone())
         .map_err(|e| problem(format!("invalid mapping: {e}")))?;
     Ok(Field {
@@ -557,6 +563,26 @@ fn truncate(s: &str) -> String {
         format!("{}…", s.chars().take(80).collect::<String>())
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_in_a_target_or_a_constant_is_a_mapping_problem() {
+        let ok = serde_json::json!({"source": "email"});
+        assert!(compile_field(DataType::Contacts, "email", &ok).is_ok());
+        let problem = compile_field(DataType::Contacts, "properties.a\0b", &ok).unwrap_err();
+        assert!(problem.message.contains("NUL"), "{}", problem.message);
+        let constant =
+            serde_json::json!({"source": "title", "ops": [{"op": "default", "value": "x"}]});
+        assert!(compile_field(DataType::Contacts, "title", &constant).is_ok());
+        let constant =
+            serde_json::json!({"source": "title", "ops": [{"op": "default", "value": "x\u{0}y"}]});
+        let problem = compile_field(DataType::Contacts, "title", &constant).unwrap_err();
+        assert!(problem.message.contains("NUL"), "{}", problem.message);
     }
 }
 

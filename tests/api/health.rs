@@ -147,4 +147,43 @@ async fn malformed_admin_input_gets_a_json_error() {
     assert_eq!(retry.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = retry.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+
+    // A NUL in a mapping's target or constant can never be stored: refused, not a 500.
+    let tenant = db::admin::create_tenant(&app.db.pool, "Nul Co")
+        .await
+        .unwrap();
+    let integration = db::admin::create_integration(
+        &app.db.pool,
+        tenant.id,
+        syncbridge::domain::SourceType::Hubspot,
+        "HubSpot",
+        None,
+    )
+    .await
+    .unwrap();
+    for (target, mapping) in [
+        (
+            "properties.a%00b",
+            serde_json::json!({"source": "properties.a"}),
+        ),
+        (
+            "title",
+            serde_json::json!({"source": "title", "ops": [{"op": "default", "value": "x\u{0}y"}]}),
+        ),
+    ] {
+        let put = app
+            .client
+            .put(app.url(&format!(
+                "/api/admin/integrations/{}/mappings/contacts/{target}",
+                integration.id
+            )))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&mapping)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), StatusCode::UNPROCESSABLE_ENTITY, "{target}");
+        let body: Value = put.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_mapping", "{body}");
+    }
 }
