@@ -99,7 +99,7 @@ pub async fn list(
     let limit = q.limit.clamp(1, 1_000);
     let found = jobs::admin::list(&state.pool, &filter, limit, q.before)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     let next_before = (found.len() as i64 == limit)
         .then(|| found.last().map(|j| j.id))
         .flatten();
@@ -109,7 +109,7 @@ pub async fn list(
 pub async fn stats(_: AdminAuth, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let stats = jobs::admin::stats(&state.pool)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({ "queues": stats })))
 }
 
@@ -167,7 +167,7 @@ async fn bulk(
     let filter = body.into_filter()?;
     jobs::admin::apply(&state.pool, action, &filter, 5_000, |_| {})
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::from)
 }
 
 pub async fn retry(

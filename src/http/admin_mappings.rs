@@ -114,11 +114,16 @@ pub async fn preview(
     let results = admin::preview_mappings(&state.pool, id, data_type, &records)
         .await
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_mapping",
-                format!("{e:#}"),
-            )
+            // The database failing is not the mapping's fault: 503 when it is away, else 500.
+            if e.downcast_ref::<sqlx::Error>().is_some() {
+                ApiError::from(e)
+            } else {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_mapping",
+                    format!("{e:#}"),
+                )
+            }
         })?;
     Ok(Json(json!({ "results": results })))
 }

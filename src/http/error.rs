@@ -88,6 +88,15 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+impl From<jobs::Error> for ApiError {
+    fn from(error: jobs::Error) -> Self {
+        match error {
+            jobs::Error::Database(e) => e.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if is_unavailable(&error) {

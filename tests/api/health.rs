@@ -187,3 +187,32 @@ async fn malformed_admin_input_gets_a_json_error() {
         assert_eq!(body["error"]["code"], "invalid_mapping", "{body}");
     }
 }
+
+#[tokio::test]
+async fn admin_routes_answer_503_while_the_database_is_away() {
+    let db = TestDb::migrated().await;
+    let mut config = database_config();
+    config.acquire_timeout_secs = 1;
+    let pool = db::connect(unreachable_options(), &config);
+    let app = TestApp::spawn_with_pool(db, Some(pool)).await;
+    let id = uuid::Uuid::new_v4();
+    let requests = [
+        app.client.get(app.url("/api/admin/jobs")),
+        app.client.get(app.url("/api/admin/jobs/stats")),
+        app.client
+            .post(app.url("/api/admin/jobs/retry"))
+            .json(&serde_json::json!({"ids": [1]})),
+        app.client
+            .post(app.url(&format!(
+                "/api/admin/integrations/{id}/mappings/contacts/preview"
+            )))
+            .json(&serde_json::json!({"records": [{"id": "1"}]})),
+    ];
+    for request in requests {
+        let res = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let url = res.url().to_string();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{url}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "database_unavailable", "{url}");
+    }
+}
