@@ -19,15 +19,6 @@ CREATE TABLE integration_cursors (
         REFERENCES integration_sync_logs (tenant_id, id) ON DELETE SET NULL (sync_log_id),
     CONSTRAINT integration_cursors_data_type_check CHECK (data_type IN ('contacts', 'tickets', 'deals'))
 );
-CREATE INDEX integration_cursors_tenant_idx ON integration_cursors (tenant_id);
-CREATE TRIGGER integration_cursors_set_updated_at BEFORE UPDATE ON integration_cursors
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-ALTER TABLE integration_cursors ENABLE ROW LEVEL SECURITY;
-ALTER TABLE integration_cursors FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON integration_cursors TO syncbridge_app
-    USING (tenant_id = app_current_tenant()) WITH CHECK (tenant_id = app_current_tenant());
-CREATE POLICY system_access ON integration_cursors TO syncbridge_system USING (true) WITH CHECK (true);
-GRANT SELECT, INSERT, UPDATE, DELETE ON integration_cursors TO syncbridge_app, syncbridge_system;
 
 -- The start of every sync already closed successfully becomes its data types' cursor, so an
 -- upgraded install's next incremental sync starts where the old rule would have, or earlier.
@@ -76,15 +67,26 @@ CREATE TABLE integration_sync_sweeps (
     CONSTRAINT integration_sync_sweeps_state_check CHECK (state IN ('applied', 'skipped')),
     CONSTRAINT integration_sync_sweeps_data_type_check CHECK (data_type IN ('contacts', 'tickets', 'deals'))
 );
-CREATE INDEX integration_sync_sweeps_tenant_idx ON integration_sync_sweeps (tenant_id);
-CREATE TRIGGER integration_sync_sweeps_set_updated_at BEFORE UPDATE ON integration_sync_sweeps
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-ALTER TABLE integration_sync_sweeps ENABLE ROW LEVEL SECURITY;
-ALTER TABLE integration_sync_sweeps FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON integration_sync_sweeps TO syncbridge_app
-    USING (tenant_id = app_current_tenant()) WITH CHECK (tenant_id = app_current_tenant());
-CREATE POLICY system_access ON integration_sync_sweeps TO syncbridge_system USING (true) WITH CHECK (true);
-GRANT SELECT, INSERT, UPDATE, DELETE ON integration_sync_sweeps TO syncbridge_app, syncbridge_system;
+
+-- Both new tenant tables as the schema's others: updated_at, a tenant index, forced row level
+-- security with the two policies, the roles' grants.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['integration_cursors', 'integration_sync_sweeps'] LOOP
+        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION set_updated_at()',
+                       t || '_set_updated_at', t);
+        EXECUTE format('CREATE INDEX %I ON %I (tenant_id)', t || '_tenant_idx', t);
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant_isolation ON %I TO syncbridge_app '
+                       'USING (tenant_id = app_current_tenant()) WITH CHECK (tenant_id = app_current_tenant())', t);
+        EXECUTE format('CREATE POLICY system_access ON %I TO syncbridge_system USING (true) WITH CHECK (true)', t);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO syncbridge_app, syncbridge_system', t);
+    END LOOP;
+END
+$$;
 
 -- The share of an integration's live rows (per data type) a full sync must have seen for its
 -- sweep to soft-delete the rest.

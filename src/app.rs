@@ -451,13 +451,16 @@ fn waiting_for(s: &crate::sync::SyncSummary) -> String {
     if s.final_received {
         return String::new();
     }
-    let missing: Vec<&str> = s
+    let missing: Vec<crate::domain::DataType> = s
         .data_types
         .iter()
         .filter(|t| !s.final_data_types.contains(t))
-        .map(|t| t.as_str())
+        .copied()
         .collect();
-    format!(" (no final batch of {})", missing.join(", "))
+    format!(
+        " (no final batch of {})",
+        crate::domain::DataType::list(&missing)
+    )
 }
 
 async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {

@@ -259,29 +259,22 @@ pub async fn watchdog(
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
     let mut tx = system_tx(pool).await?;
-    let silent: Vec<(Uuid, Uuid, Vec<DataType>)> = sqlx::query_as(
-        "SELECT id, integration_id,
-                ARRAY(SELECT unnest(COALESCE(data_types, ARRAY[data_type]))
-                      EXCEPT SELECT unnest(final_data_types)) AS missing
-         FROM integration_sync_logs
-         WHERE status IN ('pending', 'running')
-           AND COALESCE(last_batch_at, created_at) < $1 - $2 * interval '1 second'
-         ORDER BY COALESCE(last_batch_at, created_at)
-         LIMIT 1000
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(now)
-    .bind(timeout.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await?;
+    let cutoff = now - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    let silent = crate::db::sync_logs::silent_since(&mut tx, cutoff).await?;
     let mut closed = 0;
-    for (sync_log_id, integration_id, mut missing) in silent {
-        missing.sort();
+    for crate::db::sync_logs::Silent {
+        id: sync_log_id,
+        integration_id,
+        missing,
+    } in silent
+    {
         let waiting = if missing.is_empty() {
             String::new()
         } else {
-            let names: Vec<&str> = missing.iter().map(|t| t.as_str()).collect();
-            format!(" while waiting for the final batch of {}", names.join(", "))
+            format!(
+                " while waiting for the final batch of {}",
+                DataType::list(&missing)
+            )
         };
         let summary = format!(
             "no batch was delivered for {} s{waiting}; closed by the watchdog (batches that still arrive are stored, processed and counted as late)",

@@ -549,3 +549,32 @@ pub async fn set_source_error(
     .await?;
     Ok(())
 }
+
+/// An open sync the watchdog closes, and the data types whose final batch it still lacks.
+#[derive(sqlx::FromRow)]
+pub struct Silent {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub missing: Vec<DataType>,
+}
+
+/// Open syncs with no delivery since `cutoff`, oldest first (1,000 at most), locked; rows
+/// another scheduler holds are skipped.
+pub async fn silent_since(
+    conn: &mut PgConnection,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Silent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, integration_id,
+                ARRAY(SELECT unnest(COALESCE(data_types, ARRAY[data_type]))
+                      EXCEPT SELECT unnest(final_data_types) ORDER BY 1) AS missing
+         FROM integration_sync_logs
+         WHERE status IN ('pending', 'running') AND COALESCE(last_batch_at, created_at) < $1
+         ORDER BY COALESCE(last_batch_at, created_at)
+         LIMIT 1000
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(cutoff)
+    .fetch_all(conn)
+    .await
+}

@@ -230,13 +230,7 @@ pub async fn update(
         return Err(SettingsError::DataTypeNotSupported {
             source_type: row.source_type,
             data_type: *data_type,
-            provides: row
-                .source_type
-                .default_data_types()
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            provides: DataType::list(row.source_type.default_data_types()),
         });
     }
     let sealed = match &change.credentials {

@@ -104,6 +104,17 @@ vocabulary!(
     }
 );
 
+impl DataType {
+    /// `contacts, deals`: data types as messages name them.
+    pub fn list(types: &[DataType]) -> String {
+        types
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 vocabulary!(
     /// Whether an integration accepts deliveries and is scheduled.
     IntegrationStatus, "integration status" {

@@ -378,13 +378,7 @@ fn check_semantics(
                 "integration {} pulls from {}, which has no {data_type}; it provides {}",
                 integration.id,
                 integration.source_type,
-                integration
-                    .source_type
-                    .default_data_types()
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                DataType::list(integration.source_type.default_data_types())
             ),
         ));
     }
@@ -396,12 +390,7 @@ fn check_semantics(
             format!(
                 "integration {} syncs {}, not {data_type}",
                 integration.id,
-                integration
-                    .sync_data_types
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                DataType::list(&integration.sync_data_types)
             ),
         ));
     }

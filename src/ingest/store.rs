@@ -63,7 +63,7 @@ pub enum StoreError {
     SyncLogNotFound(Uuid),
     #[error("sync log {id} is already closed ({status}); start a new sync for new batches")]
     SyncLogClosed { id: Uuid, status: SyncStatus },
-    #[error("sync log {id} asked for {}, not for {got}", expected.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))]
+    #[error("sync log {id} asked for {}, not for {got}", DataType::list(expected))]
     DataTypeMismatch {
         id: Uuid,
         expected: Vec<DataType>,

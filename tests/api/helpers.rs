@@ -387,6 +387,20 @@ pub async fn until_none_left(db: &TestDb, sql: &str, limit: Duration) -> Result<
     }
 }
 
+/// Runs every job of `app` to its end (triggers reach n8n with `app` as their callback), with a
+/// fast-polling worker.
+pub async fn run_all_jobs(app: &TestApp) {
+    let mut config = test_config();
+    config.worker.poll_interval_ms = 20;
+    config.n8n.public_base_url = app.url("/");
+    work_until_done(
+        &app.db,
+        &config,
+        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
+    )
+    .await;
+}
+
 /// Runs a worker (and the queue's maintenance, which promotes retries) on `pool` with `config`
 /// until `pending_sql` (a `SELECT count(*)`) counts nothing, at most 60 s.
 pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {

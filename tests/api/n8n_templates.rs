@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use syncbridge::{db::admin, domain::SourceType};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, count, test_config};
+use crate::helpers::{ADMIN_TOKEN, TestApp, count, run_all_jobs};
 
 /// Workflow file → the source it syncs and the data types it delivers.
 const WORKFLOWS: [(&str, SourceType, &[&str]); 5] = [
@@ -274,7 +274,7 @@ async fn every_workflow_delivers_a_whole_sync_that_syncbridge_takes_and_closes()
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::ACCEPTED);
-        work(&app).await;
+        run_all_jobs(&app).await;
         let received = n8n.received_requests().await.unwrap();
         let trigger = &received.last().unwrap().body;
         let trigger_body: Value = serde_json::from_slice(trigger).unwrap();
@@ -291,7 +291,7 @@ async fn every_workflow_delivers_a_whole_sync_that_syncbridge_takes_and_closes()
         })
         .await
         .unwrap();
-        work(&app).await;
+        run_all_jobs(&app).await;
         let log: Value = sqlx::query_scalar(
             "SELECT to_jsonb(l) FROM integration_sync_logs l WHERE id = $1::text::uuid",
         )
@@ -339,16 +339,4 @@ async fn every_workflow_delivers_a_whole_sync_that_syncbridge_takes_and_closes()
             assert_eq!(unmatched, 0, "{name}: deals without their account");
         }
     }
-}
-
-async fn work(app: &TestApp) {
-    let mut config = test_config();
-    config.worker.poll_interval_ms = 20;
-    config.n8n.public_base_url = app.url("/");
-    crate::helpers::work_until_done(
-        &app.db,
-        &config,
-        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
-    )
-    .await;
 }

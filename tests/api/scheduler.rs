@@ -90,6 +90,20 @@ impl World {
             .unwrap()
     }
 
+    /// `GET /api/admin/integrations/{id}`.
+    async fn settings(&self, id: Uuid) -> Value {
+        self.app
+            .client
+            .get(self.app.url(&format!("/api/admin/integrations/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn configure(&self, id: Uuid, body: Value) -> Value {
         let response = self.patch(id, body).await;
         assert_eq!(
@@ -1244,17 +1258,7 @@ async fn credentials_are_sealed_at_rest_and_never_logged_or_returned() {
         )
         .await;
     assert_eq!(settings["auth"], "basic");
-    let got: Value = w
-        .app
-        .client
-        .get(w.app.url(&format!("/api/admin/integrations/{id}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = w.settings(id).await;
     assert!(!got.to_string().contains(secret) && !got.to_string().contains("syncbridge:"));
 
     let (sealed, key_id): (Vec<u8>, String) = sqlx::query_as(
@@ -1316,17 +1320,7 @@ async fn concurrent_settings_changes_of_one_integration_both_stay() {
             w.patch(id, json!({"schedule": "@hourly"})),
         );
         assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
-        let settings: Value = w
-            .app
-            .client
-            .get(w.app.url(&format!("/api/admin/integrations/{id}")))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let settings = w.settings(id).await;
         assert_eq!(
             (&settings["timezone"], &settings["schedule"]),
             (&json!("Europe/Berlin"), &json!("@hourly")),

@@ -9,7 +9,7 @@ use syncbridge::{db::admin, domain::SourceType};
 use uuid::Uuid;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, count, test_config};
+use crate::helpers::{ADMIN_TOKEN, TestApp, count, run_all_jobs};
 
 struct World {
     app: TestApp,
@@ -160,17 +160,8 @@ impl World {
         );
     }
 
-    /// Runs a worker until no job of any kind is left to run.
     async fn work(&self) {
-        let mut config = test_config();
-        config.worker.poll_interval_ms = 20;
-        config.n8n.public_base_url = self.app.url("/");
-        crate::helpers::work_until_done(
-            &self.app.db,
-            &config,
-            "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
-        )
-        .await;
+        run_all_jobs(&self.app).await;
     }
 
     async fn sync(&self, trigger: &Value) -> Value {
