@@ -86,24 +86,25 @@ pub async fn of_sync_locked(
     .await
 }
 
-/// Marks a skipped sweep applied by an operator, with the rows it soft-deleted.
+/// Marks a skipped sweep applied by an operator, with the rows it soft-deleted; returns it so.
 pub async fn mark_applied(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
     data_type: DataType,
     deleted: i64,
     by: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Sweep, sqlx::Error> {
+    sqlx::query_as(
         "UPDATE integration_sync_sweeps
          SET state = 'applied', deleted_rows = $3, applied_at = now(), applied_by = $4
-         WHERE sync_log_id = $1 AND data_type = $2",
+         WHERE sync_log_id = $1 AND data_type = $2
+         RETURNING sync_log_id, data_type, live_rows, seen_rows, deleted_rows, state, reason,
+                   applied_at, applied_by",
     )
     .bind(sync_log_id)
     .bind(data_type)
     .bind(deleted)
     .bind(by)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }

@@ -252,7 +252,7 @@ pub async fn apply_skipped_sweeps(
     by: &str,
 ) -> Result<Vec<db::sweeps::Sweep>, SyncAdminError> {
     let mut tx = crate::db::system_tx(pool).await?;
-    let sweeps = db::sweeps::of_sync_locked(&mut tx, sync_log_id).await?;
+    let mut sweeps = db::sweeps::of_sync_locked(&mut tx, sync_log_id).await?;
     if !sweeps.iter().any(|s| s.state == SweepState::Skipped) {
         db::sync_logs::lock_status(&mut tx, sync_log_id)
             .await?
@@ -262,14 +262,15 @@ pub async fn apply_skipped_sweeps(
     let (integration_id, since) = db::sync_logs::integration_and_start(&mut tx, sync_log_id)
         .await?
         .ok_or(SyncAdminError::NotFound(sync_log_id))?;
-    for sweep in sweeps.iter().filter(|s| s.state == SweepState::Skipped) {
+    for sweep in sweeps.iter_mut().filter(|s| s.state == SweepState::Skipped) {
         let deleted =
             db::external_rows::sweep_unseen(&mut tx, sweep.data_type, integration_id, since)
                 .await?;
-        db::sweeps::mark_applied(&mut tx, sync_log_id, sweep.data_type, deleted as i64, by).await?;
+        *sweep =
+            db::sweeps::mark_applied(&mut tx, sync_log_id, sweep.data_type, deleted as i64, by)
+                .await?;
         tracing::info!(%sync_log_id, data_type = %sweep.data_type, deleted, "skipped sweep applied by an operator");
     }
-    let sweeps = db::sweeps::of_sync_locked(&mut tx, sync_log_id).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok(sweeps)
 }
