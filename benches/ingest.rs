@@ -18,7 +18,7 @@ use std::{
 };
 
 use common::{BenchDb, Server, env_or, envelope, median};
-use syncbridge::{db::admin, domain::SourceType};
+use syncbridge::{admin, domain::SourceType};
 use uuid::Uuid;
 
 async fn post(client: &reqwest::Client, base: &str, key: &str, body: Vec<u8>) -> Duration {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{BenchDb, Server, contact, env_or, median};
 use serde_json::{Value, json};
 use syncbridge::{
-    db::admin,
+    admin,
     domain::{DataType, SourceType},
     mapping::{self, Outcome},
 };

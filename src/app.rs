@@ -9,12 +9,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admin,
     cli::{
         AccountsCommand, BatchesCommand, Command, IntegrationsCommand, JobsCommand, KeysCommand,
         MappingsCommand, SyncsCommand, TenantsCommand,
     },
     config::Config,
-    db::{self, Database, Readiness, admin},
+    db::{self, Database, Readiness},
     http, scheduler, tasks, worker,
 };
 
@@ -324,7 +325,7 @@ async fn set_integration(
     pool: &PgPool,
     config: &Config,
     args: crate::cli::SetIntegration,
-) -> Result<crate::db::sync_settings::SyncSettings> {
+) -> Result<crate::admin::settings::SyncSettings> {
     use crate::n8n::Credentials;
     let credentials = match args.auth.as_deref() {
         None => None,
@@ -354,7 +355,7 @@ async fn set_integration(
             })
         }
     };
-    let change = crate::db::sync_settings::SettingsChange {
+    let change = crate::admin::settings::SettingsChange {
         webhook_url: if args.no_webhook_url {
             Some(None)
         } else {
@@ -377,7 +378,7 @@ async fn set_integration(
     let policy = crate::n8n::UrlPolicy::configured(&config.n8n)?;
     let sealer = crate::crypto::sealer(config)?;
     Ok(
-        crate::db::sync_settings::update(pool, &policy, sealer.as_ref(), args.integration, &change)
+        crate::admin::settings::update(pool, &policy, sealer.as_ref(), args.integration, &change)
             .await?,
     )
 }
@@ -636,11 +637,9 @@ async fn mappings_command(pool: &PgPool, command: MappingsCommand) -> Result<()>
             eprintln!("stored mapping removed; the preset applies to `{target}` again");
         }
         MappingsCommand::List { integration } => {
-            for (data_type, target, mapping, enabled) in
-                admin::list_mappings(pool, integration).await?
-            {
-                let state = if enabled { "" } else { "\t(disabled)" };
-                println!("{data_type}\t{target}\t{mapping}{state}");
+            for m in admin::list_mappings(pool, integration).await? {
+                let state = if m.enabled { "" } else { "\t(disabled)" };
+                println!("{}\t{}\t{}{state}", m.data_type, m.target, m.mapping);
             }
         }
     }

@@ -4,6 +4,7 @@
 //! [`telemetry`] and hands over to [`app`], which runs the `web`, `worker` and `scheduler`
 //! processes over the [`db`] layer. [`domain`] holds the pure rules, free of HTTP and SQL.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -11,17 +11,23 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json, value::RawValue};
+use serde_json::{Value, value::RawValue};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+pub use crate::db::batches::Counts;
 use crate::{
-    domain::{DataType, SourceType, SyncMode},
-    mapping::{self, FieldError, MappedRecord, MappingSet, Outcome, columns, storable},
+    db::{
+        self,
+        accounts::MatchingVersion,
+        external_rows::{NewRow, OnConflict, StoredRow, Target, domain_column},
+        sync_errors::{ErrorsOf, NewRecordError},
+    },
+    domain::{DataType, SyncMode},
+    mapping::{FieldError, MappedRecord, Outcome, columns, storable},
     matching::{Clues, Matcher, email_domain},
-    sync::{chunk::decode_chunk, close_sync_if_done, external_table as table},
+    sync::{chunk::decode_chunk, close_sync_if_done},
 };
 
 #[derive(Debug, Clone)]
@@ -41,18 +47,6 @@ pub enum PipelineError {
     /// its records: the next attempt isolates them (see `insert_isolating`).
     #[error("the database refused a record ({0}); the next attempt isolates the refused records")]
     Refused(String),
-}
-
-/// Per-chunk (and per-batch, per-sync) counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub processed: i64,
-    pub created: i64,
-    pub updated: i64,
-    pub unchanged: i64,
-    pub skipped: i64,
-    pub failed: i64,
-    pub unmatched: i64,
 }
 
 struct RecordError {
@@ -78,56 +72,34 @@ struct Row<'a> {
     domain: Option<String>,
 }
 
-/// The derived domain column of a table, next to the email it comes from.
-fn domain_column(data_type: DataType) -> Option<(&'static str, &'static str)> {
-    match data_type {
-        DataType::Contacts => Some(("email_domain", "email")),
-        DataType::Tickets => Some(("requester_domain", "requester_email")),
-        DataType::Deals => None,
+impl Row<'_> {
+    fn stored(&self) -> NewRow<'_> {
+        NewRow {
+            external_id: &self.record.external_id,
+            account_id: self.account_id,
+            match_method: self.method,
+            match_reason: self.reason,
+            properties: &self.properties,
+            raw: self.raw,
+            content_hash: &self.hash,
+            delivery_seq: self.delivery,
+            domain: self.domain.as_deref(),
+            columns: &self.record.columns,
+        }
     }
-}
-
-/// Loads an integration's mappings for a data type: its preset with stored overrides.
-pub async fn load_mappings(
-    tx: &mut PgConnection,
-    integration_id: Uuid,
-    source: SourceType,
-    data_type: DataType,
-) -> Result<Result<MappingSet, Vec<mapping::MappingProblem>>, sqlx::Error> {
-    let stored: Vec<(String, Value, bool)> = sqlx::query_as(
-        "SELECT target_field, mapping, enabled FROM integration_field_mappings
-         WHERE integration_id = $1 AND data_type = $2 ORDER BY position, target_field",
-    )
-    .bind(integration_id)
-    .bind(data_type.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(mapping::compile(source, data_type, &stored))
 }
 
 /// The tenant's accounts and never-matched domains.
 pub async fn load_matcher(tx: &mut PgConnection, tenant_id: Uuid) -> Result<Matcher, sqlx::Error> {
-    let accounts: Vec<(Uuid, String, Vec<String>)> =
-        sqlx::query_as("SELECT id, name, domains FROM accounts")
-            .fetch_all(&mut *tx)
-            .await?;
-    let blocked: Vec<String> = sqlx::query_scalar(
-        "SELECT unnest(own_domains || excluded_domains) FROM tenants WHERE id = $1",
-    )
-    .bind(tenant_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let accounts = db::accounts::all(tx).await?;
+    let blocked = db::tenants::never_matched_domains(tx, tenant_id).await?;
     Ok(Matcher::new(
         accounts
             .iter()
-            .map(|(id, name, d)| (*id, name.as_str(), &d[..])),
+            .map(|a| (a.id, a.name.as_str(), &a.domains[..])),
         blocked.iter().map(String::as_str),
     ))
 }
-
-/// What identifies a tenant's matcher: its accounts' count and newest change, and the tenant's own
-/// last change (its own and excluded domains).
-type MatcherVersion = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// The matchers of the tenants this process has worked for. Building one loads every account of
 /// the tenant, measured at ~4 % of a 1,000-record chunk's time with 1,000 accounts; a chunk now
@@ -135,7 +107,7 @@ type MatcherVersion = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 #[derive(Clone, Default)]
 pub struct MatcherCache(Arc<Mutex<HashMap<Uuid, CachedMatcher>>>);
 
-type CachedMatcher = (MatcherVersion, Arc<Matcher>);
+type CachedMatcher = (MatchingVersion, Arc<Matcher>);
 
 impl MatcherCache {
     /// The tenant's current matcher, as of `tx`'s snapshot (which must be scoped to the tenant).
@@ -146,19 +118,8 @@ impl MatcherCache {
         tx: &mut PgConnection,
         tenant_id: Uuid,
     ) -> Result<Arc<Matcher>, sqlx::Error> {
-        // A statement of its own: a statement's snapshot is taken before it could wait for the
-        // lock, and the accounts must be read after any deletion it waited for.
-        sqlx::query("SELECT lock_tenant_accounts($1, false)")
-            .bind(tenant_id)
-            .execute(&mut *tx)
-            .await?;
-        let version: MatcherVersion = sqlx::query_as(
-            "SELECT count(*), max(updated_at), (SELECT updated_at FROM tenants WHERE id = $1)
-             FROM accounts",
-        )
-        .bind(tenant_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        db::accounts::lock_for_matching(tx, tenant_id).await?;
+        let version = db::accounts::matching_version(tx, tenant_id).await?;
         let cached = {
             let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
             cache
@@ -192,59 +153,34 @@ pub async fn process_chunk(
     // Claims the chunk. One settled as failed (its job had died; an operator retried the job)
     // is taken back first: its records leave the failed counts, and what its settling closed
     // reopens, once, under the chunk's row lock.
-    let claimed: Option<(i32, i32, Vec<u8>, String, bool)> = sqlx::query_as(
-        "UPDATE ingest_batch_chunks c SET processed_at = now(), failed_at = NULL
-         FROM (SELECT batch_id, chunk_index, failed_at FROM ingest_batch_chunks
-               WHERE batch_id = $1 AND chunk_index = $2 FOR UPDATE) o
-         WHERE c.batch_id = o.batch_id AND c.chunk_index = o.chunk_index AND c.processed_at IS NULL
-         RETURNING c.record_offset, c.record_count, c.payload, c.payload_encoding,
-                   o.failed_at IS NOT NULL",
-    )
-    .bind(batch_id)
-    .bind(chunk)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((offset, record_count, payload, encoding, was_settled)) = claimed else {
+    let Some(claimed) = db::batches::claim_chunk(tx, batch_id, chunk).await? else {
         return Ok(None);
     };
-    if was_settled {
-        crate::sync::chunk::take_back_settled(tx, batch_id, offset, record_count).await?;
+    let offset = claimed.record_offset;
+    if claimed.was_settled {
+        crate::sync::chunk::take_back_settled(tx, batch_id, offset, claimed.record_count).await?;
     }
     // The integration row is locked as a foreign key would (a deletion waits for this chunk, then
     // removes its rows). `earlier_rows`: whether an earlier sync of the integration wrote rows.
     // Probing for existing rows first pays when many are unchanged (they are then not even sent);
     // without earlier rows there are none, and the probe only doubles the index lookups the
     // upsert makes anyway.
-    let (integration_id, sync_log_id, data_type, sync_mode, source, delivery_seq, earlier_rows): (
-        Uuid,
-        Uuid,
-        DataType,
-        SyncMode,
-        SourceType,
-        i64,
-        bool,
-    ) = sqlx::query_as(
-        "SELECT b.integration_id, b.sync_log_id, b.data_type, b.sync_mode, i.source_type,
-                b.delivery_seq,
-                EXISTS (SELECT 1 FROM integration_sync_logs l
-                        WHERE l.integration_id = b.integration_id AND l.id <> b.sync_log_id
-                          AND l.records_created > 0)
-         FROM ingest_batches b JOIN integration_sources i ON i.id = b.integration_id
-         WHERE b.id = $1
-         FOR KEY SHARE OF i",
-    )
-    .bind(batch_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let full_sync = sync_mode == SyncMode::Full;
+    let context = db::batches::chunk_context(tx, batch_id).await?;
+    let (integration_id, sync_log_id, data_type) = (
+        context.integration_id,
+        context.sync_log_id,
+        context.data_type,
+    );
+    let full_sync = context.sync_mode == SyncMode::Full;
 
-    let bytes = decode_chunk(&payload, &encoding)
+    let bytes = decode_chunk(&claimed.payload, &claimed.payload_encoding)
         .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
     // Kept raw: each record's text is stored as received and hashed as is, never re-serialised.
     let raws: Vec<&RawValue> = serde_json::from_slice(&bytes)
         .map_err(|e| PipelineError::Corrupt(format!("chunk {chunk} of batch {batch_id}: {e}")))?;
 
-    let mappings = load_mappings(tx, integration_id, source, data_type).await?;
+    let mappings =
+        db::mappings::effective(tx, integration_id, context.source_type, data_type).await?;
     let matcher = matchers.get(tx, tenant_id).await?;
 
     let mut counts = Counts {
@@ -349,7 +285,7 @@ pub async fn process_chunk(
                 hasher.update(found.account_id.map(|a| a.to_string()).unwrap_or_default());
                 let row = Row {
                     index,
-                    delivery: delivery_order(delivery_seq, index),
+                    delivery: delivery_order(context.delivery_seq, index),
                     properties,
                     raw,
                     hash: hasher.finalize().into(),
@@ -373,8 +309,13 @@ pub async fn process_chunk(
             }
         }
     }
-    let probe_first = full_sync || earlier_rows;
-    let target = (tenant_id, integration_id, sync_log_id, data_type);
+    let probe_first = full_sync || context.earlier_rows;
+    let target = Target {
+        tenant_id,
+        integration_id,
+        sync_log_id,
+        data_type,
+    };
     let written = upsert(tx, target, &rows, probe_first, isolate).await?;
     counts.created = written.created;
     counts.updated = written.updated;
@@ -391,77 +332,29 @@ pub async fn process_chunk(
     let unchanged_ids = written.unchanged_ids;
     if full_sync && !unchanged_ids.is_empty() {
         // A full sync sweeps what it did not see: unchanged rows were seen.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {} SET last_synced_at = now(), last_sync_log_id = $3
-             WHERE tenant_id = $1 AND integration_id = $2 AND id = ANY($4)",
-            table(data_type)
-        )))
-        .bind(tenant_id)
-        .bind(integration_id)
-        .bind(sync_log_id)
-        .bind(&unchanged_ids)
-        .execute(&mut *tx)
-        .await?;
+        db::external_rows::mark_seen(tx, target, &unchanged_ids).await?;
     }
 
-    record_errors(
-        tx,
+    let errors: Vec<NewRecordError<'_>> = errors
+        .iter()
+        .map(|e| NewRecordError {
+            index: e.index,
+            external_id: e.external_id.as_deref(),
+            field: &e.error.field,
+            code: e.error.code,
+            message: &e.error.message,
+        })
+        .collect();
+    let errors_of = ErrorsOf {
         tenant_id,
         integration_id,
         sync_log_id,
         batch_id,
-        &errors,
-        settings,
-    )
-    .await?;
-    let batch_done: bool = sqlx::query_scalar(
-        "UPDATE ingest_batches
-         SET jobs_done = jobs_done + 1,
-             records_processed = records_processed + $2,
-             records_created = records_created + $3,
-             records_updated = records_updated + $4,
-             records_unchanged = records_unchanged + $5,
-             records_skipped = records_skipped + $6,
-             records_failed = records_failed + $7,
-             records_unmatched = records_unmatched + $8,
-             state = CASE WHEN jobs_done + 1 < jobs_total THEN 'processing'
-                          WHEN chunks_failed > 0 THEN 'failed' ELSE 'processed' END,
-             processed_at = CASE WHEN jobs_done + 1 >= jobs_total THEN now() END
-         WHERE id = $1
-         RETURNING jobs_done >= jobs_total",
-    )
-    .bind(batch_id)
-    .bind(counts.processed as i32)
-    .bind(counts.created as i32)
-    .bind(counts.updated as i32)
-    .bind(counts.unchanged as i32)
-    .bind(counts.skipped as i32)
-    .bind(counts.failed as i32)
-    .bind(counts.unmatched as i32)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE integration_sync_logs
-         SET records_created = records_created + $2,
-             records_updated = records_updated + $3,
-             records_unchanged = records_unchanged + $4,
-             records_skipped = records_skipped + $5,
-             records_failed = records_failed + $6,
-             records_unmatched = records_unmatched + $7,
-             batches_processed = batches_processed + $8,
-             status = CASE WHEN status = 'pending' THEN 'running' ELSE status END
-         WHERE id = $1",
-    )
-    .bind(sync_log_id)
-    .bind(counts.created)
-    .bind(counts.updated)
-    .bind(counts.unchanged)
-    .bind(counts.skipped)
-    .bind(counts.failed)
-    .bind(counts.unmatched)
-    .bind(i32::from(batch_done))
-    .execute(&mut *tx)
-    .await?;
+    };
+    db::sync_errors::insert_for_records(tx, errors_of, &errors, settings.max_errors_per_sync)
+        .await?;
+    let batch_done = db::batches::count_chunk(tx, batch_id, &counts).await?;
+    db::sync_logs::count_chunk(tx, sync_log_id, &counts, batch_done).await?;
     if batch_done {
         close_sync_if_done(tx, sync_log_id).await?;
     }
@@ -535,25 +428,8 @@ async fn upsert_probed(
     if rows.is_empty() {
         return Ok(Written::default());
     }
-    let (tenant_id, integration_id, _, data_type) = target;
-    let table = table(data_type);
     let ids: Vec<&str> = rows.iter().map(|r| r.record.external_id.as_str()).collect();
-    let existing: Vec<StoredRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        // One unique-index probe per id, forced by LATERAL … LIMIT 1. Both plain forms went
-        // quadratic as the table grew: `external_id = ANY($3)` became a filter on a tenant-index
-        // scan, and a join on the unnested ids a hash join over all the integration's rows.
-        "SELECT e.id, e.external_id, e.content_hash, e.deleted_at IS NOT NULL AS deleted,
-                e.delivery_seq
-         FROM unnest($3::text[]) AS k(external_id),
-              LATERAL (SELECT id, external_id, content_hash, deleted_at, delivery_seq FROM {table}
-                       WHERE tenant_id = $1 AND integration_id = $2 AND external_id = k.external_id
-                       LIMIT 1) e"
-    )))
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let existing = db::external_rows::probe(tx, target, &ids).await?;
     let existing: HashMap<&str, &StoredRow> = existing
         .iter()
         .map(|row| (row.external_id.as_str(), row))
@@ -592,19 +468,6 @@ async fn upsert_probed(
         rejected: inserted.rejected,
     })
 }
-
-/// What the probe finds of a stored row.
-#[derive(sqlx::FromRow)]
-struct StoredRow {
-    id: Uuid,
-    external_id: String,
-    content_hash: Option<Vec<u8>>,
-    deleted: bool,
-    delivery_seq: i64,
-}
-
-/// Where the rows of one upsert go: tenant, integration, sync log, data type.
-type Target = (Uuid, Uuid, Uuid, DataType);
 
 /// What [`insert_isolating`] did.
 #[derive(Default)]
@@ -725,236 +588,13 @@ fn refusal(e: &sqlx::Error) -> Refusal {
     }
 }
 
-/// What an insert does with a row whose external id is already stored.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OnConflict {
-    /// The statement fails with a unique violation.
-    Fail,
-    /// The row is updated, unless its content hash is the same and it is not soft-deleted.
-    Update,
-}
-
-/// One `INSERT` of `changed`; with [`OnConflict::Update`] an existing row whose content hash is
-/// the same (and that is not soft-deleted) is left as it is and not returned. Returns, per
-/// written row, whether it was inserted.
+/// One `INSERT` of `changed` (see [`db::external_rows::insert`]).
 async fn insert_rows(
     tx: &mut PgConnection,
-    (tenant_id, integration_id, sync_log_id, data_type): Target,
+    target: Target,
     changed: &[&Row<'_>],
     on_conflict: OnConflict,
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let table = table(data_type);
-    let cols = columns(data_type);
-    let mut column_names = vec![
-        "id",
-        "external_id",
-        "account_id",
-        "match_method",
-        "match_reason",
-        "properties",
-        "raw",
-        "content_hash",
-        "delivery_seq",
-    ];
-    let mut select = vec![
-        "t.id".to_string(),
-        "t.external_id".into(),
-        "t.account_id".into(),
-        "t.match_method".into(),
-        "t.match_reason".into(),
-        "t.properties::jsonb".into(),
-        "t.raw::json".into(),
-        "t.content_hash".into(),
-        "t.delivery_seq".into(),
-    ];
-    let mut unnest = vec![
-        "$4::uuid[]".to_string(),
-        "$5::text[]".into(),
-        "$6::uuid[]".into(),
-        "$7::text[]".into(),
-        "$8::text[]".into(),
-        "$9::text[]".into(),
-        "$10::text[]".into(),
-        "$11::bytea[]".into(),
-        "$12::int8[]".into(),
-    ];
-    let mut aliases = vec![
-        "id".to_string(),
-        "external_id".into(),
-        "account_id".into(),
-        "match_method".into(),
-        "match_reason".into(),
-        "properties".into(),
-        "raw".into(),
-        "content_hash".into(),
-        "delivery_seq".into(),
-    ];
-    let mut next = 13;
-    if let Some((domain, _)) = domain_column(data_type) {
-        column_names.push(domain);
-        select.push("t.domain".into());
-        unnest.push(format!("${next}::text[]"));
-        aliases.push("domain".into());
-        next += 1;
-    }
-    for (i, (name, ty)) in cols.iter().enumerate() {
-        column_names.push(name);
-        select.push(format!("t.c{i}::{}", ty.sql()));
-        unnest.push(format!("${next}::text[]"));
-        aliases.push(format!("c{i}"));
-        next += 1;
-    }
-    let conflict = if on_conflict == OnConflict::Update {
-        let updates: Vec<String> = column_names
-            .iter()
-            .filter(|c| !matches!(**c, "id" | "external_id"))
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .chain([
-                "last_sync_log_id = EXCLUDED.last_sync_log_id".to_string(),
-                "last_synced_at = now()".into(),
-                "deleted_at = NULL".into(),
-            ])
-            .collect();
-        format!(
-            "ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE SET {}
-             WHERE {table}.delivery_seq <= EXCLUDED.delivery_seq
-               AND ({table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-                    OR {table}.deleted_at IS NOT NULL)",
-            updates.join(", ")
-        )
-    } else {
-        String::new()
-    };
-    let sql = format!(
-        "INSERT INTO {table} (tenant_id, integration_id, last_sync_log_id, {})
-         SELECT $1, $2, $3, {} FROM unnest({}) AS t({})
-         {conflict}
-         RETURNING (xmax = 0) AS inserted",
-        column_names.join(", "),
-        select.join(", "),
-        unnest.join(", "),
-        aliases.join(", "),
-    );
-    let mut query = sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql))
-        .bind(tenant_id)
-        .bind(integration_id)
-        .bind(sync_log_id)
-        // Time-ordered ids (UUIDv7) for the rows this creates: each lands on the primary key's
-        // rightmost leaf, which PostgreSQL appends to without a descent, instead of on a random
-        // page of an index that outgrows memory as the table grows. Updated rows keep theirs.
-        .bind(changed.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-        .bind(
-            changed
-                .iter()
-                .map(|r| r.record.external_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(changed.iter().map(|r| r.account_id).collect::<Vec<_>>())
-        .bind(changed.iter().map(|r| r.method).collect::<Vec<_>>())
-        .bind(changed.iter().map(|r| r.reason).collect::<Vec<_>>())
-        .bind(
-            changed
-                .iter()
-                .map(|r| r.properties.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(changed.iter().map(|r| r.raw).collect::<Vec<_>>())
-        .bind(changed.iter().map(|r| &r.hash[..]).collect::<Vec<_>>())
-        .bind(changed.iter().map(|r| r.delivery).collect::<Vec<_>>());
-    if domain_column(data_type).is_some() {
-        query = query.bind(
-            changed
-                .iter()
-                .map(|r| r.domain.as_deref())
-                .collect::<Vec<_>>(),
-        );
-    }
-    for i in 0..cols.len() {
-        query = query.bind(
-            changed
-                .iter()
-                .map(|r| r.record.columns[i].as_deref())
-                .collect::<Vec<_>>(),
-        );
-    }
-    query.fetch_all(&mut *tx).await
-}
-
-async fn record_errors(
-    tx: &mut PgConnection,
-    tenant_id: Uuid,
-    integration_id: Uuid,
-    sync_log_id: Uuid,
-    batch_id: Uuid,
-    errors: &[RecordError],
-    settings: &PipelineSettings,
-) -> Result<(), sqlx::Error> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO integration_sync_errors
-             (tenant_id, integration_id, sync_log_id, batch_id, record_index, external_id, field, code, message)
-         SELECT $1, $2, $3, $4, i, e, f, c, m
-         FROM unnest($5::int4[], $6::text[], $7::text[], $8::text[], $9::text[]) AS t(i, e, f, c, m)
-         LIMIT greatest(0, $10 - (SELECT count(*) FROM integration_sync_errors WHERE sync_log_id = $3))",
-    )
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(sync_log_id)
-    .bind(batch_id)
-    .bind(errors.iter().map(|e| e.index).collect::<Vec<_>>())
-    .bind(
-        errors
-            .iter()
-            .map(|e| e.external_id.as_deref().map(storable_text))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        errors
-            .iter()
-            .map(|e| (!e.error.field.is_empty()).then(|| storable_text(&e.error.field)))
-            .collect::<Vec<_>>(),
-    )
-    .bind(errors.iter().map(|e| e.error.code).collect::<Vec<_>>())
-    .bind(
-        errors
-            .iter()
-            .map(|e| storable_text(&e.error.message))
-            .collect::<Vec<_>>(),
-    )
-    .bind(settings.max_errors_per_sync)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Text from a record, as a `text` column can hold it: NUL, which PostgreSQL refuses, becomes
-/// U+FFFD (an error row must be storable even when the record was not).
-fn storable_text(s: &str) -> String {
-    s.replace('\0', "\u{fffd}")
-}
-
-/// A dry run of an integration's mappings over sample records: the mapped rows and errors.
-pub fn preview(set: &MappingSet, records: &[Value]) -> Vec<Value> {
-    let cols = columns(set.data_type());
-    records
-        .iter()
-        .map(|r| match set.apply(r) {
-            Outcome::Mapped(m) => {
-                let mut row = serde_json::Map::new();
-                row.insert("external_id".into(), json!(m.external_id));
-                for (i, (name, _)) in cols.iter().enumerate() {
-                    row.insert((*name).into(), json!(m.columns[i]));
-                }
-                row.insert("properties".into(), Value::Object(m.properties));
-                json!({"outcome": "mapped", "row": row})
-            }
-            Outcome::Skipped => json!({"outcome": "skipped"}),
-            Outcome::Failed {
-                external_id,
-                errors,
-            } => json!({"outcome": "failed", "external_id": external_id, "errors": errors}),
-        })
-        .collect()
+    let rows: Vec<NewRow<'_>> = changed.iter().map(|r| r.stored()).collect();
+    db::external_rows::insert(tx, target, &rows, on_conflict).await
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    db::{system_tx, tenant_tx},
+    db::{self, system_tx, tenant_tx},
     domain::{
         DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SyncTrigger,
         TickOutcome,
@@ -97,32 +97,34 @@ pub async fn run_round(
 ) -> anyhow::Result<RoundReport> {
     let mut report = RoundReport::default();
     let mut tx = system_tx(pool).await?;
-    let candidates: Vec<(Uuid, Uuid, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT i.id, i.tenant_id, i.sync_schedule, i.sync_timezone, i.sync_jitter_secs,
-                GREATEST(COALESCE(i.schedule_changed_at, i.created_at), t.last_tick)
-         FROM integration_sources i
-         LEFT JOIN LATERAL (SELECT max(tick_at) AS last_tick FROM integration_schedule_ticks
-                            WHERE integration_id = i.id) t ON true
-         WHERE i.sync_schedule IS NOT NULL AND i.status = 'active'",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let candidates = db::integrations::scheduled(&mut tx).await?;
     tx.commit().await?;
 
-    for (integration_id, tenant_id, expression, timezone, jitter_secs, anchor) in candidates {
-        let schedule = match Schedule::parse(&expression, &timezone) {
+    for candidate in candidates {
+        let integration_id = candidate.id;
+        let schedule = match Schedule::parse(&candidate.schedule, &candidate.timezone) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%integration_id, error = %e, "stored schedule is not valid; skipped");
                 continue;
             }
         };
-        let jitter = schedule::jitter(integration_id, jitter_secs.max(0) as u32);
+        let jitter = schedule::jitter(integration_id, candidate.jitter_secs.max(0) as u32);
         let due_until = now - chrono::Duration::from_std(jitter).unwrap_or_default();
-        let Some(tick) = schedule.latest_tick(anchor, due_until) else {
+        let Some(tick) = schedule.latest_tick(candidate.anchor, due_until) else {
             continue;
         };
-        match fire(pool, settings, tenant_id, integration_id, tick, jitter, now).await {
+        match fire(
+            pool,
+            settings,
+            candidate.tenant_id,
+            integration_id,
+            tick,
+            jitter,
+            now,
+        )
+        .await
+        {
             Ok(Some(Fired::Triggered(sync_log_id, _))) => report.triggered.push(sync_log_id),
             Ok(Some(Fired::SkippedRunning)) => report.skipped_running += 1,
             Ok(Some(Fired::SkippedMissed)) => report.skipped_missed += 1,
@@ -163,12 +165,7 @@ async fn fire(
     if integration.sync_schedule.is_none() || integration.status != IntegrationStatus::Active {
         return Ok(None);
     }
-    let last_tick: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT max(tick_at) FROM integration_schedule_ticks WHERE integration_id = $1",
-    )
-    .bind(integration_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let last_tick = db::schedule_ticks::last_tick(&mut tx, integration_id).await?;
     if last_tick.is_some_and(|last| last >= tick) {
         return Ok(None);
     }
@@ -221,23 +218,17 @@ async fn fire(
         Fired::Triggered(sync, job) => (Some(*sync), Some(*job)),
         _ => (None, None),
     };
-    let inserted = sqlx::query(
-        "INSERT INTO integration_schedule_ticks
-             (tenant_id, integration_id, tick_at, outcome, sync_log_id, job_id, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (integration_id, tick_at) DO NOTHING",
-    )
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(tick)
-    .bind(outcome)
-    .bind(sync_log_id)
-    .bind(job_id)
-    .bind(detail.as_deref())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+    let tick_row = db::schedule_ticks::SettledTick {
+        tenant_id,
+        integration_id,
+        tick_at: tick,
+        outcome,
+        sync_log_id,
+        job_id,
+        detail: detail.as_deref(),
+    };
+    let inserted = db::schedule_ticks::insert(&mut tx, &tick_row).await?;
+    if !inserted {
         // Someone else settled this tick: undo the sync and job created above.
         tx.rollback().await?;
         return Ok(None);

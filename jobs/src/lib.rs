@@ -56,3 +56,12 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
     migrator().run(pool).await?;
     Ok(())
 }
+
+/// The versions of the engine's migrations applied to the database, for readiness checks.
+pub async fn applied_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {MIGRATIONS_TABLE} WHERE success ORDER BY version"
+    )))
+    .fetch_all(pool)
+    .await
+}

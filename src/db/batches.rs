@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::DataType;
+use crate::domain::{BatchState, DataType, SourceType, SyncMode};
 
 /// An unprocessed chunk and its job, when the job is dead or gone.
 #[derive(sqlx::FromRow)]
@@ -285,4 +285,336 @@ pub async fn data_types_of_sync(
         .bind(sync_log_id)
         .fetch_all(conn)
         .await
+}
+
+/// What a stored delivery answers: its batch, sync, records and jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub batch_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub records: i32,
+    pub jobs: i32,
+}
+
+/// The integration's batch delivered with this idempotency key.
+pub async fn by_idempotency_key(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+    key: &str,
+) -> Result<Option<Receipt>, sqlx::Error> {
+    sqlx::query_as!(
+        Receipt,
+        "SELECT id AS batch_id, sync_log_id, record_count AS records, jobs_total AS jobs
+         FROM ingest_batches WHERE integration_id = $1 AND idempotency_key = $2",
+        integration_id,
+        key
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The sync's batch with this content.
+pub async fn by_content(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    content_hash: &[u8],
+) -> Result<Option<Receipt>, sqlx::Error> {
+    sqlx::query_as!(
+        Receipt,
+        "SELECT id AS batch_id, sync_log_id, record_count AS records, jobs_total AS jobs
+         FROM ingest_batches WHERE sync_log_id = $1 AND content_hash = $2",
+        sync_log_id,
+        content_hash
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The integration's latest unkeyed batch with this content received since `since`.
+pub async fn recent_by_content(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+    content_hash: &[u8],
+    since: DateTime<Utc>,
+) -> Result<Option<Receipt>, sqlx::Error> {
+    sqlx::query_as!(
+        Receipt,
+        "SELECT id AS batch_id, sync_log_id, record_count AS records, jobs_total AS jobs
+         FROM ingest_batches
+         WHERE integration_id = $1 AND content_hash = $2 AND received_at >= $3
+           AND idempotency_key IS NULL
+         ORDER BY received_at DESC LIMIT 1",
+        integration_id,
+        content_hash,
+        since
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Serialises, until the transaction ends, the deliveries that take the same advisory `key`.
+pub async fn lock_delivery(conn: &mut PgConnection, key: i64) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT FROM pg_advisory_xact_lock($1)", key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records received and not yet processed of the tenant's open batches.
+pub async fn pending_records(conn: &mut PgConnection, tenant_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(sum(record_count - records_processed), 0)::bigint AS "pending!"
+           FROM ingest_batches
+           WHERE tenant_id = $1 AND state IN ('received', 'processing')"#,
+        tenant_id
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// A batch as a delivery creates it.
+pub struct NewBatchRow<'a> {
+    pub tenant_id: Uuid,
+    pub integration_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub data_type: DataType,
+    pub source_type: &'a str,
+    pub sync_mode: SyncMode,
+    pub idempotency_key: Option<&'a str>,
+    pub content_hash: &'a [u8],
+    pub is_final: bool,
+    pub record_count: i32,
+    pub jobs_total: i32,
+    /// On a final batch: how many batches its data type has in the sync.
+    pub batch_count: Option<i32>,
+}
+
+/// Inserts the batch (processed at once when it holds no record); `None` when a concurrent copy
+/// of the delivery holds its idempotency key or content already.
+pub async fn insert(
+    conn: &mut PgConnection,
+    batch: &NewBatchRow<'_>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "INSERT INTO ingest_batches
+             (tenant_id, integration_id, sync_log_id, data_type, source_type, sync_mode,
+              idempotency_key, content_hash, is_final, record_count, jobs_total, state, processed_at,
+              batch_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 CASE WHEN $10 = 0 THEN 'processed' ELSE 'received' END,
+                 CASE WHEN $10 = 0 THEN now() END, $12)
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+        batch.tenant_id,
+        batch.integration_id,
+        batch.sync_log_id,
+        batch.data_type.as_str(),
+        batch.source_type,
+        batch.sync_mode.as_str(),
+        batch.idempotency_key,
+        batch.content_hash,
+        batch.is_final,
+        batch.record_count,
+        batch.jobs_total,
+        batch.batch_count
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A stored chunk of a batch: its records' place in the batch and their encoded payload.
+pub struct NewChunk<'a> {
+    pub index: i32,
+    pub record_offset: i32,
+    pub record_count: i32,
+    pub payload: &'a [u8],
+    /// The job that processes it.
+    pub job_id: i64,
+}
+
+/// Stores the batch's chunks in one statement.
+pub async fn insert_chunks(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    batch_id: Uuid,
+    encoding: &str,
+    chunks: &[NewChunk<'_>],
+) -> Result<(), sqlx::Error> {
+    let indexes: Vec<i32> = chunks.iter().map(|c| c.index).collect();
+    let offsets: Vec<i32> = chunks.iter().map(|c| c.record_offset).collect();
+    let counts: Vec<i32> = chunks.iter().map(|c| c.record_count).collect();
+    let payloads: Vec<&[u8]> = chunks.iter().map(|c| c.payload).collect();
+    let job_ids: Vec<i64> = chunks.iter().map(|c| c.job_id).collect();
+    sqlx::query!(
+        "INSERT INTO ingest_batch_chunks
+             (tenant_id, batch_id, chunk_index, record_offset, record_count, payload,
+              payload_encoding, job_id)
+         SELECT $1, $2, i, o, n, p, $3, j
+         FROM unnest($4::int4[], $5::int4[], $6::int4[], $7::bytea[], $8::int8[])
+              AS t(i, o, n, p, j)",
+        tenant_id,
+        batch_id,
+        encoding,
+        &indexes,
+        &offsets,
+        &counts,
+        payloads as _,
+        &job_ids
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A chunk claimed for processing.
+pub struct ClaimedChunk {
+    pub record_offset: i32,
+    pub record_count: i32,
+    pub payload: Vec<u8>,
+    pub payload_encoding: String,
+    /// It had been settled as failed (its job had died) and is taken back.
+    pub was_settled: bool,
+}
+
+/// Claims the chunk for processing by marking it processed; `None` when it was processed before.
+/// A chunk settled as failed is claimed too (its settlement undone by the caller), under the
+/// chunk's row lock.
+pub async fn claim_chunk(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    chunk: i32,
+) -> Result<Option<ClaimedChunk>, sqlx::Error> {
+    sqlx::query_as!(
+        ClaimedChunk,
+        r#"UPDATE ingest_batch_chunks c SET processed_at = now(), failed_at = NULL
+           FROM (SELECT batch_id, chunk_index, failed_at FROM ingest_batch_chunks
+                 WHERE batch_id = $1 AND chunk_index = $2 FOR UPDATE) o
+           WHERE c.batch_id = o.batch_id AND c.chunk_index = o.chunk_index
+             AND c.processed_at IS NULL
+           RETURNING c.record_offset, c.record_count, c.payload, c.payload_encoding,
+                     o.failed_at IS NOT NULL AS "was_settled!""#,
+        batch_id,
+        chunk
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// What processing a chunk needs to know of its batch.
+pub struct ChunkContext {
+    pub integration_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub data_type: DataType,
+    pub sync_mode: SyncMode,
+    pub source_type: SourceType,
+    pub delivery_seq: i64,
+    /// Whether an earlier sync of the integration wrote rows.
+    pub earlier_rows: bool,
+}
+
+/// The batch's context; its integration's row is locked as a foreign key would (a deletion
+/// waits for the chunk, then removes its rows).
+pub async fn chunk_context(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+) -> Result<ChunkContext, sqlx::Error> {
+    sqlx::query_as!(
+        ChunkContext,
+        r#"SELECT b.integration_id, b.sync_log_id, b.data_type AS "data_type: DataType",
+                  b.sync_mode AS "sync_mode: SyncMode", i.source_type AS "source_type: SourceType",
+                  b.delivery_seq,
+                  EXISTS (SELECT 1 FROM integration_sync_logs l
+                          WHERE l.integration_id = b.integration_id AND l.id <> b.sync_log_id
+                            AND l.records_created > 0) AS "earlier_rows!"
+           FROM ingest_batches b JOIN integration_sources i ON i.id = b.integration_id
+           WHERE b.id = $1
+           FOR KEY SHARE OF i"#,
+        batch_id
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// What processing one chunk did to its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub processed: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub unmatched: i64,
+}
+
+/// Counts a processed chunk into its batch; true when the batch has ended with it.
+pub async fn count_chunk(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    counts: &Counts,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"UPDATE ingest_batches
+           SET jobs_done = jobs_done + 1,
+               records_processed = records_processed + $2,
+               records_created = records_created + $3,
+               records_updated = records_updated + $4,
+               records_unchanged = records_unchanged + $5,
+               records_skipped = records_skipped + $6,
+               records_failed = records_failed + $7,
+               records_unmatched = records_unmatched + $8,
+               state = CASE WHEN jobs_done + 1 < jobs_total THEN 'processing'
+                            WHEN chunks_failed > 0 THEN 'failed' ELSE 'processed' END,
+               processed_at = CASE WHEN jobs_done + 1 >= jobs_total THEN now() END
+           WHERE id = $1
+           RETURNING jobs_done >= jobs_total AS "done!""#,
+        batch_id,
+        counts.processed as i32,
+        counts.created as i32,
+        counts.updated as i32,
+        counts.unchanged as i32,
+        counts.skipped as i32,
+        counts.failed as i32,
+        counts.unmatched as i32
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// A batch's progress, as its deliverer asks for it.
+pub struct Progress {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub data_type: DataType,
+    pub state: BatchState,
+    pub failure_reason: Option<String>,
+    pub is_final: bool,
+    pub record_count: i32,
+    pub jobs_total: i32,
+    pub jobs_done: i32,
+    pub records_processed: i32,
+    pub records_created: i32,
+    pub records_updated: i32,
+    pub records_unchanged: i32,
+    pub records_skipped: i32,
+    pub records_failed: i32,
+    pub records_unmatched: i32,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+pub async fn progress(conn: &mut PgConnection, id: Uuid) -> Result<Option<Progress>, sqlx::Error> {
+    sqlx::query_as!(
+        Progress,
+        r#"SELECT id, integration_id, sync_log_id, data_type AS "data_type: DataType",
+                  state AS "state: BatchState", failure_reason, is_final, record_count,
+                  jobs_total, jobs_done, records_processed, records_created, records_updated,
+                  records_unchanged, records_skipped, records_failed, records_unmatched,
+                  received_at, processed_at
+           FROM ingest_batches WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await
 }

@@ -5,17 +5,19 @@
 //! names its tenant, so a query that forgets to scope itself finds no rows rather than every
 //! tenant's. Application SQL lives in this module's submodules.
 
-pub mod admin;
+pub mod accounts;
+pub mod api_keys;
 pub mod batches;
 pub mod cursors;
 pub mod embedded;
 pub mod external_rows;
 pub mod integrations;
+pub mod mappings;
 pub mod schedule_ticks;
 pub mod sweeps;
 pub mod sync_errors;
 pub mod sync_logs;
-pub mod sync_settings;
+pub mod tenants;
 pub mod vocab;
 
 use std::{str::FromStr, time::Duration};
@@ -137,12 +139,16 @@ pub enum Readiness {
 }
 
 pub async fn readiness(pool: &PgPool) -> Readiness {
+    let app =
+        sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await;
+    let jobs_migrator = jobs::migrator();
     let mut applied_total = 0;
     let mut expected_total = 0;
-    let jobs_migrator = jobs::migrator();
-    for (table, migrator) in [
-        ("_sqlx_migrations", &MIGRATOR),
-        (jobs::MIGRATIONS_TABLE, &jobs_migrator),
+    for (applied, migrator) in [
+        (app, &MIGRATOR),
+        (jobs::applied_migrations(pool).await, &jobs_migrator),
     ] {
         let expected: Vec<i64> = migrator
             .iter()
@@ -150,10 +156,6 @@ pub async fn readiness(pool: &PgPool) -> Readiness {
             .map(|m| m.version)
             .collect();
         expected_total += expected.len();
-        let sql = format!("SELECT version FROM {table} WHERE success ORDER BY version");
-        let applied: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_all(pool)
-            .await;
         match applied {
             Ok(applied) => {
                 applied_total += expected.iter().filter(|v| applied.contains(v)).count();
@@ -184,10 +186,12 @@ pub async fn tenant_tx(pool: &PgPool, tenant_id: Uuid) -> Result<Transaction<'st
 /// Scopes the open transaction on `conn` to `tenant_id` (until it ends), as [`tenant_tx`] does;
 /// for transactions begun elsewhere, such as a transactional job's.
 pub async fn set_tenant(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant_id.to_string())
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "SELECT FROM set_config('app.tenant_id', $1, true)",
+        tenant_id.to_string()
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -196,22 +200,4 @@ pub async fn system_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>> 
     let mut tx = pool.begin().await?;
     tx.execute("SET LOCAL ROLE syncbridge_system").await?;
     Ok(tx)
-}
-
-/// Any tenant's integration `id` as `T`, read as `columns` (of `integration_sources i`) in a
-/// system transaction: for callers that know the integration before its tenant. `None` when
-/// there is no such integration.
-pub async fn integration_row<T>(pool: &PgPool, id: Uuid, columns: &'static str) -> Result<Option<T>>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
-    let mut tx = system_tx(pool).await?;
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {columns} FROM integration_sources i WHERE i.id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(row)
 }

@@ -70,3 +70,75 @@ pub async fn delete_older_than(
     .await?
     .rows_affected())
 }
+
+/// A record's error as the pipeline found it.
+pub struct NewRecordError<'a> {
+    pub index: i32,
+    pub external_id: Option<&'a str>,
+    /// The target field, empty when the error is the record's as a whole.
+    pub field: &'a str,
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+/// Where a chunk's records' errors are counted.
+#[derive(Clone, Copy)]
+pub struct ErrorsOf {
+    pub tenant_id: Uuid,
+    pub integration_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub batch_id: Uuid,
+}
+
+/// Stores the errors of a chunk's records in one statement, up to `max_per_sync` rows for the
+/// whole sync (beyond it they are only counted).
+pub async fn insert_for_records(
+    conn: &mut PgConnection,
+    of: ErrorsOf,
+    errors: &[NewRecordError<'_>],
+    max_per_sync: i64,
+) -> Result<(), sqlx::Error> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let indexes: Vec<i32> = errors.iter().map(|e| e.index).collect();
+    let external_ids: Vec<Option<String>> = errors
+        .iter()
+        .map(|e| e.external_id.map(storable_text))
+        .collect();
+    let fields: Vec<Option<String>> = errors
+        .iter()
+        .map(|e| (!e.field.is_empty()).then(|| storable_text(e.field)))
+        .collect();
+    let codes: Vec<&str> = errors.iter().map(|e| e.code).collect();
+    let messages: Vec<String> = errors.iter().map(|e| storable_text(e.message)).collect();
+    sqlx::query!(
+        "INSERT INTO integration_sync_errors
+             (tenant_id, integration_id, sync_log_id, batch_id, record_index, external_id, field,
+              code, message)
+         SELECT $1, $2, $3, $4, i, e, f, c, m
+         FROM unnest($5::int4[], $6::text[], $7::text[], $8::text[], $9::text[])
+              AS t(i, e, f, c, m)
+         LIMIT greatest(0, $10 - (SELECT count(*) FROM integration_sync_errors
+                                  WHERE sync_log_id = $3))",
+        of.tenant_id,
+        of.integration_id,
+        of.sync_log_id,
+        of.batch_id,
+        &indexes,
+        &external_ids as &[Option<String>],
+        &fields as &[Option<String>],
+        &codes as &[&str],
+        &messages,
+        max_per_sync
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Text from a record, as a `text` column can hold it: NUL, which PostgreSQL refuses, becomes
+/// U+FFFD (an error row must be storable even when the record was not).
+fn storable_text(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
+}

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{DataType, FailureReason, SyncMode, SyncStatus, SyncTrigger};
+use crate::domain::{
+    DataType, FailureReason, IntegrationStatus, SourceType, SyncMode, SyncStatus, SyncTrigger,
+};
 
 /// Counts a settled chunk of `records` as failed in the sync (and its batch as processed when
 /// it has ended).
@@ -576,5 +578,93 @@ pub async fn silent_since(
     )
     .bind(cutoff)
     .fetch_all(conn)
+    .await
+}
+
+/// Inserts the `running` sync log of a delivery that names no sync (a workflow started by n8n).
+pub async fn insert_webhook_started(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    mode: SyncMode,
+    data_type: DataType,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar!(
+        "INSERT INTO integration_sync_logs
+             (tenant_id, integration_id, trigger, sync_mode, data_type, status, started_at)
+         VALUES ($1, $2, 'webhook', $3, $4, 'running', now())
+         RETURNING id",
+        tenant_id,
+        integration_id,
+        mode.as_str(),
+        data_type.as_str()
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Counts a processed chunk into its sync (`batch_done`: its batch ended with it); a pending
+/// sync is running from its first processed chunk.
+pub async fn count_chunk(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    counts: &super::batches::Counts,
+    batch_done: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE integration_sync_logs
+         SET records_created = records_created + $2,
+             records_updated = records_updated + $3,
+             records_unchanged = records_unchanged + $4,
+             records_skipped = records_skipped + $5,
+             records_failed = records_failed + $6,
+             records_unmatched = records_unmatched + $7,
+             batches_processed = batches_processed + $8,
+             status = CASE WHEN status = 'pending' THEN 'running' ELSE status END
+         WHERE id = $1",
+        sync_log_id,
+        counts.created,
+        counts.updated,
+        counts.unchanged,
+        counts.skipped,
+        counts.failed,
+        counts.unmatched,
+        i32::from(batch_done)
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What triggering a sync reads of it and its integration.
+pub struct TriggerTarget {
+    pub integration_status: IntegrationStatus,
+    pub url: Option<String>,
+    pub auth_kind: String,
+    pub credentials_encrypted: Option<Vec<u8>>,
+    pub credentials_key_id: Option<String>,
+    pub source_type: SourceType,
+    pub sync_status: SyncStatus,
+    pub sync_mode: SyncMode,
+    pub data_types: Option<Vec<DataType>>,
+    pub triggered_at: Option<DateTime<Utc>>,
+}
+
+pub async fn trigger_target(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<Option<TriggerTarget>, sqlx::Error> {
+    sqlx::query_as!(
+        TriggerTarget,
+        r#"SELECT i.status AS "integration_status: IntegrationStatus", i.n8n_webhook_url AS url,
+                  i.n8n_auth_kind AS auth_kind, i.credentials_encrypted, i.credentials_key_id,
+                  i.source_type AS "source_type: SourceType",
+                  l.status AS "sync_status: SyncStatus", l.sync_mode AS "sync_mode: SyncMode",
+                  l.data_types AS "data_types: Vec<DataType>", l.triggered_at
+           FROM integration_sync_logs l JOIN integration_sources i ON i.id = l.integration_id
+           WHERE l.id = $1"#,
+        sync_log_id
+    )
+    .fetch_optional(conn)
     .await
 }

@@ -16,7 +16,7 @@ use super::{
     webhook_auth::integration_not_found,
 };
 use crate::{
-    db::sync_settings::{self, SettingsChange, SettingsError},
+    admin::settings::{self as sync_settings, SettingsChange, SettingsError},
     domain::{DataType, SyncMode, SyncTrigger, schedule::ScheduleError},
     n8n::UrlError,
     sync::{self, SyncRequest, SyncRequestError},

@@ -14,11 +14,7 @@ use super::{
     AppState, admin_integrations::integration_id, admin_jobs::AdminAuth, error::ApiError,
     webhook_auth::integration_not_found,
 };
-use crate::{
-    db::{admin, integration_row},
-    domain::DataType,
-    mapping,
-};
+use crate::{admin, domain::DataType, mapping};
 
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
@@ -39,7 +35,7 @@ fn data_type(text: &str) -> Result<DataType, ApiError> {
 
 async fn ensure_integration(state: &AppState, id: &str) -> Result<Uuid, ApiError> {
     let id = integration_id(id)?;
-    match integration_row::<(Uuid,)>(&state.pool, id, "i.id").await? {
+    match admin::integration(&state.pool, id).await? {
         Some(_) => Ok(id),
         None => Err(integration_not_found(id)),
     }
@@ -53,8 +49,9 @@ pub async fn list(
     let id = ensure_integration(&state, &id).await?;
     let rows = admin::list_mappings(&state.pool, id).await?;
     Ok(Json(json!({
-        "mappings": rows.into_iter().map(|(data_type, target, mapping, enabled)| json!({
-            "data_type": data_type, "target": target, "mapping": mapping, "enabled": enabled,
+        "mappings": rows.into_iter().map(|m| json!({
+            "data_type": m.data_type, "target": m.target, "mapping": m.mapping,
+            "enabled": m.enabled,
         })).collect::<Vec<_>>()
     })))
 }

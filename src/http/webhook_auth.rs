@@ -22,8 +22,8 @@ use super::error::ApiError;
 use crate::{
     config::IngestConfig,
     crypto::{Sealer, SigningSecrets, signing_secret_context},
-    db::{integration_row, system_tx},
-    domain::{DataType, IntegrationStatus, SourceType, SyncMode, api_key},
+    db::{self, system_tx},
+    domain::api_key,
 };
 
 /// What the webhook endpoints need beyond the pool, built once per process.
@@ -122,35 +122,12 @@ fn invalid_key() -> ApiError {
     )
 }
 
-/// The integration a webhook reaches, with what the handler checks against.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct IntegrationRow {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub source_type: SourceType,
-    pub status: IntegrationStatus,
-    pub sync_mode: SyncMode,
-    pub sync_data_types: Vec<DataType>,
-    pub signing_secret_encrypted: Option<Vec<u8>>,
-    pub signing_secret_key_id: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    key_hash: Vec<u8>,
-    revoked: bool,
-    key_id: Uuid,
-    #[sqlx(flatten)]
-    integration: IntegrationRow,
-}
-
-const INTEGRATION_COLUMNS: &str = "i.id, i.tenant_id, i.source_type, i.status, i.sync_mode, \
-     i.sync_data_types, i.signing_secret_encrypted, i.signing_secret_key_id";
+use crate::db::integrations::WebhookTarget;
 
 /// Who the credential speaks for.
 pub enum Caller {
     /// An integration key: this integration only.
-    Integration(IntegrationRow),
+    Integration(WebhookTarget),
     /// The global key: any integration named in the request.
     Global,
 }
@@ -167,37 +144,15 @@ pub async fn authenticate(
         return Err(invalid_key());
     };
     let mut tx = system_tx(pool).await?;
-    // The key and the integration it reaches, in one round trip: this runs on every delivery.
-    let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT k.key_hash, k.revoked_at IS NOT NULL AS revoked, k.id AS key_id, {INTEGRATION_COLUMNS}
-         FROM integration_api_keys k JOIN integration_sources i ON i.id = k.integration_id
-         WHERE k.key_prefix = $1"
-    )))
-    .bind(prefix)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(KeyRow {
-        key_hash,
-        revoked,
-        key_id,
-        integration,
-    }) = row
-    else {
+    let Some(found) = db::api_keys::by_prefix(&mut tx, prefix).await? else {
         return Err(invalid_key());
     };
-    if revoked || !api_key::verify(&credential.key, &key_hash) {
+    if found.revoked || !api_key::verify(&credential.key, &found.key_hash) {
         return Err(invalid_key());
     }
-    // Throttled so that a busy integration does not rewrite its key row on every request.
-    sqlx::query(
-        "UPDATE integration_api_keys SET last_used_at = now()
-         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-    )
-    .bind(key_id)
-    .execute(&mut *tx)
-    .await?;
+    db::api_keys::touch(&mut tx, found.key_id).await?;
     tx.commit().await?;
-    Ok(Caller::Integration(integration))
+    Ok(Caller::Integration(found.integration))
 }
 
 /// The integration `requested` as the caller may reach it: 404 when it does not exist, 403 when
@@ -206,7 +161,7 @@ pub async fn resolve_integration(
     pool: &PgPool,
     caller: Caller,
     requested: Uuid,
-) -> Result<IntegrationRow, ApiError> {
+) -> Result<WebhookTarget, ApiError> {
     match caller {
         Caller::Integration(row) if row.id == requested => Ok(row),
         Caller::Integration(row) => Err(ApiError::new(
@@ -217,9 +172,12 @@ pub async fn resolve_integration(
                 row.id
             ),
         )),
-        Caller::Global => integration_row(pool, requested, INTEGRATION_COLUMNS)
-            .await?
-            .ok_or_else(|| integration_not_found(requested)),
+        Caller::Global => {
+            let mut tx = system_tx(pool).await?;
+            let found = db::integrations::webhook_target(&mut tx, requested).await?;
+            tx.commit().await?;
+            found.ok_or_else(|| integration_not_found(requested))
+        }
     }
 }
 
@@ -235,7 +193,7 @@ pub fn integration_not_found(id: Uuid) -> ApiError {
 /// the payload exactly as received (after transport decompression), never a re-serialisation.
 pub fn verify_signature(
     state: &WebhookState,
-    integration: &IntegrationRow,
+    integration: &WebhookTarget,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), ApiError> {

@@ -21,12 +21,11 @@ use super::{
     AppState,
     error::ApiError,
     webhook_auth::{
-        Caller, IntegrationRow, authenticate, header_credential, missing_key, resolve_integration,
-        verify_signature,
+        Caller, authenticate, header_credential, missing_key, resolve_integration, verify_signature,
     },
 };
 use crate::{
-    db::tenant_tx,
+    db::{integrations::WebhookTarget, tenant_tx},
     domain::{DataType, IntegrationStatus, SyncMode},
     ingest::{
         envelope,
@@ -351,7 +350,7 @@ fn unprocessable(code: &'static str, field: &str, message: String) -> ApiError {
 
 fn check_semantics(
     prepared: &Prepared,
-    integration: &IntegrationRow,
+    integration: &WebhookTarget,
 ) -> Result<(DataType, SyncMode), ApiError> {
     let data_type: DataType =
         prepared
@@ -454,16 +453,7 @@ pub async fn batch_status(
         Some(t) => tenant_tx(&state.pool, t).await?,
         None => crate::db::system_tx(&state.pool).await?,
     };
-    let row: Option<BatchRow> = sqlx::query_as(
-        "SELECT id, integration_id, sync_log_id, data_type, state, is_final, record_count,
-                jobs_total, jobs_done, records_processed, records_created, records_updated,
-                records_unchanged, records_skipped, records_failed, records_unmatched,
-                received_at, processed_at, failure_reason
-         FROM ingest_batches WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row = crate::db::batches::progress(&mut tx, id).await?;
     tx.commit().await?;
     let batch = row.ok_or_else(not_found)?;
     if let Caller::Integration(row) = &caller
@@ -511,27 +501,4 @@ pub async fn batch_status(
         "received_at": batch.received_at,
         "processed_at": batch.processed_at,
     })))
-}
-
-#[derive(sqlx::FromRow)]
-struct BatchRow {
-    id: Uuid,
-    integration_id: Uuid,
-    sync_log_id: Uuid,
-    data_type: String,
-    state: crate::domain::BatchState,
-    failure_reason: Option<String>,
-    is_final: bool,
-    record_count: i32,
-    jobs_total: i32,
-    jobs_done: i32,
-    records_processed: i32,
-    records_created: i32,
-    records_updated: i32,
-    records_unchanged: i32,
-    records_skipped: i32,
-    records_failed: i32,
-    records_unmatched: i32,
-    received_at: chrono::DateTime<chrono::Utc>,
-    processed_at: Option<chrono::DateTime<chrono::Utc>>,
 }

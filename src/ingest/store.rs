@@ -42,13 +42,7 @@ pub struct NewBatch<'a> {
     pub chunks: &'a [Chunk],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Receipt {
-    pub batch_id: Uuid,
-    pub sync_log_id: Uuid,
-    pub records: i32,
-    pub jobs: i32,
-}
+pub use crate::db::batches::Receipt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
@@ -97,9 +91,6 @@ pub struct Limits {
     pub dedupe_window_secs: u64,
 }
 
-const RECEIPT_COLUMNS: &str =
-    "id AS batch_id, sync_log_id, record_count AS records, jobs_total AS jobs";
-
 pub async fn store(
     pool: &PgPool,
     batch: &NewBatch<'_>,
@@ -111,13 +102,7 @@ pub async fn store(
         return Ok(Stored::Duplicate(receipt));
     }
 
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(record_count - records_processed), 0)::bigint FROM ingest_batches
-         WHERE tenant_id = $1 AND state IN ('received', 'processing')",
-    )
-    .bind(batch.tenant_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let pending = db::batches::pending_records(&mut tx, batch.tenant_id).await?;
     if pending >= limits.max_pending_records_per_tenant {
         return Err(StoreError::BacklogFull {
             pending,
@@ -162,57 +147,47 @@ pub async fn store(
             if batch.idempotency_key.is_none() {
                 // Serialises concurrent copies of one unkeyed delivery so the window check below
                 // sees the winner's commit.
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(advisory_key(batch.integration_id, &batch.content_hash))
-                    .execute(&mut *tx)
-                    .await?;
+                db::batches::lock_delivery(
+                    &mut tx,
+                    advisory_key(batch.integration_id, &batch.content_hash),
+                )
+                .await?;
                 if let Some(receipt) = recent_same_content(&mut tx, batch, limits).await? {
                     return Ok(Stored::Duplicate(receipt));
                 }
             }
-            sqlx::query_scalar(
-                "INSERT INTO integration_sync_logs
-                     (tenant_id, integration_id, trigger, sync_mode, data_type, status, started_at)
-                 VALUES ($1, $2, 'webhook', $3, $4, 'running', now())
-                 RETURNING id",
+            db::sync_logs::insert_webhook_started(
+                &mut tx,
+                batch.tenant_id,
+                batch.integration_id,
+                batch.sync_mode,
+                batch.data_type,
             )
-            .bind(batch.tenant_id)
-            .bind(batch.integration_id)
-            .bind(batch.sync_mode.as_str())
-            .bind(batch.data_type.as_str())
-            .fetch_one(&mut *tx)
             .await?
         }
     };
 
     let jobs_total = batch.chunks.len() as i32;
     let empty = batch.record_count == 0;
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO ingest_batches
-             (tenant_id, integration_id, sync_log_id, data_type, source_type, sync_mode,
-              idempotency_key, content_hash, is_final, record_count, jobs_total, state, processed_at,
-              batch_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                 CASE WHEN $12 THEN 'processed' ELSE 'received' END,
-                 CASE WHEN $12 THEN now() END, $13)
-         ON CONFLICT DO NOTHING
-         RETURNING id",
-    )
-    .bind(batch.tenant_id)
-    .bind(batch.integration_id)
-    .bind(sync_log_id)
-    .bind(batch.data_type.as_str())
-    .bind(batch.source_type)
-    .bind(batch.sync_mode.as_str())
-    .bind(batch.idempotency_key)
-    .bind(&batch.content_hash[..])
-    .bind(batch.is_final)
-    .bind(batch.record_count as i32)
-    .bind(jobs_total)
-    .bind(empty)
-    .bind(batch.is_final.then_some(batch.batch_count).flatten().map(|n| n as i32))
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row = db::batches::NewBatchRow {
+        tenant_id: batch.tenant_id,
+        integration_id: batch.integration_id,
+        sync_log_id,
+        data_type: batch.data_type,
+        source_type: batch.source_type,
+        sync_mode: batch.sync_mode,
+        idempotency_key: batch.idempotency_key,
+        content_hash: &batch.content_hash,
+        is_final: batch.is_final,
+        record_count: batch.record_count as i32,
+        jobs_total,
+        batch_count: batch
+            .is_final
+            .then_some(batch.batch_count)
+            .flatten()
+            .map(|n| n as i32),
+    };
+    let inserted = db::batches::insert(&mut tx, &row).await?;
     let Some(batch_id) = inserted else {
         // A concurrent copy of this delivery committed first.
         tx.rollback().await?;
@@ -238,7 +213,20 @@ pub async fn store(
             &indexes,
         )
         .await?;
-        insert_chunks(&mut tx, batch, batch_id, &job_ids).await?;
+        let chunks: Vec<db::batches::NewChunk<'_>> = batch
+            .chunks
+            .iter()
+            .zip(&job_ids)
+            .map(|(c, &job_id)| db::batches::NewChunk {
+                index: c.index,
+                record_offset: c.record_offset,
+                record_count: c.record_count,
+                payload: &c.payload,
+                job_id,
+            })
+            .collect();
+        db::batches::insert_chunks(&mut tx, batch.tenant_id, batch_id, CHUNK_ENCODING, &chunks)
+            .await?;
     }
     let completed = db::sync_logs::count_delivery(
         &mut tx,
@@ -288,50 +276,14 @@ pub async fn store(
     }))
 }
 
-async fn insert_chunks(
-    conn: &mut PgConnection,
-    batch: &NewBatch<'_>,
-    batch_id: Uuid,
-    job_ids: &[i64],
-) -> Result<(), sqlx::Error> {
-    let indexes: Vec<i32> = batch.chunks.iter().map(|c| c.index).collect();
-    let offsets: Vec<i32> = batch.chunks.iter().map(|c| c.record_offset).collect();
-    let counts: Vec<i32> = batch.chunks.iter().map(|c| c.record_count).collect();
-    let payloads: Vec<&[u8]> = batch.chunks.iter().map(|c| c.payload.as_slice()).collect();
-    sqlx::query(
-        "INSERT INTO ingest_batch_chunks
-             (tenant_id, batch_id, chunk_index, record_offset, record_count, payload, payload_encoding,
-              job_id)
-         SELECT $1, $2, i, o, n, p, $7, j
-         FROM unnest($3::int4[], $4::int4[], $5::int4[], $6::bytea[], $8::int8[]) AS t(i, o, n, p, j)",
-    )
-    .bind(batch.tenant_id)
-    .bind(batch_id)
-    .bind(&indexes)
-    .bind(&offsets)
-    .bind(&counts)
-    .bind(&payloads)
-    .bind(CHUNK_ENCODING)
-    .bind(job_ids)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 async fn by_idempotency_key(
     conn: &mut PgConnection,
     batch: &NewBatch<'_>,
 ) -> Result<Option<Receipt>, sqlx::Error> {
-    let Some(key) = batch.idempotency_key else {
-        return Ok(None);
-    };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RECEIPT_COLUMNS} FROM ingest_batches WHERE integration_id = $1 AND idempotency_key = $2"
-    )))
-    .bind(batch.integration_id)
-    .bind(key)
-    .fetch_optional(conn)
-    .await
+    match batch.idempotency_key {
+        Some(key) => db::batches::by_idempotency_key(conn, batch.integration_id, key).await,
+        None => Ok(None),
+    }
 }
 
 async fn by_content(
@@ -339,16 +291,10 @@ async fn by_content(
     batch: &NewBatch<'_>,
     sync_log_id: Option<Uuid>,
 ) -> Result<Option<Receipt>, sqlx::Error> {
-    let Some(sync_log_id) = sync_log_id else {
-        return Ok(None);
-    };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RECEIPT_COLUMNS} FROM ingest_batches WHERE sync_log_id = $1 AND content_hash = $2"
-    )))
-    .bind(sync_log_id)
-    .bind(&batch.content_hash[..])
-    .fetch_optional(conn)
-    .await
+    match sync_log_id {
+        Some(id) => db::batches::by_content(conn, id, &batch.content_hash).await,
+        None => Ok(None),
+    }
 }
 
 async fn recent_same_content(
@@ -358,17 +304,7 @@ async fn recent_same_content(
 ) -> Result<Option<Receipt>, sqlx::Error> {
     let since: DateTime<Utc> =
         Utc::now() - chrono::Duration::seconds(limits.dedupe_window_secs as i64);
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {RECEIPT_COLUMNS} FROM ingest_batches
-         WHERE integration_id = $1 AND content_hash = $2 AND received_at >= $3
-           AND idempotency_key IS NULL
-         ORDER BY received_at DESC LIMIT 1"
-    )))
-    .bind(batch.integration_id)
-    .bind(&batch.content_hash[..])
-    .bind(since)
-    .fetch_optional(conn)
-    .await
+    db::batches::recent_by_content(conn, batch.integration_id, &batch.content_hash, since).await
 }
 
 /// 64 bits of (integration, content) for a transaction-level advisory lock.

@@ -566,6 +566,30 @@ fn truncate(s: &str) -> String {
     }
 }
 
+/// A dry run of an integration's mappings over sample records: the mapped rows and errors.
+pub fn preview(set: &MappingSet, records: &[Value]) -> Vec<Value> {
+    let cols = columns(set.data_type());
+    records
+        .iter()
+        .map(|r| match set.apply(r) {
+            Outcome::Mapped(m) => {
+                let mut row = serde_json::Map::new();
+                row.insert("external_id".into(), serde_json::json!(m.external_id));
+                for (i, (name, _)) in cols.iter().enumerate() {
+                    row.insert((*name).into(), serde_json::json!(m.columns[i]));
+                }
+                row.insert("properties".into(), Value::Object(m.properties));
+                serde_json::json!({"outcome": "mapped", "row": row})
+            }
+            Outcome::Skipped => serde_json::json!({"outcome": "skipped"}),
+            Outcome::Failed {
+                external_id,
+                errors,
+            } => serde_json::json!({"outcome": "failed", "external_id": external_id, "errors": errors}),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod nul_tests {
     use super::*;

@@ -24,7 +24,6 @@ use crate::{
 };
 pub use db::sync_logs::{fail_sync, reopen_untriggered};
 pub(crate) use db::{
-    external_rows::table as external_table,
     integrations::{LockedIntegration, lock_for_sync as lock_integration},
     sync_logs::open_of_integration as open_sync,
 };
@@ -123,7 +122,7 @@ pub async fn request_sync(
     force: bool,
     max_attempts: i32,
 ) -> Result<(Uuid, i64), SyncRequestError> {
-    let integration = crate::db::admin::integration(pool, integration_id)
+    let integration = crate::admin::integration(pool, integration_id)
         .await?
         .ok_or(SyncRequestError::NotFound(integration_id))?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;

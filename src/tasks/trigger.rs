@@ -10,41 +10,16 @@ use jobs::{JobError, JobMeta, PlainJob};
 
 use super::JobContext;
 use crate::{
-    db::{self, tenant_tx},
-    domain::{DataType, FailureReason, IntegrationStatus, SourceType, SyncMode, SyncStatus},
+    db::{self, sync_logs::TriggerTarget, tenant_tx},
+    domain::{DataType, FailureReason, IntegrationStatus, SyncMode, SyncStatus},
     n8n::{Credentials, TriggerBody, TriggerError, credentials_context},
     sync::{TriggerSync, fail_sync, reopen_untriggered},
 };
 
-/// What the trigger needs, read in one query.
-#[derive(sqlx::FromRow)]
-struct Target {
-    integration_status: IntegrationStatus,
-    url: Option<String>,
-    auth_kind: String,
-    credentials_encrypted: Option<Vec<u8>>,
-    credentials_key_id: Option<String>,
-    source_type: SourceType,
-    sync_status: SyncStatus,
-    sync_mode: SyncMode,
-    data_types: Option<Vec<DataType>>,
-    triggered_at: Option<DateTime<Utc>>,
-}
-
 impl PlainJob<JobContext> for TriggerSync {
     async fn run(&self, ctx: &JobContext, meta: &JobMeta) -> Result<(), JobError> {
         let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
-        let target: Option<Target> = sqlx::query_as(
-            "SELECT i.status AS integration_status, i.n8n_webhook_url AS url,
-                    i.n8n_auth_kind AS auth_kind, i.credentials_encrypted, i.credentials_key_id,
-                    i.source_type,
-                    l.status AS sync_status, l.sync_mode, l.data_types, l.triggered_at
-             FROM integration_sync_logs l JOIN integration_sources i ON i.id = l.integration_id
-             WHERE l.id = $1",
-        )
-        .bind(self.sync_log_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let target = db::sync_logs::trigger_target(&mut tx, self.sync_log_id).await?;
         tx.commit().await?;
         let Some(mut target) = target else {
             tracing::info!(sync_log_id = %self.sync_log_id, "sync log no longer exists; nothing to trigger");
@@ -155,7 +130,7 @@ impl TriggerSync {
         JobError::permanent(summary)
     }
 
-    fn credentials(&self, ctx: &JobContext, target: &Target) -> Result<Credentials, String> {
+    fn credentials(&self, ctx: &JobContext, target: &TriggerTarget) -> Result<Credentials, String> {
         if target.auth_kind == "none" {
             return Ok(Credentials::None);
         }
@@ -174,7 +149,11 @@ impl TriggerSync {
             .map_err(|_| "the integration's n8n credentials are not readable".to_string())
     }
 
-    async fn body(&self, ctx: &JobContext, target: &Target) -> Result<TriggerBody, JobError> {
+    async fn body(
+        &self,
+        ctx: &JobContext,
+        target: &TriggerTarget,
+    ) -> Result<TriggerBody, JobError> {
         let (source_type, sync_mode) = (target.source_type, target.sync_mode);
         let data_types: Vec<DataType> = match &target.data_types {
             Some(types) if !types.is_empty() => types.clone(),

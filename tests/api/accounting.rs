@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use syncbridge::{db::admin, domain::SourceType};
+use syncbridge::{admin, domain::SourceType};
 use uuid::Uuid;
 
 use crate::pipeline::{World, world};

@@ -149,10 +149,10 @@ async fn malformed_admin_input_gets_a_json_error() {
     assert_eq!(body["error"]["code"], "invalid_body", "{body}");
 
     // A NUL in a mapping's target or constant can never be stored: refused, not a 500.
-    let tenant = db::admin::create_tenant(&app.db.pool, "Nul Co")
+    let tenant = syncbridge::admin::create_tenant(&app.db.pool, "Nul Co")
         .await
         .unwrap();
-    let integration = db::admin::create_integration(
+    let integration = syncbridge::admin::create_integration(
         &app.db.pool,
         tenant.id,
         syncbridge::domain::SourceType::Hubspot,

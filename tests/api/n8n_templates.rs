@@ -13,7 +13,7 @@ use std::{
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use syncbridge::{db::admin, domain::SourceType};
+use syncbridge::{admin, domain::SourceType};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, count, run_all_jobs};

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use syncbridge::{db::admin, domain::SourceType};
+use syncbridge::{admin, domain::SourceType};
 use uuid::Uuid;
 
 use crate::helpers::{self, TestApp, count, test_config};

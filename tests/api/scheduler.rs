@@ -11,8 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use syncbridge::{
+    admin,
     config::Config,
-    db::admin,
     domain::SourceType,
     scheduler::{self, SchedulerSettings},
     tasks::{self, JobContext},

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use syncbridge::{db::admin, domain::SourceType};
+use syncbridge::{admin, domain::SourceType};
 use uuid::Uuid;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 

@@ -6,7 +6,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use syncbridge::{
-    config::Config, crypto::Sealer, db::admin, domain::SourceType, sync::chunk::decode_chunk,
+    admin, config::Config, crypto::Sealer, domain::SourceType, sync::chunk::decode_chunk,
 };
 use uuid::Uuid;
 

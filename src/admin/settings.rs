@@ -1,4 +1,4 @@
-//! An integration's sync settings: the n8n webhook URL and credentials, the schedule and its
+//! Changing an integration's sync settings: the n8n webhook URL and credentials, the schedule and its
 //! policies. Every write is validated first (the error says what is wrong) and credentials are
 //! sealed before they reach the database; no read ever returns them.
 
@@ -9,9 +9,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{integration_row, tenant_tx};
 use crate::{
     crypto::Sealer,
+    db::{
+        self,
+        integrations::{Sealed, Settings, SettingsWrite},
+        system_tx, tenant_tx,
+    },
     domain::{
         DataType, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode,
         schedule::{Schedule, ScheduleError},
@@ -106,40 +110,14 @@ impl From<sqlx::Error> for SettingsError {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    tenant_id: Uuid,
-    status: IntegrationStatus,
-    source_type: SourceType,
-    n8n_webhook_url: Option<String>,
-    n8n_auth_kind: String,
-    sync_schedule: Option<String>,
-    sync_timezone: String,
-    sync_mode: SyncMode,
-    sync_data_types: Vec<DataType>,
-    sync_missed_ticks: MissedTicks,
-    sync_on_running: OnRunning,
-    sync_jitter_secs: i32,
-    sweep_min_seen_percent: i16,
-    cursors: sqlx::types::Json<BTreeMap<DataType, DateTime<Utc>>>,
+async fn load(pool: &PgPool, integration_id: Uuid) -> Result<Settings, SettingsError> {
+    let mut tx = system_tx(pool).await?;
+    let row = db::integrations::settings(&mut tx, integration_id).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    row.ok_or(SettingsError::NotFound(integration_id))
 }
 
-// The cursors' subquery names `id` unqualified: integration_cursors has no such column, so it is
-// the integration's, under the alias of a SELECT and in an UPDATE's RETURNING alike.
-const COLUMNS: &str = "id, tenant_id, status, source_type, n8n_webhook_url, n8n_auth_kind,
-     sync_schedule, sync_timezone, sync_mode, sync_data_types, sync_missed_ticks, sync_on_running,
-     sync_jitter_secs, sweep_min_seen_percent,
-     (SELECT COALESCE(jsonb_object_agg(c.data_type, c.cursor_at), '{}')
-      FROM integration_cursors c WHERE c.integration_id = id) AS cursors";
-
-async fn load(pool: &PgPool, integration_id: Uuid) -> Result<Row, SettingsError> {
-    integration_row(pool, integration_id, COLUMNS)
-        .await?
-        .ok_or(SettingsError::NotFound(integration_id))
-}
-
-fn view(row: Row) -> SyncSettings {
+fn view(row: Settings) -> SyncSettings {
     let next_tick = row
         .sync_schedule
         .as_deref()
@@ -186,13 +164,12 @@ pub async fn update(
     };
     let tenant_id = load(pool, integration_id).await?.tenant_id;
     let mut tx = tenant_tx(pool, tenant_id).await?;
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM integration_sources WHERE id = $1 FOR UPDATE"
-    )))
-    .bind(integration_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(SettingsError::NotFound(integration_id))?;
+    if !db::integrations::lock(&mut tx, integration_id).await? {
+        return Err(SettingsError::NotFound(integration_id));
+    }
+    let row = db::integrations::settings(&mut tx, integration_id)
+        .await?
+        .ok_or(SettingsError::NotFound(integration_id))?;
     let url = new_url.unwrap_or_else(|| row.n8n_webhook_url.clone());
     let schedule_text = match &change.schedule {
         Some(Some(s)) => Some(s.trim().to_string()),
@@ -233,60 +210,37 @@ pub async fn update(
             provides: DataType::list(row.source_type.default_data_types()),
         });
     }
-    let sealed = match &change.credentials {
+    let credentials = match &change.credentials {
         None => None,
-        Some(Credentials::None) => Some((None, None, "none")),
+        Some(Credentials::None) => Some((None, "none")),
         Some(c) => {
             c.validate().map_err(SettingsError::Credentials)?;
             let sealer = sealer.ok_or(SettingsError::NoEncryptionKey)?;
             let plain = serde_json::to_vec(c).map_err(anyhow::Error::from)?;
-            let ciphertext = sealer.seal(&plain, &credentials_context(integration_id));
-            Some((
-                Some(ciphertext),
-                Some(sealer.key_id().to_string()),
-                c.kind(),
-            ))
+            let sealed = Sealed {
+                ciphertext: sealer.seal(&plain, &credentials_context(integration_id)),
+                key_id: sealer.key_id().to_string(),
+            };
+            Some((Some(sealed), c.kind()))
         }
     };
-    let schedule_changed = schedule_text != row.sync_schedule || timezone != row.sync_timezone;
-    let data_types: Option<Vec<&str>> = change
-        .data_types
-        .as_ref()
-        .map(|types| types.iter().map(|d| d.as_str()).collect());
-
-    let updated: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE integration_sources SET
-             n8n_webhook_url = $2, sync_schedule = $3, sync_timezone = $4,
-             sync_mode = COALESCE($5, sync_mode),
-             sync_data_types = COALESCE($6, sync_data_types),
-             sync_missed_ticks = COALESCE($7, sync_missed_ticks),
-             sync_on_running = COALESCE($8, sync_on_running),
-             sync_jitter_secs = COALESCE($9, sync_jitter_secs),
-             sweep_min_seen_percent = COALESCE($15, sweep_min_seen_percent),
-             schedule_changed_at = CASE WHEN $10 THEN now() ELSE schedule_changed_at END,
-             credentials_encrypted = CASE WHEN $11 THEN $12 ELSE credentials_encrypted END,
-             credentials_key_id = CASE WHEN $11 THEN $13 ELSE credentials_key_id END,
-             n8n_auth_kind = CASE WHEN $11 THEN $14 ELSE n8n_auth_kind END
-         WHERE id = $1
-         RETURNING {COLUMNS}"
-    )))
-    .bind(integration_id)
-    .bind(&url)
-    .bind(&schedule_text)
-    .bind(&timezone)
-    .bind(change.sync_mode.map(|m| m.as_str()))
-    .bind(data_types)
-    .bind(change.missed_ticks.map(|m| m.as_str()))
-    .bind(change.on_running.map(|o| o.as_str()))
-    .bind(change.jitter_secs.map(|j| j as i32))
-    .bind(schedule_changed)
-    .bind(sealed.is_some())
-    .bind(sealed.as_ref().and_then(|s| s.0.clone()))
-    .bind(sealed.as_ref().and_then(|s| s.1.clone()))
-    .bind(sealed.as_ref().map_or("none", |s| s.2))
-    .bind(change.sweep_min_seen_percent.map(i16::from))
-    .fetch_one(&mut *tx)
-    .await?;
+    let write = SettingsWrite {
+        webhook_url: url.as_deref(),
+        schedule: schedule_text.as_deref(),
+        timezone: &timezone,
+        sync_mode: change.sync_mode,
+        data_types: change.data_types.as_deref(),
+        missed_ticks: change.missed_ticks,
+        on_running: change.on_running,
+        jitter_secs: change.jitter_secs.map(|j| j as i32),
+        sweep_min_seen_percent: change.sweep_min_seen_percent.map(i16::from),
+        schedule_changed: schedule_text != row.sync_schedule || timezone != row.sync_timezone,
+        credentials,
+    };
+    db::integrations::write_settings(&mut tx, integration_id, &write).await?;
+    let updated = db::integrations::settings(&mut tx, integration_id)
+        .await?
+        .ok_or(SettingsError::NotFound(integration_id))?;
     tx.commit().await?;
     Ok(view(updated))
 }
