@@ -8,7 +8,6 @@ use uuid::Uuid;
 use crate::domain::{BatchState, DataType, SourceType, SyncMode};
 
 /// An unprocessed chunk and its job, when the job is dead or gone.
-#[derive(sqlx::FromRow)]
 pub struct DeadChunk {
     pub batch_id: Uuid,
     pub chunk_index: i32,
@@ -23,23 +22,23 @@ pub async fn dead_chunks(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<DeadChunk>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.batch_id, c.chunk_index, c.job_id, j.state AS job_state,
+    sqlx::query_as!(
+        DeadChunk,
+        r#"SELECT c.batch_id, c.chunk_index, c.job_id, j.state AS "job_state?",
                 j.errors -> -1 ->> 'error' AS last_error
          FROM ingest_batch_chunks c LEFT JOIN jobs j ON j.id = c.job_id
          WHERE c.processed_at IS NULL AND c.failed_at IS NULL AND c.job_id IS NOT NULL
            AND (j.id IS NULL OR j.state IN ('failed', 'cancelled'))
          ORDER BY c.batch_id, c.chunk_index
          LIMIT $1
-         FOR UPDATE OF c SKIP LOCKED",
+         FOR UPDATE OF c SKIP LOCKED"#,
+        limit
     )
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
 
 /// A chunk just marked settled, and where its records are counted.
-#[derive(sqlx::FromRow)]
 pub struct SettledChunk {
     pub tenant_id: Uuid,
     pub integration_id: Uuid,
@@ -54,15 +53,16 @@ pub async fn mark_chunk_settled(
     batch_id: Uuid,
     chunk: i32,
 ) -> Result<Option<SettledChunk>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SettledChunk,
         "UPDATE ingest_batch_chunks c SET failed_at = now()
          FROM ingest_batches b
          WHERE c.batch_id = $1 AND c.chunk_index = $2 AND b.id = c.batch_id
            AND c.processed_at IS NULL AND c.failed_at IS NULL
          RETURNING b.tenant_id, b.integration_id, b.sync_log_id, c.record_offset, c.record_count",
+        batch_id,
+        chunk
     )
-    .bind(batch_id)
-    .bind(chunk)
     .fetch_optional(conn)
     .await
 }
@@ -75,19 +75,19 @@ pub async fn count_settled_chunk(
     records: i32,
     code: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE ingest_batches
+    sqlx::query_scalar!(
+        r#"UPDATE ingest_batches
          SET jobs_done = jobs_done + 1, chunks_failed = chunks_failed + 1,
              failure_reason = COALESCE(failure_reason, $3),
              records_processed = records_processed + $2, records_failed = records_failed + $2,
              state = CASE WHEN jobs_done + 1 >= jobs_total THEN 'failed' ELSE 'processing' END,
              processed_at = CASE WHEN jobs_done + 1 >= jobs_total THEN now() END
          WHERE id = $1
-         RETURNING jobs_done >= jobs_total",
+         RETURNING jobs_done >= jobs_total AS "ended!""#,
+        batch_id,
+        records,
+        code
     )
-    .bind(batch_id)
-    .bind(records)
-    .bind(code)
     .fetch_one(conn)
     .await
 }
@@ -99,28 +99,30 @@ pub async fn uncount_settled_chunk(
     batch_id: Uuid,
     records: i32,
 ) -> Result<(Uuid, bool), sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE ingest_batches
+    sqlx::query!(
+        r#"UPDATE ingest_batches
          SET jobs_done = jobs_done - 1, chunks_failed = chunks_failed - 1,
              failure_reason = CASE WHEN chunks_failed > 1 THEN failure_reason END,
              records_processed = records_processed - $2, records_failed = records_failed - $2,
              state = 'processing', processed_at = NULL
          WHERE id = $1
-         RETURNING sync_log_id, jobs_done + 1 >= jobs_total",
+         RETURNING sync_log_id, jobs_done + 1 >= jobs_total AS "ended!""#,
+        batch_id,
+        records
     )
-    .bind(batch_id)
-    .bind(records)
     .fetch_one(conn)
     .await
+    .map(|r| (r.sync_log_id, r.ended))
 }
 
 /// Locks the batch; false when there is none.
 pub async fn lock(conn: &mut PgConnection, batch_id: Uuid) -> Result<bool, sqlx::Error> {
-    let found: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM ingest_batches WHERE id = $1 FOR UPDATE")
-            .bind(batch_id)
-            .fetch_optional(conn)
-            .await?;
+    let found: Option<Uuid> = sqlx::query_scalar!(
+        "SELECT id FROM ingest_batches WHERE id = $1 FOR UPDATE",
+        batch_id
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(found.is_some())
 }
 
@@ -132,8 +134,8 @@ pub async fn cancel_unfinished_chunks(
     conn: &mut PgConnection,
     batch_id: Uuid,
 ) -> Result<Vec<(i32, i32)>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH open AS (
+    sqlx::query!(
+        r#"WITH open AS (
              SELECT chunk_index, record_count, job_id FROM ingest_batch_chunks
              WHERE batch_id = $1 AND processed_at IS NULL AND failed_at IS NULL),
          cancelled AS (
@@ -141,15 +143,20 @@ pub async fn cancel_unfinished_chunks(
              WHERE id IN (SELECT job_id FROM open)
                AND state IN ('available', 'scheduled', 'running', 'retryable')
              RETURNING id)
-         SELECT chunk_index, record_count FROM open ORDER BY chunk_index",
+         SELECT chunk_index AS "chunk_index!", record_count AS "record_count!"
+         FROM open ORDER BY chunk_index"#,
+        batch_id
     )
-    .bind(batch_id)
     .fetch_all(conn)
     .await
+    .map(|rows| {
+        rows.into_iter()
+            .map(|r| (r.chunk_index, r.record_count))
+            .collect()
+    })
 }
 
 /// A batch of a sync, as a replay copies it.
-#[derive(sqlx::FromRow)]
 pub struct StoredBatch {
     pub id: Uuid,
     pub data_type: DataType,
@@ -166,12 +173,13 @@ pub async fn of_sync(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<Vec<StoredBatch>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, data_type, source_type, record_count, jobs_total, content_hash, delivery_seq,
-                chunks_deleted_at IS NOT NULL AS chunks_deleted
-         FROM ingest_batches WHERE sync_log_id = $1 ORDER BY delivery_seq",
+    sqlx::query_as!(
+        StoredBatch,
+        r#"SELECT id, data_type AS "data_type: DataType", source_type, record_count, jobs_total,
+                  content_hash, delivery_seq, chunks_deleted_at IS NOT NULL AS "chunks_deleted!"
+           FROM ingest_batches WHERE sync_log_id = $1 ORDER BY delivery_seq"#,
+        sync_log_id
     )
-    .bind(sync_log_id)
     .fetch_all(conn)
     .await
 }
@@ -185,7 +193,7 @@ pub async fn insert_copy(
     sync_log_id: Uuid,
     batch: &StoredBatch,
 ) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO ingest_batches
              (tenant_id, integration_id, sync_log_id, data_type, source_type, sync_mode,
               content_hash, record_count, jobs_total, delivery_seq, state, processed_at)
@@ -193,16 +201,16 @@ pub async fn insert_copy(
                  CASE WHEN $8 = 0 THEN 'processed' ELSE 'received' END,
                  CASE WHEN $8 = 0 THEN now() END)
          RETURNING id",
+        tenant_id,
+        integration_id,
+        sync_log_id,
+        batch.data_type.as_str(),
+        &batch.source_type,
+        &batch.content_hash,
+        batch.record_count,
+        batch.jobs_total,
+        batch.delivery_seq
     )
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(sync_log_id)
-    .bind(batch.data_type)
-    .bind(&batch.source_type)
-    .bind(&batch.content_hash)
-    .bind(batch.record_count)
-    .bind(batch.jobs_total)
-    .bind(batch.delivery_seq)
     .fetch_one(conn)
     .await
 }
@@ -212,10 +220,10 @@ pub async fn chunk_indexes(
     conn: &mut PgConnection,
     batch_id: Uuid,
 ) -> Result<Vec<i32>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT chunk_index FROM ingest_batch_chunks WHERE batch_id = $1 ORDER BY chunk_index",
+        batch_id
     )
-    .bind(batch_id)
     .fetch_all(conn)
     .await
 }
@@ -229,7 +237,7 @@ pub async fn copy_chunks(
     indexes: &[i32],
     job_ids: &[i64],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO ingest_batch_chunks
              (tenant_id, batch_id, chunk_index, record_offset, record_count, payload,
               payload_encoding, job_id)
@@ -239,11 +247,11 @@ pub async fn copy_chunks(
          JOIN unnest($3::int4[], $4::int8[]) AS u(chunk_index, job_id)
            ON u.chunk_index = c.chunk_index
          WHERE c.batch_id = $1",
+        from,
+        to,
+        indexes,
+        job_ids
     )
-    .bind(from)
-    .bind(to)
-    .bind(indexes)
-    .bind(job_ids)
     .execute(conn)
     .await?;
     Ok(())
@@ -257,8 +265,8 @@ pub async fn delete_old_chunks(
     before: DateTime<Utc>,
     limit: i64,
 ) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "WITH old AS (
+    sqlx::query!(
+        r#"WITH old AS (
              SELECT id FROM ingest_batches
              WHERE chunks_deleted_at IS NULL AND received_at < $1
                AND state IN ('processed', 'failed')
@@ -268,12 +276,13 @@ pub async fn delete_old_chunks(
                   RETURNING 1),
          marked AS (UPDATE ingest_batches b SET chunks_deleted_at = now() FROM old
                     WHERE b.id = old.id RETURNING 1)
-         SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM gone)",
+         SELECT (SELECT count(*) FROM marked) AS "batches!", (SELECT count(*) FROM gone) AS "chunks!""#,
+        before,
+        limit
     )
-    .bind(before)
-    .bind(limit)
     .fetch_one(conn)
     .await
+    .map(|r| (r.batches, r.chunks))
 }
 
 /// The data types of the sync's batches.
@@ -281,10 +290,13 @@ pub async fn data_types_of_sync(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<Vec<DataType>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT data_type FROM ingest_batches WHERE sync_log_id = $1")
-        .bind(sync_log_id)
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT data_type AS "data_type: DataType" FROM ingest_batches
+           WHERE sync_log_id = $1"#,
+        sync_log_id
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// What a stored delivery answers: its batch, sync, records and jobs.

@@ -12,17 +12,23 @@ pub async fn of_types(
     integration_id: Uuid,
     data_types: &[DataType],
 ) -> Result<Vec<(DataType, Option<DateTime<Utc>>)>, sqlx::Error> {
-    let found: Vec<(DataType, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT data_type, cursor_at FROM integration_cursors
-         WHERE integration_id = $1 AND data_type = ANY($2)",
+    let found = sqlx::query!(
+        r#"SELECT data_type AS "data_type: DataType", cursor_at FROM integration_cursors
+           WHERE integration_id = $1 AND data_type = ANY($2)"#,
+        integration_id,
+        data_types as _
     )
-    .bind(integration_id)
-    .bind(data_types)
     .fetch_all(conn)
     .await?;
     Ok(data_types
         .iter()
-        .map(|t| (*t, found.iter().find(|(f, _)| f == t).map(|(_, at)| *at)))
+        .map(|t| {
+            let at = found
+                .iter()
+                .find(|f| f.data_type == *t)
+                .map(|f| f.cursor_at);
+            (*t, at)
+        })
         .collect())
 }
 
@@ -34,8 +40,8 @@ pub async fn advance_for_sync(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<Vec<DataType>, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH s AS (
+    sqlx::query_scalar!(
+        r#"WITH s AS (
              SELECT tenant_id, integration_id, COALESCE(triggered_at, started_at, created_at) AS start_at,
                     COALESCE(data_types, ARRAY[data_type]) AS types
              FROM integration_sync_logs WHERE id = $1)
@@ -48,9 +54,9 @@ pub async fn advance_for_sync(
          ON CONFLICT (integration_id, data_type) DO UPDATE
          SET cursor_at = EXCLUDED.cursor_at, sync_log_id = EXCLUDED.sync_log_id
          WHERE c.cursor_at < EXCLUDED.cursor_at
-         RETURNING data_type",
+         RETURNING data_type AS "data_type: DataType""#,
+        sync_log_id
     )
-    .bind(sync_log_id)
     .fetch_all(conn)
     .await
 }

@@ -132,11 +132,12 @@ impl EmbeddedPostgres {
         let mut conn = PgConnection::connect_with(&self.connect_options("postgres"))
             .await
             .context("cannot connect to the embedded PostgreSQL")?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&self.database)
-                .fetch_one(&mut conn)
-                .await?;
+        let exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+            self.database
+        )
+        .fetch_one(&mut conn)
+        .await?;
         if !exists {
             let sql = format!("CREATE DATABASE {}", quote_ident(&self.database));
             match conn.execute(sqlx::AssertSqlSafe(sql)).await {

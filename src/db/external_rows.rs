@@ -75,6 +75,29 @@ pub async fn sweep_unseen(
         .map(|done| done.rows_affected())
 }
 
+/// The integration's live rows of `data_type`, and how many of them a delivery wrote or saw at
+/// or after `since`.
+pub async fn live_and_seen(
+    conn: &mut PgConnection,
+    data_type: DataType,
+    integration_id: Uuid,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), sqlx::Error> {
+    static SQL: PerType = [const { OnceLock::new() }; 3];
+    let sql = per_type(&SQL, data_type, || {
+        format!(
+            "SELECT count(*), count(*) FILTER (WHERE last_synced_at >= $2)
+             FROM {} WHERE integration_id = $1 AND deleted_at IS NULL",
+            table(data_type)
+        )
+    });
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(integration_id)
+        .bind(since)
+        .fetch_one(conn)
+        .await
+}
+
 /// Marks rows a full sync found unchanged as seen by its sync, so its sweep keeps them.
 pub async fn mark_seen(
     conn: &mut PgConnection,

@@ -15,18 +15,18 @@ pub async fn insert_for_chunk(
     code: &str,
     message: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO integration_sync_errors
              (tenant_id, integration_id, sync_log_id, batch_id, record_index, code, message)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        chunk.tenant_id,
+        chunk.integration_id,
+        chunk.sync_log_id,
+        batch_id,
+        chunk.record_offset,
+        code,
+        message
     )
-    .bind(chunk.tenant_id)
-    .bind(chunk.integration_id)
-    .bind(chunk.sync_log_id)
-    .bind(batch_id)
-    .bind(chunk.record_offset)
-    .bind(code)
-    .bind(message)
     .execute(conn)
     .await?;
     Ok(())
@@ -41,14 +41,14 @@ pub async fn delete_for_chunk(
     offset: i32,
     codes: &[&str],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM integration_sync_errors
          WHERE sync_log_id = $1 AND batch_id = $2 AND record_index = $3 AND code = ANY($4)",
+        sync_log_id,
+        batch_id,
+        offset,
+        codes as _
     )
-    .bind(sync_log_id)
-    .bind(batch_id)
-    .bind(offset)
-    .bind(codes)
     .execute(conn)
     .await?;
     Ok(())
@@ -60,12 +60,12 @@ pub async fn delete_older_than(
     before: DateTime<Utc>,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "DELETE FROM integration_sync_errors WHERE id IN (
              SELECT id FROM integration_sync_errors WHERE created_at < $1 LIMIT $2)",
+        before,
+        limit
     )
-    .bind(before)
-    .bind(limit)
     .execute(conn)
     .await?
     .rows_affected())

@@ -17,23 +17,29 @@ pub async fn count_settled_chunk(
     records: i64,
     batch_done: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integration_sync_logs
          SET records_failed = records_failed + $2, chunks_failed = chunks_failed + 1,
              batches_processed = batches_processed + $3
          WHERE id = $1",
+        sync_log_id,
+        records,
+        i32::from(batch_done)
     )
-    .bind(sync_log_id)
-    .bind(records)
-    .bind(i32::from(batch_done))
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// What [`uncount_settled_chunk`] found: the sync's integration, its status before, and (when
-/// it had closed for `processing_failed` and is now reopened) the records its closing counted.
-pub type Uncounted = (Uuid, SyncStatus, Option<i64>);
+/// What [`uncount_settled_chunk`] found.
+pub struct Uncounted {
+    pub integration_id: Uuid,
+    /// The sync's status before.
+    pub status: SyncStatus,
+    /// When it had closed for `processing_failed` and is now reopened: the records its closing
+    /// counted.
+    pub reopened_synced: Option<i64>,
+}
 
 /// Takes a settled chunk of `records` back out of the sync's failed count; a sync closed for
 /// `processing_failed` is `running` again.
@@ -43,8 +49,9 @@ pub async fn uncount_settled_chunk(
     records: i64,
     batch_was_done: bool,
 ) -> Result<Option<Uncounted>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH before AS (
+    sqlx::query_as!(
+        Uncounted,
+        r#"WITH before AS (
              SELECT id, status, failure_reason IS NOT DISTINCT FROM 'processing_failed' AS reopen,
                     records_created + records_updated + records_unchanged AS synced
              FROM integration_sync_logs WHERE id = $1 FOR UPDATE)
@@ -57,11 +64,12 @@ pub async fn uncount_settled_chunk(
              completed_at = CASE WHEN b.reopen THEN NULL ELSE l.completed_at END,
              duration_ms = CASE WHEN b.reopen THEN NULL ELSE l.duration_ms END
          FROM before b WHERE l.id = b.id
-         RETURNING l.integration_id, b.status, CASE WHEN b.reopen THEN b.synced END",
+         RETURNING l.integration_id, b.status AS "status!: SyncStatus",
+                   CASE WHEN b.reopen THEN b.synced END AS reopened_synced"#,
+        sync_log_id,
+        records,
+        batch_was_done
     )
-    .bind(sync_log_id)
-    .bind(records)
-    .bind(batch_was_done)
     .fetch_optional(conn)
     .await
 }
@@ -75,25 +83,25 @@ pub async fn uncount_closing(
     was: SyncStatus,
     synced: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integration_sources
          SET total_syncs = GREATEST(total_syncs - 1, 0),
              failed_syncs = GREATEST(failed_syncs - CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END, 0),
              total_records_synced = GREATEST(total_records_synced - $3, 0),
              last_sync_status = CASE WHEN last_sync_log_id = $4 THEN 'running' ELSE last_sync_status END
          WHERE id = $1",
+        integration_id,
+        was.as_str(),
+        synced,
+        sync_log_id
     )
-    .bind(integration_id)
-    .bind(was)
-    .bind(synced)
-    .bind(sync_log_id)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// One sync log, as admins list it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncSummary {
     pub id: Uuid,
     pub integration_id: Uuid,
@@ -125,22 +133,26 @@ pub async fn list(
     integration: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<SyncSummary>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, integration_id, trigger, sync_mode, status, failure_reason, error_summary,
+    sqlx::query_as!(
+        SyncSummary,
+        r#"SELECT id, integration_id, trigger AS "trigger: SyncTrigger",
+                sync_mode AS "sync_mode: SyncMode", status AS "status: SyncStatus",
+                failure_reason AS "failure_reason: FailureReason", error_summary,
                 created_at, last_batch_at,
                 COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END, '{}')
-                    AS data_types,
-                final_data_types, final_received_at IS NOT NULL AS final_received, batches_received,
+                    AS "data_types!: Vec<DataType>",
+                final_data_types AS "final_data_types: Vec<DataType>",
+                final_received_at IS NOT NULL AS "final_received!", batches_received,
                 batches_processed, records_received, records_created, records_updated,
                 records_unchanged, records_skipped, records_failed
          FROM integration_sync_logs
          WHERE (NOT $1 OR status IN ('pending', 'running'))
            AND ($2::uuid IS NULL OR integration_id = $2)
-         ORDER BY created_at DESC LIMIT $3",
+         ORDER BY created_at DESC LIMIT $3"#,
+        open_only,
+        integration,
+        limit
     )
-    .bind(open_only)
-    .bind(integration)
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
@@ -150,14 +162,15 @@ pub async fn lock_status(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<Option<SyncStatus>, sqlx::Error> {
-    sqlx::query_scalar("SELECT status FROM integration_sync_logs WHERE id = $1 FOR UPDATE")
-        .bind(sync_log_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT status AS "status: SyncStatus" FROM integration_sync_logs WHERE id = $1 FOR UPDATE"#,
+        sync_log_id
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// What a replay copies of the sync it re-runs.
-#[derive(sqlx::FromRow)]
 pub struct Replayed {
     pub tenant_id: Uuid,
     pub integration_id: Uuid,
@@ -171,11 +184,13 @@ pub async fn for_replay(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<Option<Replayed>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT tenant_id, integration_id, status, data_type, data_types
-         FROM integration_sync_logs WHERE id = $1 FOR SHARE",
+    sqlx::query_as!(
+        Replayed,
+        r#"SELECT tenant_id, integration_id, status AS "status: SyncStatus",
+                  data_type AS "data_type: DataType", data_types AS "data_types: Vec<DataType>"
+           FROM integration_sync_logs WHERE id = $1 FOR SHARE"#,
+        sync_log_id
     )
-    .bind(sync_log_id)
     .fetch_optional(conn)
     .await
 }
@@ -187,19 +202,19 @@ pub async fn insert_replay(
     of: Uuid,
     original: &Replayed,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO integration_sync_logs
              (id, tenant_id, integration_id, trigger, sync_mode, data_type, data_types, status,
               started_at, final_received_at, last_batch_at, replay_of)
          VALUES ($1, $2, $3, $4, 'incremental', $5, $6, 'running', now(), now(), now(), $7)",
+        id,
+        original.tenant_id,
+        original.integration_id,
+        SyncTrigger::Replay.as_str(),
+        original.data_type.map(|d| d.as_str()),
+        &original.data_types as _,
+        of
     )
-    .bind(id)
-    .bind(original.tenant_id)
-    .bind(original.integration_id)
-    .bind(SyncTrigger::Replay)
-    .bind(original.data_type)
-    .bind(&original.data_types)
-    .bind(of)
     .execute(conn)
     .await?;
     Ok(())
@@ -213,15 +228,15 @@ pub async fn set_received(
     processed: i32,
     records: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integration_sync_logs
          SET batches_received = $2, batches_processed = $3, records_received = $4
          WHERE id = $1",
+        id,
+        batches,
+        processed,
+        records
     )
-    .bind(id)
-    .bind(batches)
-    .bind(processed)
-    .bind(records)
     .execute(conn)
     .await?;
     Ok(())
@@ -232,12 +247,12 @@ pub async fn open_of_integration(
     conn: &mut PgConnection,
     integration_id: Uuid,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT id FROM integration_sync_logs
          WHERE integration_id = $1 AND status IN ('pending', 'running')
          ORDER BY created_at DESC LIMIT 1",
+        integration_id
     )
-    .bind(integration_id)
     .fetch_optional(conn)
     .await
 }
@@ -256,21 +271,21 @@ pub async fn insert_pending(
     trigger_job_id: i64,
 ) -> Result<(), sqlx::Error> {
     let single = (data_types.len() == 1).then(|| data_types[0]);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO integration_sync_logs
              (id, tenant_id, integration_id, trigger, sync_mode, data_type, data_types, status,
               scheduled_for, trigger_job_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+        id,
+        tenant_id,
+        integration_id,
+        trigger.as_str(),
+        mode.as_str(),
+        single.map(|d| d.as_str()),
+        data_types as _,
+        scheduled_for,
+        trigger_job_id
     )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(integration_id)
-    .bind(trigger)
-    .bind(mode)
-    .bind(single)
-    .bind(data_types)
-    .bind(scheduled_for)
-    .bind(trigger_job_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -282,14 +297,16 @@ pub async fn retry_source(
     sync_log_id: Uuid,
     integration_id: Uuid,
 ) -> Result<Option<(SyncStatus, SyncMode, Option<Vec<DataType>>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT status, sync_mode, data_types FROM integration_sync_logs
-         WHERE id = $1 AND integration_id = $2",
+    sqlx::query!(
+        r#"SELECT status AS "status: SyncStatus", sync_mode AS "sync_mode: SyncMode",
+                  data_types AS "data_types: Vec<DataType>"
+           FROM integration_sync_logs WHERE id = $1 AND integration_id = $2"#,
+        sync_log_id,
+        integration_id
     )
-    .bind(sync_log_id)
-    .bind(integration_id)
     .fetch_optional(conn)
     .await
+    .map(|row| row.map(|r| (r.status, r.sync_mode, r.data_types)))
 }
 
 /// Reopens a sync whose trigger had failed, when an operator retries its dead trigger job: the
@@ -298,7 +315,7 @@ pub async fn reopen_untriggered(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let reopened: Option<Uuid> = sqlx::query_scalar(
+    let reopened: Option<Uuid> = sqlx::query_scalar!(
         "WITH reopened AS (
              UPDATE integration_sync_logs
              SET status = 'pending', failure_reason = NULL, error_summary = NULL,
@@ -311,8 +328,8 @@ pub async fn reopen_untriggered(
              last_sync_status = CASE WHEN last_sync_log_id = reopened.id THEN 'pending' ELSE last_sync_status END
          FROM reopened WHERE i.id = reopened.integration_id
          RETURNING reopened.id",
+        sync_log_id
     )
-    .bind(sync_log_id)
     .fetch_optional(conn)
     .await?;
     Ok(reopened.is_some())
@@ -327,7 +344,7 @@ pub async fn fail_sync(
     summary: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let failed: Option<Uuid> = sqlx::query_scalar(
+    let failed: Option<Uuid> = sqlx::query_scalar!(
         "WITH failed AS (
              UPDATE integration_sync_logs
              SET status = 'failed', failure_reason = $2, error_summary = $3, completed_at = $4,
@@ -339,18 +356,18 @@ pub async fn fail_sync(
              total_syncs = total_syncs + 1, failed_syncs = failed_syncs + 1
          FROM failed WHERE i.id = failed.integration_id
          RETURNING failed.id",
+        sync_log_id,
+        reason.as_str(),
+        summary,
+        now
     )
-    .bind(sync_log_id)
-    .bind(reason)
-    .bind(summary)
-    .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(failed.is_some())
 }
 
 /// What closing a sync returns.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Closed {
     pub integration_id: Uuid,
     pub status: SyncStatus,
@@ -369,8 +386,9 @@ pub async fn close(
     sync_log_id: Uuid,
     by_admin: Option<&str>,
 ) -> Result<Option<Closed>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE integration_sync_logs
+    sqlx::query_as!(
+        Closed,
+        r#"UPDATE integration_sync_logs
          SET status = CASE
                  WHEN $2 THEN CASE
                      WHEN records_created + records_updated + records_unchanged + records_skipped > 0
@@ -394,13 +412,14 @@ pub async fn close(
                  END
          WHERE id = $1 AND status IN ('pending', 'running')
            AND ($2 OR (final_received_at IS NOT NULL AND batches_processed >= batches_received))
-         RETURNING integration_id, status, sync_mode, trigger,
-                   COALESCE(triggered_at, started_at, created_at) AS start_at,
-                   records_created + records_updated + records_unchanged AS synced",
+         RETURNING integration_id, status AS "status: SyncStatus",
+                   sync_mode AS "sync_mode: SyncMode", trigger AS "trigger: SyncTrigger",
+                   COALESCE(triggered_at, started_at, created_at) AS "start_at!",
+                   records_created + records_updated + records_unchanged AS "synced!""#,
+        sync_log_id,
+        by_admin.is_some(),
+        by_admin.unwrap_or_default()
     )
-    .bind(sync_log_id)
-    .bind(by_admin.is_some())
-    .bind(by_admin.unwrap_or_default())
     .fetch_optional(conn)
     .await
 }
@@ -413,7 +432,7 @@ pub async fn count_closing(
     status: SyncStatus,
     synced: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integration_sources
          SET last_sync_at = now(), last_sync_status = $2, last_sync_log_id = $3,
              last_successful_sync_at = CASE WHEN $2 = 'success' THEN now() ELSE last_successful_sync_at END,
@@ -421,11 +440,11 @@ pub async fn count_closing(
              failed_syncs = failed_syncs + CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END,
              total_records_synced = total_records_synced + $4
          WHERE id = $1",
+        integration_id,
+        status.as_str(),
+        sync_log_id,
+        synced
     )
-    .bind(integration_id)
-    .bind(status)
-    .bind(sync_log_id)
-    .bind(synced)
     .execute(conn)
     .await?;
     Ok(())
@@ -436,13 +455,14 @@ pub async fn integration_and_start(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<Option<(Uuid, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT integration_id, COALESCE(triggered_at, started_at, created_at)
-         FROM integration_sync_logs WHERE id = $1",
+    sqlx::query!(
+        r#"SELECT integration_id, COALESCE(triggered_at, started_at, created_at) AS "start_at!"
+           FROM integration_sync_logs WHERE id = $1"#,
+        sync_log_id
     )
-    .bind(sync_log_id)
     .fetch_optional(conn)
     .await
+    .map(|row| row.map(|r| (r.integration_id, r.start_at)))
 }
 
 /// Records when n8n was asked to run the sync (taken before the request: the sync's start).
@@ -451,16 +471,17 @@ pub async fn set_triggered(
     sync_log_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE integration_sync_logs SET triggered_at = $2 WHERE id = $1")
-        .bind(sync_log_id)
-        .bind(at)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE integration_sync_logs SET triggered_at = $2 WHERE id = $1",
+        sync_log_id,
+        at
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// What a delivery naming a sync checks of it.
-#[derive(sqlx::FromRow)]
 pub struct ForDelivery {
     pub integration_id: Uuid,
     pub status: SyncStatus,
@@ -473,14 +494,15 @@ pub async fn for_delivery(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
 ) -> Result<Option<ForDelivery>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT integration_id, status,
-                COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END, '{}')
-                    AS data_types,
-                failure_reason
-         FROM integration_sync_logs WHERE id = $1",
+    sqlx::query_as!(
+        ForDelivery,
+        r#"SELECT integration_id, status AS "status: SyncStatus",
+                  COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END,
+                           '{}') AS "data_types!: Vec<DataType>",
+                  failure_reason AS "failure_reason: FailureReason"
+           FROM integration_sync_logs WHERE id = $1"#,
+        sync_log_id
     )
-    .bind(sync_log_id)
     .fetch_optional(conn)
     .await
 }
@@ -496,8 +518,8 @@ pub async fn count_delivery(
     records: i64,
     empty: bool,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH delivered AS (
+    sqlx::query_scalar!(
+        r#"WITH delivered AS (
              SELECT COALESCE(bool_or(is_final), false)
                     AND count(*) >= COALESCE(max(batch_count), 0) AS complete
              FROM ingest_batches WHERE sync_log_id = $1 AND data_type = $4),
@@ -519,12 +541,12 @@ pub async fn count_delivery(
              last_batch_at = now(),
              late_batches = l.late_batches + CASE WHEN l.status IN ('pending', 'running') THEN 0 ELSE 1 END
          FROM finals f WHERE l.id = f.id
-         RETURNING f.was_incomplete AND f.wanted <@ f.types",
+         RETURNING f.was_incomplete AND f.wanted <@ f.types AS "completed!""#,
+        sync_log_id,
+        records,
+        empty,
+        data_type.as_str()
     )
-    .bind(sync_log_id)
-    .bind(records)
-    .bind(empty)
-    .bind(data_type)
     .fetch_one(conn)
     .await
 }
@@ -537,23 +559,22 @@ pub async fn set_source_error(
     status: Option<u16>,
     message: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE integration_sync_logs
          SET source_error = COALESCE(source_error, jsonb_build_object(
                  'data_type', $2::text, 'status', $3::int, 'message', $4::text))
          WHERE id = $1",
+        sync_log_id,
+        data_type.as_str(),
+        status.map(i32::from),
+        message
     )
-    .bind(sync_log_id)
-    .bind(data_type)
-    .bind(status.map(i32::from))
-    .bind(message)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// An open sync the watchdog closes, and the data types whose final batch it still lacks.
-#[derive(sqlx::FromRow)]
 pub struct Silent {
     pub id: Uuid,
     pub integration_id: Uuid,
@@ -566,17 +587,19 @@ pub async fn silent_since(
     conn: &mut PgConnection,
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<Silent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, integration_id,
+    sqlx::query_as!(
+        Silent,
+        r#"SELECT id, integration_id,
                 ARRAY(SELECT unnest(COALESCE(data_types, ARRAY[data_type]))
-                      EXCEPT SELECT unnest(final_data_types) ORDER BY 1) AS missing
+                      EXCEPT SELECT unnest(final_data_types) ORDER BY 1)
+                    AS "missing!: Vec<DataType>"
          FROM integration_sync_logs
          WHERE status IN ('pending', 'running') AND COALESCE(last_batch_at, created_at) < $1
          ORDER BY COALESCE(last_batch_at, created_at)
          LIMIT 1000
-         FOR UPDATE SKIP LOCKED",
+         FOR UPDATE SKIP LOCKED"#,
+        cutoff
     )
-    .bind(cutoff)
     .fetch_all(conn)
     .await
 }

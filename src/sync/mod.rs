@@ -219,7 +219,8 @@ async fn sweep(
 ) -> Result<(), sqlx::Error> {
     let min_percent = db::integrations::sweep_min_seen_percent(tx, integration_id).await?;
     for data_type in db::batches::data_types_of_sync(tx, sync_log_id).await? {
-        let (live, seen) = db::sweeps::live_and_seen(tx, data_type, integration_id, since).await?;
+        let (live, seen) =
+            db::external_rows::live_and_seen(tx, data_type, integration_id, since).await?;
         let (state, deleted, reason) = if sweep_allowed(live, seen, min_percent) {
             let deleted =
                 db::external_rows::sweep_unseen(tx, data_type, integration_id, since).await?;
@@ -285,7 +286,11 @@ pub(crate) async fn reopen_for_processing(
 ) -> Result<(), sqlx::Error> {
     let uncounted =
         db::sync_logs::uncount_settled_chunk(tx, sync_log_id, records, batch_was_done).await?;
-    if let Some((integration_id, was, Some(synced))) = uncounted
+    if let Some(db::sync_logs::Uncounted {
+        integration_id,
+        status: was,
+        reopened_synced: Some(synced),
+    }) = uncounted
         && !was.is_open()
     {
         db::sync_logs::uncount_closing(tx, integration_id, sync_log_id, was, synced).await?;
