@@ -594,8 +594,17 @@ async fn mappings_command(pool: &PgPool, command: MappingsCommand) -> Result<()>
                     anyhow::bail!("say which data type: --data-type contacts|tickets|deals")
                 }
             };
-            let results = admin::preview_mappings(pool, integration, data_type, &records).await?;
-            println!("{}", serde_json::to_string_pretty(&results)?);
+            let permits = tokio::sync::Semaphore::new(1);
+            let preview =
+                admin::preview_mappings(pool, &permits, integration, data_type, records).await?;
+            println!("{}", serde_json::to_string_pretty(&preview.results)?);
+            if preview.omitted > 0 {
+                eprintln!(
+                    "{} more records not shown: the preview is limited to {} bytes of results",
+                    preview.omitted,
+                    admin::PREVIEW_MAX_BYTES
+                );
+            }
         }
         MappingsCommand::Set {
             integration,

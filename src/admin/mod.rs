@@ -281,27 +281,67 @@ pub async fn list_mappings(pool: &PgPool, integration_id: Uuid) -> Result<Vec<St
     Ok(rows)
 }
 
-/// The integration's effective mappings applied to `records`: one result per record.
+/// At most this many records per mapping preview.
+pub const PREVIEW_MAX_RECORDS: usize = 100;
+/// At most this much JSON in a mapping preview's results (1 MiB).
+pub const PREVIEW_MAX_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("no integration {0}")]
+    NotFound(Uuid),
+    #[error("a preview takes at most {max} records, not {got}")]
+    TooManyRecords { got: usize, max: usize },
+    #[error("the stored mappings do not compile: {0}")]
+    StoredMappingsInvalid(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for PreviewError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+/// The integration's effective mappings applied to `records`: one result per record (see
+/// [`mapping::preview`] for the bound on the answer). Mapping is CPU work a request thread must
+/// not do: it runs on the blocking pool, holding one of `permits`, so previews queue behind each
+/// other instead of slowing health checks and deliveries.
 pub async fn preview_mappings(
     pool: &PgPool,
+    permits: &tokio::sync::Semaphore,
     integration_id: Uuid,
     data_type: DataType,
-    records: &[serde_json::Value],
-) -> Result<Vec<serde_json::Value>> {
-    let integration = find_integration(pool, integration_id).await?;
+    records: Vec<serde_json::Value>,
+) -> Result<mapping::Preview, PreviewError> {
+    if records.len() > PREVIEW_MAX_RECORDS {
+        return Err(PreviewError::TooManyRecords {
+            got: records.len(),
+            max: PREVIEW_MAX_RECORDS,
+        });
+    }
+    let integration = integration(pool, integration_id)
+        .await?
+        .ok_or(PreviewError::NotFound(integration_id))?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
     let set = db::mappings::effective(&mut tx, integration.id, integration.source_type, data_type)
         .await?;
     tx.commit().await?;
     let set = set.map_err(|problems| {
-        anyhow::anyhow!(
-            "the stored mappings do not compile: {}",
+        PreviewError::StoredMappingsInvalid(
             problems
                 .iter()
                 .map(|p| format!("{}: {}", p.target, p.message))
                 .collect::<Vec<_>>()
-                .join("; ")
+                .join("; "),
         )
     })?;
-    Ok(mapping::preview(&set, records))
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|e| PreviewError::Other(e.into()))?;
+    tokio::task::spawn_blocking(move || mapping::preview(&set, &records, PREVIEW_MAX_BYTES))
+        .await
+        .map_err(|e| PreviewError::Other(e.into()))
 }

@@ -1,8 +1,6 @@
 //! The web process: the axum router, its shared state, and serving with graceful shutdown.
 
-mod admin_integrations;
-mod admin_jobs;
-mod admin_mappings;
+mod admin;
 pub mod error;
 mod extract;
 mod health;
@@ -37,7 +35,12 @@ pub struct AppState {
     pub admin_token: Option<SecretString>,
     pub webhooks: Arc<WebhookState>,
     pub sync: Arc<SyncAdmin>,
+    /// Mapping previews running at once (each on the blocking pool).
+    pub previews: Arc<tokio::sync::Semaphore>,
 }
+
+/// Mapping previews a process runs at once; more wait for a turn (within the request timeout).
+const PREVIEWS_AT_ONCE: usize = 2;
 
 /// What the sync-settings and manual-trigger endpoints need.
 pub struct SyncAdmin {
@@ -62,6 +65,7 @@ impl AppState {
                 sealer,
                 trigger_max_attempts: config.n8n.trigger_attempts(),
             }),
+            previews: Arc::new(tokio::sync::Semaphore::new(PREVIEWS_AT_ONCE)),
         })
     }
 }
@@ -79,30 +83,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/api/admin/jobs", get(admin_jobs::list))
-        .route("/api/admin/jobs/stats", get(admin_jobs::stats))
-        .route("/api/admin/jobs/retry", post(admin_jobs::retry))
-        .route("/api/admin/jobs/cancel", post(admin_jobs::cancel))
-        .route(
-            "/api/admin/integrations/{id}",
-            get(admin_integrations::get).patch(admin_integrations::update),
-        )
-        .route(
-            "/api/admin/integrations/{id}/sync",
-            post(admin_integrations::sync),
-        )
-        .route(
-            "/api/admin/integrations/{id}/mappings",
-            get(admin_mappings::list),
-        )
-        .route(
-            "/api/admin/integrations/{id}/mappings/{data_type}/preview",
-            post(admin_mappings::preview),
-        )
-        .route(
-            "/api/admin/integrations/{id}/mappings/{data_type}/{target}",
-            axum::routing::put(admin_mappings::set),
-        )
+        .merge(admin::routes())
         .route("/api/webhooks/n8n", post(webhooks::receive))
         .route("/api/batches/{id}", get(webhooks::batch_status))
         .fallback(error::not_found)

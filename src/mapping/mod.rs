@@ -566,12 +566,29 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// A dry run of an integration's mappings over sample records: the mapped rows and errors.
-pub fn preview(set: &MappingSet, records: &[Value]) -> Vec<Value> {
+/// What a dry run of mappings found: one result per record, until the results reached their
+/// byte budget; the records after that are only counted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Preview {
+    pub results: Vec<Value>,
+    /// Records not shown: the results before them reached the budget.
+    pub omitted: usize,
+}
+
+/// A dry run of an integration's mappings over sample records: the mapped rows and errors, as
+/// long as their JSON stays within `max_bytes`. Mappings can make more than they are given (a
+/// 1 KB mapping once turned one 1 MiB field into a 100 MiB answer), so the answer is bounded by
+/// what it holds, not by what was sent; a record whose result alone exceeds the budget shows as
+/// `too_large` with its size.
+pub fn preview(set: &MappingSet, records: &[Value], max_bytes: usize) -> Preview {
     let cols = columns(set.data_type());
-    records
-        .iter()
-        .map(|r| match set.apply(r) {
+    let mut preview = Preview {
+        results: Vec::new(),
+        omitted: 0,
+    };
+    let mut used = 0;
+    for (i, record) in records.iter().enumerate() {
+        let result = match set.apply(record) {
             Outcome::Mapped(m) => {
                 let mut row = serde_json::Map::new();
                 row.insert("external_id".into(), serde_json::json!(m.external_id));
@@ -585,9 +602,26 @@ pub fn preview(set: &MappingSet, records: &[Value]) -> Vec<Value> {
             Outcome::Failed {
                 external_id,
                 errors,
-            } => serde_json::json!({"outcome": "failed", "external_id": external_id, "errors": errors}),
-        })
-        .collect()
+            } => {
+                serde_json::json!({"outcome": "failed", "external_id": external_id, "errors": errors})
+            }
+        };
+        let mut size = result.to_string().len();
+        let result = if size > max_bytes {
+            let named = serde_json::json!({"outcome": "too_large", "bytes": size});
+            size = named.to_string().len();
+            named
+        } else {
+            result
+        };
+        if used + size > max_bytes {
+            preview.omitted = records.len() - i;
+            break;
+        }
+        used += size;
+        preview.results.push(result);
+    }
+    preview
 }
 
 #[cfg(test)]

@@ -716,6 +716,85 @@ async fn admins_set_and_preview_mappings_over_http() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A mapping can make more than it is given; the preview's answer stays bounded by what it
+/// holds (1 MiB of results), and a preview takes at most 100 records.
+#[tokio::test]
+async fn mapping_previews_are_bounded() {
+    let w = world().await;
+    let (integration, _) = w.integration(SourceType::Hubspot).await;
+    let url = |path: &str| {
+        w.app.url(&format!(
+            "/api/admin/integrations/{integration}/mappings{path}"
+        ))
+    };
+    let admin =
+        |request: reqwest::RequestBuilder| request.bearer_auth(crate::helpers::ADMIN_TOKEN).send();
+    // Five copies of the field: 60 KB in, 300 KB out per record.
+    let amplify = json!({"source": "big", "ops": [{"op": "concat", "separator": "",
+        "paths": ["big", "big", "big", "big"]}]});
+    let stored = admin(w.app.client.put(url("/contacts/title")).json(&amplify))
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), StatusCode::OK);
+    let record = |i: usize, bytes: usize| json!({"id": i.to_string(), "big": "x".repeat(bytes)});
+
+    let answer = admin(
+        w.app
+            .client
+            .post(url("/contacts/preview"))
+            .json(&(0..5).map(|i| record(i, 60_000)).collect::<Vec<_>>()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.len() < 1_100_000,
+        "the answer holds {} bytes",
+        text.len()
+    );
+    let preview: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(preview["results"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        preview["results"][0]["row"]["title"]
+            .as_str()
+            .unwrap()
+            .len(),
+        300_000
+    );
+    assert_eq!(preview["truncated"], true);
+    assert_eq!(preview["omitted"], 2);
+
+    // One record whose result alone is over the budget is named, not shown.
+    let alone: Value = admin(
+        w.app
+            .client
+            .post(url("/contacts/preview"))
+            .json(&json!({"records": [record(0, 300_000), record(1, 10)]})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(alone["results"][0]["outcome"], "too_large");
+    assert!(alone["results"][0]["bytes"].as_u64().unwrap() > 1_500_000);
+    assert_eq!(alone["results"][1]["outcome"], "mapped");
+
+    let many = admin(
+        w.app
+            .client
+            .post(url("/contacts/preview"))
+            .json(&(0..101).map(|i| record(i, 1)).collect::<Vec<_>>()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(many.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = many.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_records");
+    assert_eq!(body["error"]["details"]["limit"], 100);
+}
+
 #[tokio::test]
 async fn the_matcher_cache_sees_account_changes_and_reuses_an_unchanged_tenant() {
     let w = world().await;

@@ -1,60 +1,15 @@
-//! `/api/admin/jobs`: the operator's view of background jobs (list, stats, retry, cancel),
-//! behind the admin token. Per-tenant admin access comes with a later issue.
+//! `/api/admin/jobs`: the operator's view of background jobs (list, stats, retry, cancel).
 
-use axum::{
-    Json,
-    extract::{FromRequestParts, State},
-    http::{StatusCode, request::Parts},
-};
-use secrecy::ExposeSecret;
+use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
-use super::{
+use super::AdminAuth;
+use crate::http::{
     AppState,
     error::ApiError,
     extract::{ApiJson, ApiQuery},
 };
-
-/// Proof that the request carried the admin token (`Authorization: Bearer <token>`).
-pub struct AdminAuth;
-
-impl FromRequestParts<AppState> for AdminAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = &state.admin_token else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin_disabled",
-                "the admin API is off: set SYNCBRIDGE_ADMIN_TOKEN to turn it on",
-            ));
-        };
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(super::bearer_token);
-        match presented {
-            Some(token)
-                if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) =>
-            {
-                Ok(AdminAuth)
-            }
-            Some(_) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_admin_token",
-                "the admin token is not valid",
-            )),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_admin_token",
-                "send the admin token as `Authorization: Bearer <token>`",
-            )),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,36 +2,19 @@
 //! schedule; validated, 422 naming the problem) and the manual sync trigger, behind the admin
 //! token. Credentials can be written here but are never returned.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
-    AppState, admin_jobs::AdminAuth, error::ApiError, extract::ApiJson,
-    webhook_auth::integration_not_found,
-};
+use super::{AdminAuth, IntegrationPath};
 use crate::{
     admin::settings::{self as sync_settings, SettingsChange, SettingsError},
     domain::{DataType, SyncMode, SyncTrigger, schedule::ScheduleError},
+    http::{AppState, error::ApiError, extract::ApiJson, webhook_auth::integration_not_found},
     n8n::UrlError,
     sync::{self, SyncRequest, SyncRequestError},
 };
-
-/// The `{id}` of an integration route.
-pub(super) fn integration_id(text: &str) -> Result<Uuid, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_integration_id",
-            format!("{text:?} is not an integration id (a UUID)"),
-        )
-    })
-}
 
 impl From<SettingsError> for ApiError {
     fn from(e: SettingsError) -> Self {
@@ -88,19 +71,19 @@ impl From<SyncRequestError> for ApiError {
 pub async fn get(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: IntegrationPath,
 ) -> Result<Json<sync_settings::SyncSettings>, ApiError> {
-    let id = integration_id(&id)?;
+    let id = path.id;
     Ok(Json(sync_settings::get(&state.pool, id).await?))
 }
 
 pub async fn update(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: IntegrationPath,
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<sync_settings::SyncSettings>, ApiError> {
-    let id = integration_id(&id)?;
+    let id = path.id;
     let sync = &state.sync;
     Ok(Json(
         sync_settings::update(&state.pool, &sync.policy, sync.sealer.as_ref(), id, &change).await?,
@@ -123,10 +106,10 @@ pub struct ManualSync {
 pub async fn sync(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: IntegrationPath,
     ApiJson(request): ApiJson<ManualSync>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let id = integration_id(&id)?;
+    let id = path.id;
     let sync_request = SyncRequest {
         trigger: SyncTrigger::Manual,
         sync_mode: request.sync_mode,
