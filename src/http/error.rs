@@ -146,3 +146,25 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         format!("no route for {}", uri.path()),
     )
 }
+
+/// The request timeout's answer, which carries no body, as the JSON error; no handler answers 408
+/// itself.
+pub async fn timeout_as_json(response: Response, timeout: std::time::Duration) -> Response {
+    if response.status() != StatusCode::REQUEST_TIMEOUT
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request took longer than {} s (http.request_timeout_secs) and was abandoned; \
+             nothing it carried was stored",
+            timeout.as_secs_f64()
+        ),
+    )
+    .into_response()
+}

@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
+/// The largest body the admin routes read: axum's default limit, which applies to every body
+/// read through [`ApiJson`] (the webhook reads its own, with its own limits).
+pub const ADMIN_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// A JSON body; an empty body reads as `{}` (every field optional). A body that is not JSON, or
 /// not of the expected shape, is 422 `invalid_body` naming the field.
 pub struct ApiJson<T>(pub T);
@@ -19,11 +23,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let body = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(
-                e.status(),
-                "body_unreadable",
-                format!("the body could not be read: {}", e.body_text()),
-            )
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is over the admin API's limit of {ADMIN_BODY_LIMIT} bytes"),
+                )
+                .with_details(serde_json::json!({ "limit_bytes": ADMIN_BODY_LIMIT }))
+            } else {
+                ApiError::new(
+                    e.status(),
+                    "body_unreadable",
+                    format!("the body could not be read: {}", e.body_text()),
+                )
+            }
         })?;
         json_body(&body).map(ApiJson)
     }

@@ -86,6 +86,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(admin::routes())
         .route("/api/webhooks/n8n", post(webhooks::receive))
         .route("/api/batches/{id}", get(webhooks::batch_status))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            extract::ADMIN_BODY_LIMIT,
+        ))
         .fallback(error::not_found)
         // After every route: it applies to the routes registered before it.
         .method_not_allowed_fallback(error::method_not_allowed)
@@ -93,6 +96,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        // Outside the timeout: its bare 408 gets the JSON error shape.
+        .layer(axum::middleware::map_response(move |response| {
+            error::timeout_as_json(response, request_timeout)
+        }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use syncbridge::db;
+use uuid::Uuid;
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb, database_config, unreachable_options};
 
@@ -87,6 +88,88 @@ async fn unknown_routes_get_a_json_error() {
     assert_eq!(res.headers()["allow"], "POST");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
+}
+
+/// Sends `head` and then `body_part` of a larger body on a raw connection, and reads the answer
+/// (which must come without the rest of the body).
+async fn partial_request(app: &TestApp, head: &str, body_part: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_part.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The server answers and closes (it cannot read the rest of a body it abandoned); a
+    // deadline turns a hang into a failure.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            if n == 0 {
+                break;
+            }
+            if let Some((headers, body)) = text.split_once("\r\n\r\n") {
+                let length = headers.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                });
+                if length.is_some_and(|l| body.len() >= l) {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("an answer within 30 s");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = headers.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A request that outlasts `http.request_timeout_secs` (here a body that stops half-way) is
+/// abandoned with 408 in the JSON error shape; a body over the admin API's limit is 413.
+#[tokio::test]
+async fn timeouts_and_body_limits_answer_in_the_error_shape() {
+    let app = TestApp::spawn_configured(TestDb::migrated().await, None, |config| {
+        config.http.request_timeout_secs = 1;
+    })
+    .await;
+    let id = Uuid::new_v4();
+    let head = format!(
+        "PATCH /api/admin/integrations/{id} HTTP/1.1\r\nHost: test\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n",
+        ADMIN_TOKEN
+    );
+    let (status, body) = partial_request(&app, &head, "{\"schedule\": ").await;
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(body["error"]["code"], "request_timeout");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request_timeout_secs")
+    );
+
+    let big = format!("{{\"records\": [\"{}\"]}}", "x".repeat(3 * 1024 * 1024));
+    let res = app
+        .client
+        .post(app.url(&format!(
+            "/api/admin/integrations/{id}/mappings/contacts/preview"
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert_eq!(body["error"]["details"]["limit_bytes"], 2 * 1024 * 1024);
 }
 
 #[tokio::test]

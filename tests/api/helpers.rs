@@ -298,7 +298,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let state = http::AppState::new(pool.unwrap_or_else(|| db.pool.clone()), &config)
             .expect("app state");
-        let app = http::router(state, Duration::from_secs(30));
+        let app = http::router(state, Duration::from_secs(config.http.request_timeout_secs));
         let shutdown = CancellationToken::new();
         tokio::spawn(http::serve(
             listener,
