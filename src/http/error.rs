@@ -11,10 +11,97 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+/// Declares [`ErrorCode`]: every code the HTTP API answers with, one list.
+macro_rules! error_codes {
+    ($($variant:ident => $code:literal,)+) => {
+        /// A machine-readable error code. Every refusal names one, so the full set is this
+        /// enum's; the README's error tables list exactly these (a test compares them).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)+
+        }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    AdminDisabled => "admin_disabled",
+    BacklogFull => "backlog_full",
+    BatchNotFound => "batch_not_found",
+    BodyUnreadable => "body_unreadable",
+    DataTypeMismatch => "data_type_mismatch",
+    DataTypeNotEnabled => "data_type_not_enabled",
+    DataTypeNotSupported => "data_type_not_supported",
+    DatabaseUnavailable => "database_unavailable",
+    EmptySelection => "empty_selection",
+    EncryptionKeyMissing => "encryption_key_missing",
+    IntegrationForbidden => "integration_forbidden",
+    IntegrationNotFound => "integration_not_found",
+    IntegrationPaused => "integration_paused",
+    InternalError => "internal_error",
+    InvalidAdminToken => "invalid_admin_token",
+    InvalidApiKey => "invalid_api_key",
+    InvalidAuthorization => "invalid_authorization",
+    InvalidBatchId => "invalid_batch_id",
+    InvalidBody => "invalid_body",
+    InvalidCredentials => "invalid_credentials",
+    InvalidDataType => "invalid_data_type",
+    InvalidFilter => "invalid_filter",
+    InvalidGzip => "invalid_gzip",
+    InvalidIdempotencyKey => "invalid_idempotency_key",
+    InvalidIntegrationId => "invalid_integration_id",
+    InvalidJitter => "invalid_jitter",
+    InvalidMapping => "invalid_mapping",
+    InvalidPath => "invalid_path",
+    InvalidQuery => "invalid_query",
+    InvalidSchedule => "invalid_schedule",
+    InvalidSignature => "invalid_signature",
+    InvalidSweepShare => "invalid_sweep_share",
+    InvalidSyncMode => "invalid_sync_mode",
+    InvalidTimezone => "invalid_timezone",
+    InvalidWebhookUrl => "invalid_webhook_url",
+    MethodNotAllowed => "method_not_allowed",
+    MigrationsPending => "migrations_pending",
+    MissingAdminToken => "missing_admin_token",
+    MissingApiKey => "missing_api_key",
+    NotFound => "not_found",
+    PayloadTooLarge => "payload_too_large",
+    RateLimited => "rate_limited",
+    RequestTimeout => "request_timeout",
+    SignatureExpired => "signature_expired",
+    SignatureRequired => "signature_required",
+    SourceTypeMismatch => "source_type_mismatch",
+    SyncInProgress => "sync_in_progress",
+    SyncLogClosed => "sync_log_closed",
+    SyncLogNotFound => "sync_log_not_found",
+    SyncNotRetryable => "sync_not_retryable",
+    TooManyRecords => "too_many_records",
+    UnsupportedEncoding => "unsupported_encoding",
+    UnsupportedMediaType => "unsupported_media_type",
+    WebhookUrlDenied => "webhook_url_denied",
+    WebhookUrlMissing => "webhook_url_missing",
+    WebhookUrlRequired => "webhook_url_required",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Option<Value>,
     /// Seconds, sent as `Retry-After` (429, 503).
@@ -22,7 +109,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -42,7 +129,7 @@ impl ApiError {
         tracing::warn!(error = %error, "database unavailable while handling a request");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
+            ErrorCode::DatabaseUnavailable,
             "the database is unavailable; nothing was stored, retry shortly",
         )
         .retry_after(5)
@@ -57,7 +144,7 @@ impl ApiError {
         tracing::error!(error = %error, "internal error while handling a request");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "an internal error occurred; it has been logged",
         )
     }
@@ -65,7 +152,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
+        let mut error = json!({ "code": self.code.as_str(), "message": self.message });
         if let Some(details) = self.details {
             error["details"] = details;
         }
@@ -131,7 +218,7 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!(
             "{} does not take {method}; see the Allow header",
             uri.path()
@@ -142,7 +229,7 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no route for {}", uri.path()),
     )
 }
@@ -159,7 +246,7 @@ pub async fn timeout_as_json(response: Response, timeout: std::time::Duration) -
     }
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
+        ErrorCode::RequestTimeout,
         format!(
             "the request took longer than {} s (http.request_timeout_secs) and was abandoned; \
              nothing it carried was stored",

@@ -1,6 +1,7 @@
 //! Extractors whose refusals answer in the one error shape (`{"error": {...}}`): handlers take
 //! these instead of axum's `Json` and `Query`, whose rejections are plain text.
 
+use crate::http::error::ErrorCode;
 use axum::{
     extract::{FromRequest, FromRequestParts, Query, Request},
     http::{StatusCode, request::Parts},
@@ -26,14 +27,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    ErrorCode::PayloadTooLarge,
                     format!("the body is over the admin API's limit of {ADMIN_BODY_LIMIT} bytes"),
                 )
                 .with_details(serde_json::json!({ "limit_bytes": ADMIN_BODY_LIMIT }))
             } else {
                 ApiError::new(
                     e.status(),
-                    "body_unreadable",
+                    ErrorCode::BodyUnreadable,
                     format!("the body could not be read: {}", e.body_text()),
                 )
             }
@@ -49,7 +50,7 @@ fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("the body is not valid: {e}"),
         )
     })
@@ -67,7 +68,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("the query string is not valid: {}", e.body_text()),
                 )
             })

@@ -1,5 +1,6 @@
 //! Liveness and readiness probes for load balancers and orchestrators.
 
+use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
 
@@ -18,12 +19,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         Readiness::Ready => Ok(Json(json!({ "status": "ready" }))),
         Readiness::Unreachable(reason) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
+            ErrorCode::DatabaseUnavailable,
             format!("the database cannot be reached: {reason}"),
         )),
         Readiness::MigrationsPending { applied, expected } => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "migrations_pending",
+            ErrorCode::MigrationsPending,
             format!(
                 "{applied} of {expected} database migrations are applied; run `syncbridge migrate`"
             ),

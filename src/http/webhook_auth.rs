@@ -4,6 +4,7 @@
 //! Keys are looked up by their public prefix as system work (the tenant is not known yet), then
 //! compared by hash in constant time; everything after that runs in the key's tenant.
 
+use crate::http::error::ErrorCode;
 use std::{num::NonZeroU32, sync::Arc};
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -58,7 +59,7 @@ impl WebhookState {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     format!(
                         "this integration may make {} webhook requests per second (bursts of {}); \
                          retry after the time in Retry-After",
@@ -93,7 +94,7 @@ pub fn header_credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiE
             })),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "invalid_authorization",
+                ErrorCode::InvalidAuthorization,
                 "the Authorization header must be `Bearer <api key>`",
             )),
         };
@@ -109,7 +110,7 @@ pub fn header_credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiE
 pub fn missing_key() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "missing_api_key",
+        ErrorCode::MissingApiKey,
         "send the integration's API key as `Authorization: Bearer <key>` (or `X-API-Key`)",
     )
 }
@@ -117,7 +118,7 @@ pub fn missing_key() -> ApiError {
 fn invalid_key() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "invalid_api_key",
+        ErrorCode::InvalidApiKey,
         "the API key is not valid (unknown, revoked or mistyped)",
     )
 }
@@ -166,7 +167,7 @@ pub async fn resolve_integration(
         Caller::Integration(row) if row.id == requested => Ok(row),
         Caller::Integration(row) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "integration_forbidden",
+            ErrorCode::IntegrationForbidden,
             format!(
                 "this API key belongs to integration {}, not to {requested}",
                 row.id
@@ -184,7 +185,7 @@ pub async fn resolve_integration(
 pub fn integration_not_found(id: Uuid) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "integration_not_found",
+        ErrorCode::IntegrationNotFound,
         format!("integration {id} does not exist"),
     )
 }
@@ -223,21 +224,21 @@ pub fn verify_signature(
     use standardwebhooks::WebhookError as E;
     let (code, message) = match last {
         Some(E::MissingHeader(_)) | Some(E::InvalidHeader(_)) => (
-            "signature_required",
+            ErrorCode::SignatureRequired,
             "this integration requires Standard Webhooks signatures: send webhook-id, \
              webhook-timestamp and webhook-signature"
                 .to_string(),
         ),
         Some(E::InvalidTimestamp) => (
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "webhook-timestamp must be unix seconds".to_string(),
         ),
         Some(E::TimestampTooOldError) | Some(E::FutureTimestampError) => (
-            "signature_expired",
+            ErrorCode::SignatureExpired,
             "webhook-timestamp is more than 5 minutes away from the server's clock".to_string(),
         ),
         _ => (
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "no webhook-signature entry matches the body with this integration's secret"
                 .to_string(),
         ),

@@ -4,6 +4,7 @@
 //! The webhook transforms nothing. It authenticates, checks, stores the batch and enqueues its
 //! jobs in one transaction, and answers 202 only after that transaction committed.
 
+use crate::http::error::ErrorCode;
 use axum::{
     Json,
     body::Body,
@@ -94,7 +95,7 @@ pub async fn receive(
             } else {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "body_unreadable",
+                    ErrorCode::BodyUnreadable,
                     format!("the request body could not be read: {e}"),
                 )
             }
@@ -128,7 +129,7 @@ pub async fn receive(
     if integration.status == IntegrationStatus::Paused {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "integration_paused",
+            ErrorCode::IntegrationPaused,
             format!(
                 "integration {} is paused; resume it before delivering records",
                 integration.id
@@ -153,7 +154,7 @@ pub async fn receive(
     if prepared.record_count > hooks.config.max_records {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_records",
+            ErrorCode::TooManyRecords,
             format!(
                 "the batch has {} records; at most {} are accepted per request: split it",
                 prepared.record_count, hooks.config.max_records
@@ -213,20 +214,24 @@ fn answer(status: StatusCode, receipt: &Receipt, duplicate: bool) -> Response {
 
 fn store_error(e: StoreError, config: &crate::config::IngestConfig) -> ApiError {
     match e {
-        StoreError::SyncLogNotFound(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "sync_log_not_found", e.to_string())
-        }
-        StoreError::SyncLogClosed { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "sync_log_closed", e.to_string())
-        }
+        StoreError::SyncLogNotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::SyncLogNotFound,
+            e.to_string(),
+        ),
+        StoreError::SyncLogClosed { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::SyncLogClosed,
+            e.to_string(),
+        ),
         StoreError::DataTypeMismatch { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "data_type_mismatch",
+            ErrorCode::DataTypeMismatch,
             e.to_string(),
         ),
         StoreError::BacklogFull { pending, limit } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "backlog_full",
+            ErrorCode::BacklogFull,
             e.to_string(),
         )
         .with_details(json!({ "pending_records": pending, "limit": limit }))
@@ -238,7 +243,7 @@ fn store_error(e: StoreError, config: &crate::config::IngestConfig) -> ApiError 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!(
             "the body is larger than {limit} bytes (after decompression); send smaller batches"
         ),
@@ -262,7 +267,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "the body must be JSON with `Content-Type: application/json`, not {:?}",
                 content_type
@@ -282,7 +287,7 @@ fn content_encoding_is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
         "gzip" | "x-gzip" => Ok(true),
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
+            ErrorCode::UnsupportedEncoding,
             format!("Content-Encoding {other:?} is not supported; use gzip or none"),
         )),
     }
@@ -299,7 +304,7 @@ fn prepare(raw: Bytes, gzip: bool, limit: usize, per_job: usize) -> Result<Prepa
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_gzip",
+                    ErrorCode::InvalidGzip,
                     format!("the body is declared gzip but does not decompress: {e}"),
                 )
             })?;
@@ -312,14 +317,14 @@ fn prepare(raw: Bytes, gzip: bool, limit: usize, per_job: usize) -> Result<Prepa
     };
     let envelope = envelope::parse(&body).map_err(|e| {
         let details = (!e.path.is_empty()).then(|| json!({ "path": e.path }));
-        let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.message);
+        let error = ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, e.message);
         match details {
             Some(d) => error.with_details(d),
             None => error,
         }
     })?;
     envelope::check_records(&envelope.records).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, e.message)
             .with_details(json!({ "path": e.path }))
     })?;
     let content_hash = envelope::content_hash(&envelope);
@@ -343,7 +348,7 @@ fn prepare(raw: Bytes, gzip: bool, limit: usize, per_job: usize) -> Result<Prepa
     Ok(Prepared { body, ..prepared })
 }
 
-fn unprocessable(code: &'static str, field: &str, message: String) -> ApiError {
+fn unprocessable(code: ErrorCode, field: &str, message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
         .with_details(json!({ "field": field }))
 }
@@ -357,11 +362,11 @@ fn check_semantics(
             .data_type
             .parse()
             .map_err(|e: crate::domain::kinds::UnknownValue| {
-                unprocessable("invalid_data_type", "data_type", e.to_string())
+                unprocessable(ErrorCode::InvalidDataType, "data_type", e.to_string())
             })?;
     if prepared.source_type != integration.source_type.as_str() {
         return Err(unprocessable(
-            "source_type_mismatch",
+            ErrorCode::SourceTypeMismatch,
             "source_type",
             format!(
                 "integration {} pulls from {}, but the batch says source_type {:?}",
@@ -371,7 +376,7 @@ fn check_semantics(
     }
     if !integration.source_type.provides(data_type) {
         return Err(unprocessable(
-            "data_type_not_supported",
+            ErrorCode::DataTypeNotSupported,
             "data_type",
             format!(
                 "integration {} pulls from {}, which has no {data_type}; it provides {}",
@@ -384,7 +389,7 @@ fn check_semantics(
     if !integration.sync_data_types.is_empty() && !integration.sync_data_types.contains(&data_type)
     {
         return Err(unprocessable(
-            "data_type_not_enabled",
+            ErrorCode::DataTypeNotEnabled,
             "data_type",
             format!(
                 "integration {} syncs {}, not {data_type}",
@@ -397,7 +402,7 @@ fn check_semantics(
         Some(mode) => mode
             .parse()
             .map_err(|e: crate::domain::kinds::UnknownValue| {
-                unprocessable("invalid_sync_mode", "sync_mode", e.to_string())
+                unprocessable(ErrorCode::InvalidSyncMode, "sync_mode", e.to_string())
             })?,
         None => integration.sync_mode,
     };
@@ -416,7 +421,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         ));
     }
@@ -432,7 +437,7 @@ pub async fn batch_status(
     let Ok(id) = id.parse::<Uuid>() else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_batch_id",
+            ErrorCode::InvalidBatchId,
             format!("{id:?} is not a batch id (a UUID)"),
         ));
     };
@@ -441,7 +446,7 @@ pub async fn batch_status(
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "batch_not_found",
+            ErrorCode::BatchNotFound,
             format!("batch {id} does not exist"),
         )
     };
@@ -461,7 +466,7 @@ pub async fn batch_status(
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "integration_forbidden",
+            ErrorCode::IntegrationForbidden,
             format!(
                 "batch {id} belongs to integration {}, not to this key's",
                 batch.integration_id

@@ -180,3 +180,47 @@ async fn the_mappable_columns_are_the_external_tables_columns() {
         assert_eq!(mappable, in_table, "{table}");
     }
 }
+
+/// The codes of the README's error tables (`| status | code | when |`): every backticked
+/// snake_case word in the code column of their rows.
+fn readme_error_codes() -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut codes = BTreeSet::new();
+    let mut in_table = false;
+    for line in readme.lines() {
+        if line.starts_with("| status | code |") {
+            in_table = true;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_table = false;
+            continue;
+        }
+        let Some(code_column) = line.split('|').nth(2).filter(|_| in_table) else {
+            continue;
+        };
+        for (i, part) in code_column.split('`').enumerate() {
+            if i % 2 == 1 && part.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                codes.insert(part.to_string());
+            }
+        }
+    }
+    codes
+}
+
+/// Every error code the HTTP API can answer with (`ErrorCode`, the one list refusals are built
+/// from) is documented in a README error table, and the tables document no other.
+#[test]
+fn the_readme_documents_every_error_code_and_no_other() {
+    use syncbridge::http::error::ErrorCode;
+    let in_code = names(ErrorCode::ALL, ErrorCode::as_str);
+    let in_readme = readme_error_codes();
+    let undocumented: Vec<_> = in_code.difference(&in_readme).collect();
+    let unknown: Vec<_> = in_readme.difference(&in_code).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "codes the README's error tables lack: {undocumented:?}; codes they list that the API \
+         never answers: {unknown:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! schedule; validated, 422 naming the problem) and the manual sync trigger, behind the admin
 //! token. Credentials can be written here but are never returned.
 
+use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -22,28 +23,42 @@ impl From<SettingsError> for ApiError {
         let (status, code) = match e {
             SettingsError::NotFound(id) => return integration_not_found(id),
             SettingsError::Other(inner) => return ApiError::from(inner),
-            SettingsError::Url(UrlError::Denied { .. }) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "webhook_url_denied")
-            }
-            SettingsError::Url(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook_url"),
+            SettingsError::Url(UrlError::Denied { .. }) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::WebhookUrlDenied,
+            ),
+            SettingsError::Url(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidWebhookUrl,
+            ),
             SettingsError::Schedule(ScheduleError::TimeZone(_)) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_timezone")
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidTimezone)
             }
-            SettingsError::Schedule(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schedule"),
-            SettingsError::WebhookUrlRequired => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "webhook_url_required")
+            SettingsError::Schedule(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidSchedule)
             }
-            SettingsError::Credentials(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_credentials")
+            SettingsError::WebhookUrlRequired => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::WebhookUrlRequired,
+            ),
+            SettingsError::Credentials(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidCredentials,
+            ),
+            SettingsError::NoEncryptionKey => {
+                (StatusCode::CONFLICT, ErrorCode::EncryptionKeyMissing)
             }
-            SettingsError::NoEncryptionKey => (StatusCode::CONFLICT, "encryption_key_missing"),
-            SettingsError::Jitter(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_jitter"),
-            SettingsError::SweepShare(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_sweep_share")
+            SettingsError::Jitter(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidJitter)
             }
-            SettingsError::DataTypeNotSupported { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "data_type_not_supported")
-            }
+            SettingsError::SweepShare(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidSweepShare,
+            ),
+            SettingsError::DataTypeNotSupported { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::DataTypeNotSupported,
+            ),
         };
         ApiError::new(status, code, message)
     }
@@ -56,13 +71,19 @@ impl From<SyncRequestError> for ApiError {
             SyncRequestError::NotFound(id) => return integration_not_found(id),
             SyncRequestError::Other(inner) => return ApiError::from(inner),
             SyncRequestError::SyncOpen { sync_log_id } => {
-                return ApiError::new(StatusCode::CONFLICT, "sync_in_progress", message)
+                return ApiError::new(StatusCode::CONFLICT, ErrorCode::SyncInProgress, message)
                     .with_details(json!({ "sync_log_id": sync_log_id }));
             }
-            SyncRequestError::Paused(_) => (StatusCode::CONFLICT, "integration_paused"),
-            SyncRequestError::NoWebhookUrl(_) => (StatusCode::CONFLICT, "webhook_url_missing"),
-            SyncRequestError::RetryNotFound(_) => (StatusCode::NOT_FOUND, "sync_log_not_found"),
-            SyncRequestError::NotRetryable { .. } => (StatusCode::CONFLICT, "sync_not_retryable"),
+            SyncRequestError::Paused(_) => (StatusCode::CONFLICT, ErrorCode::IntegrationPaused),
+            SyncRequestError::NoWebhookUrl(_) => {
+                (StatusCode::CONFLICT, ErrorCode::WebhookUrlMissing)
+            }
+            SyncRequestError::RetryNotFound(_) => {
+                (StatusCode::NOT_FOUND, ErrorCode::SyncLogNotFound)
+            }
+            SyncRequestError::NotRetryable { .. } => {
+                (StatusCode::CONFLICT, ErrorCode::SyncNotRetryable)
+            }
         };
         ApiError::new(status, code, message)
     }

@@ -1,5 +1,6 @@
 //! `/api/admin/jobs`: the operator's view of background jobs (list, stats, retry, cancel).
 
+use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -29,7 +30,11 @@ fn default_limit() -> i64 {
 }
 
 fn bad_filter(e: jobs::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_filter", e.to_string())
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidFilter,
+        e.to_string(),
+    )
 }
 
 pub async fn list(
@@ -106,7 +111,7 @@ impl BulkRequest {
         if filter.is_empty() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "empty_selection",
+                ErrorCode::EmptySelection,
                 "name the jobs: give `ids`, a `filter`, or both",
             ));
         }

@@ -2,6 +2,7 @@
 //! set one target (validated: 422 naming the problem), and preview on sample records (bounded,
 //! off the request threads).
 
+use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -51,7 +52,7 @@ pub async fn set(
     if let Err(problem) = mapping::compile_field(data_type, &target, &spec) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_mapping",
+            ErrorCode::InvalidMapping,
             format!("mapping for `{}`: {}", problem.target, problem.message),
         )
         .with_details(json!({ "target": problem.target, "problem": problem.message })));
@@ -75,13 +76,17 @@ impl From<PreviewError> for ApiError {
         let message = e.to_string();
         match e {
             PreviewError::NotFound(id) => integration_not_found(id),
-            PreviewError::TooManyRecords { max, .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_records", message)
-                    .with_details(json!({ "limit": max }))
-            }
-            PreviewError::StoredMappingsInvalid(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_mapping", message)
-            }
+            PreviewError::TooManyRecords { max, .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooManyRecords,
+                message,
+            )
+            .with_details(json!({ "limit": max })),
+            PreviewError::StoredMappingsInvalid(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidMapping,
+                message,
+            ),
             PreviewError::Other(e) => e.into(),
         }
     }

@@ -6,6 +6,7 @@ mod integrations;
 mod jobs;
 mod mappings;
 
+use crate::http::error::ErrorCode;
 use axum::{
     Router,
     extract::{FromRequestParts, RawPathParams},
@@ -56,7 +57,7 @@ impl FromRequestParts<AppState> for AdminAuth {
         let Some(expected) = &state.admin_token else {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "admin_disabled",
+                ErrorCode::AdminDisabled,
                 "the admin API is off: set SYNCBRIDGE_ADMIN_TOKEN to turn it on",
             ));
         };
@@ -73,12 +74,12 @@ impl FromRequestParts<AppState> for AdminAuth {
             }
             Some(_) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "invalid_admin_token",
+                ErrorCode::InvalidAdminToken,
                 "the admin token is not valid",
             )),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "missing_admin_token",
+                ErrorCode::MissingAdminToken,
                 "send the admin token as `Authorization: Bearer <token>`",
             )),
         }
@@ -100,7 +101,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IntegrationPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidPath,
+                    e.body_text(),
+                )
+            })?;
         let mut path = IntegrationPath {
             id: Uuid::nil(),
             data_type: None,
@@ -112,7 +119,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IntegrationPath {
                     path.id = value.parse().map_err(|_| {
                         ApiError::new(
                             StatusCode::BAD_REQUEST,
-                            "invalid_integration_id",
+                            ErrorCode::InvalidIntegrationId,
                             format!("{value:?} is not an integration id (a UUID)"),
                         )
                     })?;
@@ -122,7 +129,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IntegrationPath {
                         |e: crate::domain::kinds::UnknownValue| {
                             ApiError::new(
                                 StatusCode::BAD_REQUEST,
-                                "invalid_data_type",
+                                ErrorCode::InvalidDataType,
                                 e.to_string(),
                             )
                         },
