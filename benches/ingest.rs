@@ -6,7 +6,11 @@
 //! - `BENCH_CLIENTS` (16) clients posting `BENCH_BATCHES` (480) batches of 1,000 HubSpot-like
 //!   contacts of ~1 KB each: records/s, MB/s, p50/p99 latency, the server's peak RSS;
 //! - one 10,000-record batch, 5 times: the median time to accept it;
-//! - against a fresh server process, one ~16 MiB batch: the server's peak RSS while it is in flight.
+//! - against a fresh server process, one ~16 MiB batch: the server's peak RSS while it is in flight;
+//! - against fresh server processes, `BENCH_HOSTILE` (48) concurrent ~30 MiB bodies with no valid
+//!   key, once with a wrong key in the header and once with a wrong key in the body: the server's
+//!   peak RSS (bodies before their caller is known are bounded by
+//!   `ingest.max_unauthenticated_bodies`).
 //!
 //! No worker runs, so accepted jobs only pile up; the backlog bound is raised out of the way.
 
@@ -164,6 +168,51 @@ async fn main() {
     let rss_16 = server.peak_rss_mib();
     server.stop();
 
+    // 4. Fresh servers, many concurrent ~30 MiB bodies with no valid key.
+    let hostile = env_or("BENCH_HOSTILE", 48);
+    let n30 = (30.0 * 1024.0 * 1024.0 / mean_record) as usize;
+    let thirty = envelope(integration.id, 0, n30);
+    let in_header = bytes::Bytes::from(thirty.clone());
+    let in_body = {
+        let mut b = b"{\"api_key\": \"sbk_not_a_valid_key_0123456789\", ".to_vec();
+        b.extend_from_slice(&thirty[1..]);
+        bytes::Bytes::from(b)
+    };
+    drop(thirty);
+    let mut hostile_rss = Vec::new();
+    for (label, body, header_key) in [("header", in_header, true), ("body", in_body, false)] {
+        let server = Server::start(&database_url, "web", &[]).await;
+        let idle = server.peak_rss_mib();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..hostile {
+            let (client, base, body) = (client.clone(), server.base.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut request = client
+                    .post(format!("{base}/api/webhooks/n8n"))
+                    .header("content-type", "application/json")
+                    .body(body);
+                if header_key {
+                    request = request.bearer_auth("sbk_not_a_valid_key_0123456789");
+                }
+                // A refusal before the body is read may close the connection mid-upload.
+                request.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+            }));
+        }
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        for t in tasks {
+            *statuses.entry(t.await.unwrap()).or_default() += 1;
+        }
+        let rss = server.peak_rss_mib();
+        eprintln!(
+            "{hostile} bodies of {:.1} MiB, wrong key in the {label}: peak RSS {rss:.0} MiB (idle {idle:.0}), answers {statuses:?}, {:.1} s",
+            body.len() as f64 / 1048576.0,
+            started.elapsed().as_secs_f64()
+        );
+        hostile_rss.push((label, body.len(), rss, idle));
+        server.stop();
+    }
+
     let (dead, live): (i64, i64) = sqlx::query_as(
         "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = 'ingest_batch_chunks'",
     )
@@ -197,6 +246,12 @@ async fn main() {
         sixteen_len as f64 / 1048576.0,
         t16.as_secs_f64() * 1000.0
     );
+    for (label, len, rss, idle) in &hostile_rss {
+        println!(
+            "| {hostile} concurrent {:.1} MiB bodies, wrong key in the {label}: server peak RSS | {rss:.0} MiB (idle {idle:.0} MiB) |",
+            *len as f64 / 1048576.0
+        );
+    }
     println!(
         "| stored chunks | {:.1} MiB for {} records received ({live} rows, {dead} dead) |",
         stored as f64 / 1048576.0,

@@ -53,6 +53,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub max_body_bytes: usize,
+    pub max_unauthenticated_bodies: usize,
     pub max_records: usize,
     pub records_per_job: usize,
     pub rate_limit_per_second: u32,

@@ -33,6 +33,8 @@ pub struct WebhookState {
     global_key_hash: Option<[u8; 32]>,
     pub sealer: Option<Sealer>,
     limiter: DefaultKeyedRateLimiter<Uuid>,
+    /// Permits to handle a body before its caller is known (its key is in it).
+    pub unauthenticated_bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl WebhookState {
@@ -47,6 +49,9 @@ impl WebhookState {
             global_key_hash: global_key.map(|k| Sha256::digest(k.expose_secret()).into()),
             sealer,
             limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            unauthenticated_bodies: Arc::new(tokio::sync::Semaphore::new(
+                config.max_unauthenticated_bodies.max(1),
+            )),
             config,
         })
     }
@@ -165,14 +170,7 @@ pub async fn resolve_integration(
 ) -> Result<WebhookTarget, ApiError> {
     match caller {
         Caller::Integration(row) if row.id == requested => Ok(row),
-        Caller::Integration(row) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::IntegrationForbidden,
-            format!(
-                "this API key belongs to integration {}, not to {requested}",
-                row.id
-            ),
-        )),
+        Caller::Integration(row) => Err(forbidden(row.id, requested)),
         Caller::Global => {
             let mut tx = system_tx(pool).await?;
             let found = db::integrations::webhook_target(&mut tx, requested).await?;
@@ -180,6 +178,15 @@ pub async fn resolve_integration(
             found.ok_or_else(|| integration_not_found(requested))
         }
     }
+}
+
+/// 403: the key belongs to `own`, the request names `requested`.
+pub fn forbidden(own: Uuid, requested: Uuid) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::IntegrationForbidden,
+        format!("this API key belongs to integration {own}, not to {requested}"),
+    )
 }
 
 pub fn integration_not_found(id: Uuid) -> ApiError {

@@ -38,16 +38,13 @@ use crate::{
 /// Longest idempotency key kept; longer ones are refused rather than silently truncated.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// What the blocking preparation step hands back: the envelope's fields, owned.
+/// What the blocking preparation step hands back: the checked envelope's fields, owned, and the
+/// batch's chunks.
 struct Prepared {
-    body: Bytes,
-    integration_id: Uuid,
     sync_log_id: Option<Uuid>,
-    data_type: String,
-    source_type: String,
-    api_key: Option<String>,
+    data_type: DataType,
+    sync_mode: SyncMode,
     is_final: bool,
-    sync_mode: Option<String>,
     source_error: Option<envelope::SourceError>,
     batch_count: Option<u32>,
     record_count: usize,
@@ -55,6 +52,13 @@ struct Prepared {
     chunks: Vec<Chunk>,
 }
 
+/// Works cheapest-first, so that a request refused early costs little: headers, then the
+/// credential (and the integration's rate limit and pause), then the body (read within its
+/// limits and decompressed), then the signature over the bytes as received, then the envelope and
+/// its checks, and only for a delivery that passed all of them the hashing, chunking and
+/// compression. A caller whose key is in the body is only known once the body is read and the key
+/// found in it: at most `ingest.max_unauthenticated_bodies` such bodies are handled at once, so
+/// bodies with no valid key cannot take the memory deliveries need.
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -72,107 +76,85 @@ pub async fn receive(
     {
         return Err(too_large(limit));
     }
+    let idempotency_key = idempotency_key(&headers)?;
 
-    // With the key in a header the caller is known before the body is read, so an unknown or
-    // throttled caller costs no parsing.
     let header_caller = match header_credential(&headers)? {
         Some(credential) => {
             let caller = authenticate(&state.pool, &hooks, &credential).await?;
             if let Caller::Integration(row) = &caller {
                 hooks.rate_limit(row.id)?;
+                refuse_paused(row)?;
             }
             Some(caller)
         }
         None => None,
     };
+    let unauthenticated = match header_caller {
+        Some(_) => None,
+        None => Some(
+            hooks
+                .unauthenticated_bodies
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(ApiError::internal)?,
+        ),
+    };
 
-    let raw = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                too_large(limit)
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::BodyUnreadable,
-                    format!("the request body could not be read: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
-
-    let per_job = hooks.config.records_per_job;
-    let prepared = tokio::task::spawn_blocking(move || prepare(raw, gzip, limit, per_job))
+    let raw = read_body(body, limit).await?;
+    let body = tokio::task::spawn_blocking(move || decompress(raw, gzip, limit))
         .await
         .map_err(ApiError::internal)??;
 
-    let caller = match header_caller {
-        Some(caller) => caller,
-        None => {
-            let Some(key) = prepared.api_key.clone() else {
-                return Err(missing_key());
+    let integration = match header_caller {
+        Some(Caller::Integration(row)) => row,
+        caller => {
+            let addressed = {
+                let body = body.clone();
+                tokio::task::spawn_blocking(move || envelope::peek(&body))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(shape_error)?
             };
-            authenticate(
-                &state.pool,
-                &hooks,
-                &super::webhook_auth::Credential { key },
-            )
-            .await?
+            let caller = match caller {
+                Some(caller) => caller,
+                None => {
+                    let key = addressed.api_key.ok_or_else(missing_key)?;
+                    authenticate(
+                        &state.pool,
+                        &hooks,
+                        &super::webhook_auth::Credential { key },
+                    )
+                    .await?
+                }
+            };
+            let integration =
+                resolve_integration(&state.pool, caller, addressed.integration_id).await?;
+            hooks.rate_limit(integration.id)?;
+            refuse_paused(&integration)?;
+            integration
         }
     };
-    let rate_limited_already = matches!(caller, Caller::Integration(_));
-    let integration = resolve_integration(&state.pool, caller, prepared.integration_id).await?;
-    if !rate_limited_already {
-        hooks.rate_limit(integration.id)?;
-    }
-    if integration.status == IntegrationStatus::Paused {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::IntegrationPaused,
-            format!(
-                "integration {} is paused; resume it before delivering records",
-                integration.id
-            ),
-        ));
-    }
-    {
-        let (hooks, integration, headers, body) = (
-            hooks.clone(),
-            integration.clone(),
-            headers.clone(),
-            prepared.body.clone(),
-        );
+    drop(unauthenticated);
+
+    let (per_job, max_records) = (hooks.config.records_per_job, hooks.config.max_records);
+    let prepared = {
+        let (hooks, integration, headers) = (hooks.clone(), integration.clone(), headers.clone());
         tokio::task::spawn_blocking(move || {
-            verify_signature(&hooks, &integration, &headers, &body)
+            verify_signature(&hooks, &integration, &headers, &body)?;
+            prepare(&body, &integration, per_job, max_records)
         })
         .await
-        .map_err(ApiError::internal)??;
-    }
-
-    let (data_type, sync_mode) = check_semantics(&prepared, &integration)?;
-    if prepared.record_count > hooks.config.max_records {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooManyRecords,
-            format!(
-                "the batch has {} records; at most {} are accepted per request: split it",
-                prepared.record_count, hooks.config.max_records
-            ),
-        )
-        .with_details(
-            json!({ "limit": hooks.config.max_records, "records": prepared.record_count }),
-        ));
-    }
-    let idempotency_key = idempotency_key(&headers)?;
+        .map_err(ApiError::internal)??
+    };
 
     let batch = NewBatch {
         tenant_id: integration.tenant_id,
         integration_id: integration.id,
         sync_log_id: prepared.sync_log_id,
-        data_type,
+        data_type: prepared.data_type,
         source_type: integration.source_type.as_str(),
-        sync_mode,
+        sync_mode: prepared.sync_mode,
         is_final: prepared.is_final,
         source_error: prepared.source_error.as_ref(),
         batch_count: prepared.batch_count,
@@ -190,6 +172,38 @@ pub async fn receive(
         Ok(Stored::Duplicate(receipt)) => Ok(answer(StatusCode::OK, &receipt, true)),
         Err(e) => Err(store_error(e, &hooks.config)),
     }
+}
+
+fn refuse_paused(integration: &WebhookTarget) -> Result<(), ApiError> {
+    if integration.status == IntegrationStatus::Paused {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::IntegrationPaused,
+            format!(
+                "integration {} is paused; resume it before delivering records",
+                integration.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                too_large(limit)
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BodyUnreadable,
+                    format!("the request body could not be read: {e}"),
+                )
+            }
+        })?
+        .to_bytes())
 }
 
 fn answer(status: StatusCode, receipt: &Receipt, duplicate: bool) -> Response {
@@ -293,59 +307,87 @@ fn content_encoding_is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-/// Decompresses (flate2, bounded by `limit`: a small gzip body can expand enormously), parses
-/// the envelope, hashes and chunks the records. CPU-bound, so it runs off the async threads.
-fn prepare(raw: Bytes, gzip: bool, limit: usize, per_job: usize) -> Result<Prepared, ApiError> {
-    let body = if gzip {
-        let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidGzip,
-                    format!("the body is declared gzip but does not decompress: {e}"),
-                )
-            })?;
-        if out.len() > limit {
-            return Err(too_large(limit));
-        }
-        Bytes::from(out)
+/// Decompresses a gzip body (flate2, bounded by `limit`: a small gzip body can expand
+/// enormously). CPU-bound, so it runs off the async threads.
+fn decompress(raw: Bytes, gzip: bool, limit: usize) -> Result<Bytes, ApiError> {
+    if !gzip {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidGzip,
+                format!("the body is declared gzip but does not decompress: {e}"),
+            )
+        })?;
+    if out.len() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(Bytes::from(out))
+}
+
+fn shape_error(e: envelope::ShapeError) -> ApiError {
+    let error = ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, e.message);
+    if e.path.is_empty() {
+        error
     } else {
-        raw
-    };
-    let envelope = envelope::parse(&body).map_err(|e| {
-        let details = (!e.path.is_empty()).then(|| json!({ "path": e.path }));
-        let error = ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, e.message);
-        match details {
-            Some(d) => error.with_details(d),
-            None => error,
-        }
-    })?;
-    envelope::check_records(&envelope.records).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, e.message)
-            .with_details(json!({ "path": e.path }))
-    })?;
+        error.with_details(json!({ "path": e.path }))
+    }
+}
+
+/// Parses the envelope of a delivery whose caller is trusted, checks it against its integration
+/// (cheapest first: the integration it names, data type and mode, the number of records, then
+/// every record), and only then hashes and chunks it (each chunk compressed). CPU-bound, so it
+/// runs off the async threads.
+fn prepare(
+    body: &[u8],
+    integration: &WebhookTarget,
+    per_job: usize,
+    max_records: usize,
+) -> Result<Prepared, ApiError> {
+    let envelope = envelope::parse(body).map_err(shape_error)?;
+    if envelope.integration_id != integration.id {
+        return Err(super::webhook_auth::forbidden(
+            integration.id,
+            envelope.integration_id,
+        ));
+    }
+    let (data_type, sync_mode) = check_semantics(
+        &envelope.data_type,
+        &envelope.source_type,
+        envelope.sync_mode.as_deref(),
+        integration,
+    )?;
+    if envelope.records.len() > max_records {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooManyRecords,
+            format!(
+                "the batch has {} records; at most {max_records} are accepted per request: split it",
+                envelope.records.len()
+            ),
+        )
+        .with_details(json!({ "limit": max_records, "records": envelope.records.len() })));
+    }
+    envelope::check_records(&envelope.records).map_err(shape_error)?;
     let content_hash = envelope::content_hash(&envelope);
     let chunks = chunk::chunks(&envelope.records, per_job).map_err(ApiError::internal)?;
-    let prepared = Prepared {
-        integration_id: envelope.integration_id,
+    Ok(Prepared {
         sync_log_id: envelope.sync_log_id,
-        data_type: envelope.data_type,
-        source_type: envelope.source_type,
-        api_key: envelope.api_key,
+        data_type,
+        sync_mode,
         // A reported source error ends its data type's part of the sync.
         is_final: envelope.is_final || envelope.error.is_some(),
-        sync_mode: envelope.sync_mode,
         source_error: envelope.error,
         batch_count: envelope.batch_count,
         record_count: envelope.records.len(),
         content_hash,
         chunks,
-        body: Bytes::new(),
-    };
-    Ok(Prepared { body, ..prepared })
+    })
 }
 
 fn unprocessable(code: ErrorCode, field: &str, message: String) -> ApiError {
@@ -354,23 +396,24 @@ fn unprocessable(code: ErrorCode, field: &str, message: String) -> ApiError {
 }
 
 fn check_semantics(
-    prepared: &Prepared,
+    data_type: &str,
+    source_type: &str,
+    sync_mode: Option<&str>,
     integration: &WebhookTarget,
 ) -> Result<(DataType, SyncMode), ApiError> {
     let data_type: DataType =
-        prepared
-            .data_type
+        data_type
             .parse()
             .map_err(|e: crate::domain::kinds::UnknownValue| {
                 unprocessable(ErrorCode::InvalidDataType, "data_type", e.to_string())
             })?;
-    if prepared.source_type != integration.source_type.as_str() {
+    if source_type != integration.source_type.as_str() {
         return Err(unprocessable(
             ErrorCode::SourceTypeMismatch,
             "source_type",
             format!(
                 "integration {} pulls from {}, but the batch says source_type {:?}",
-                integration.id, integration.source_type, prepared.source_type
+                integration.id, integration.source_type, source_type
             ),
         ));
     }
@@ -398,7 +441,7 @@ fn check_semantics(
             ),
         ));
     }
-    let sync_mode = match &prepared.sync_mode {
+    let sync_mode = match sync_mode {
         Some(mode) => mode
             .parse()
             .map_err(|e: crate::domain::kinds::UnknownValue| {

@@ -82,6 +82,30 @@ pub struct ShapeError {
     pub message: String,
 }
 
+/// Who a body says it is from: the integration it names and the key it may carry. Read before
+/// the caller is known (a key in the body, or the global key naming its integration), so it skips
+/// everything else without building it; [`parse`] reads the rest once the caller is trusted.
+#[derive(Debug, Deserialize)]
+pub struct Addressed {
+    pub integration_id: Uuid,
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+pub fn peek(body: &[u8]) -> Result<Addressed, ShapeError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        ShapeError {
+            message: format!(
+                "the body is not a valid webhook envelope: {}",
+                e.into_inner()
+            ),
+            path: if path == "." { String::new() } else { path },
+        }
+    })
+}
+
 pub fn parse(body: &[u8]) -> Result<Envelope<'_>, ShapeError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let envelope: Envelope<'_> =

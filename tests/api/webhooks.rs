@@ -1111,3 +1111,108 @@ async fn batch_status_is_for_the_integrations_keys() {
     )
     .await;
 }
+
+/// The webhook refuses on what it can check cheapest before looking further: an unknown key in a
+/// header, or a paused integration, is refused whatever the body holds (it is not parsed); a key
+/// in the body is only looked for once the body is in.
+#[tokio::test]
+async fn refusals_come_from_the_cheapest_check_that_fails() {
+    let f = fixture().await;
+    let garbage = "{ this is not json";
+    let res = f
+        .post()
+        .bearer_auth("sbk_unknown_key_0123456789")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(garbage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(res).await.1, "invalid_api_key");
+    admin::set_integration_status(
+        &f.app.db.pool,
+        f.integration_id,
+        syncbridge::domain::IntegrationStatus::Paused,
+    )
+    .await
+    .unwrap();
+    let res = f
+        .post()
+        .bearer_auth(&f.key)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(garbage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(res).await.1, "integration_paused");
+    // With no header key, the body must be read first: a body that is not JSON says so.
+    let res = f
+        .post()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(garbage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(res).await.1, "invalid_body");
+}
+
+/// Bodies whose key is in the body are handled `ingest.max_unauthenticated_bodies` at a time:
+/// while one such body is still arriving, the next waits, and deliveries with a header key do
+/// not.
+#[tokio::test]
+async fn bodies_before_their_caller_is_known_are_handled_a_few_at_a_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture_with(|c| c.ingest.max_unauthenticated_bodies = 1).await;
+    let mut body = f.envelope(1);
+    body["api_key"] = json!(f.key);
+    let body = body.to_string();
+    // A: its body stops half-way, holding the one permit.
+    let mut stalled = tokio::net::TcpStream::connect(f.app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/webhooks/n8n HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled
+        .write_all(&body.as_bytes()[..body.len() / 2])
+        .await
+        .unwrap();
+    // B: a complete body keyed in the body (with a wrong key: refused after one lookup, as soon
+    // as it is looked at) waits for A.
+    let mut wrong = f.envelope(1);
+    wrong["api_key"] = json!("sbk_wrong_key_0123456789");
+    let waiting = tokio::spawn({
+        let request = f
+            .post()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(wrong.to_string());
+        async move {
+            let status = request.send().await.unwrap().status();
+            (status, std::time::Instant::now())
+        }
+    });
+    // C: a header key goes through meanwhile, storing a batch.
+    let res = f
+        .post()
+        .bearer_auth(&f.key)
+        .json(&f.envelope(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    // A completes and is stored; only then is B looked at.
+    let released = std::time::Instant::now();
+    stalled
+        .write_all(&body.as_bytes()[body.len() / 2..])
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stalled.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let (status, answered) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        answered > released,
+        "B was answered only after A released its permit"
+    );
+}
