@@ -196,7 +196,11 @@ async fn main() {
                     request = request.bearer_auth("sbk_not_a_valid_key_0123456789");
                 }
                 // A refusal before the body is read may close the connection mid-upload.
-                request.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
             }));
         }
         let mut statuses = std::collections::BTreeMap::<u16, usize>::new();

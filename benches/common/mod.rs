@@ -205,11 +205,11 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
-        // Reaped by `stop`, which every path of this benchmark calls.
-        #[allow(clippy::zombie_processes)]
         // BENCH_SERVER_BIN runs another build's server under this benchmark (A/B comparisons).
         let bin = std::env::var("BENCH_SERVER_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_syncbridge").to_string());
+        // Reaped by `stop`, which every path of this benchmark calls.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(bin)
             .arg(command)
             .env("DATABASE_URL", database_url)

@@ -12,6 +12,8 @@ pub mod enqueue;
 pub mod job;
 pub mod maintenance;
 pub mod registry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 
 pub use admin::{BulkAction, JobFilter, JobState, JobSummary, QueueStats};

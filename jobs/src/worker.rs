@@ -132,6 +132,62 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         }
     }
 
+    /// Runs every job that is available now, and every job they make available, until no job of
+    /// its queues is left to run now (jobs scheduled for later, and paused queues, are left as
+    /// they are); then returns how many attempts ran. Each round claims up to each queue's
+    /// concurrency and waits for all of them. Deterministic where [`Worker::run`] polls: for
+    /// tests and one-off tools, never beside a running worker of the same registry.
+    pub async fn drain(self) -> Result<usize, Error> {
+        let queues: Vec<(String, usize)> = self
+            .registry
+            .queues
+            .iter()
+            .map(|(q, n)| (q.clone(), *n))
+            .collect();
+        let queue_names: Vec<String> = queues.iter().map(|(q, _)| q.clone()).collect();
+        register(&self.pool, &self.worker_id, &queue_names).await?;
+        let (completions_tx, completions_rx) = mpsc::unbounded_channel();
+        let kinds = self.registry.kinds();
+        let shared = Arc::new(Shared {
+            pool: self.pool.clone(),
+            queue_pool: self.queue_pool.clone(),
+            ctx: self.ctx,
+            registry: self.registry,
+            config: self.config,
+            worker_id: self.worker_id.clone(),
+            kinds,
+            completions: completions_tx,
+            hard_stop: CancellationToken::new(),
+        });
+        let completer = tokio::spawn(complete_batches(
+            self.queue_pool.clone(),
+            completions_rx,
+            shared.config.completion_batch,
+            shared.config.settle_for,
+        ));
+        let mut ran = 0;
+        loop {
+            let mut round = tokio::task::JoinSet::new();
+            for (queue, concurrency) in &queues {
+                for job in claim(&shared, queue, *concurrency).await? {
+                    let shared = shared.clone();
+                    round.spawn(async move { execute(&shared, job).await });
+                }
+            }
+            if round.is_empty() {
+                break;
+            }
+            ran += round.len();
+            while round.join_next().await.is_some() {}
+        }
+        let pool = shared.pool.clone();
+        drop(shared);
+        let _ = completer.await;
+        self.queue_pool.close().await;
+        deregister(&pool, &self.worker_id).await?;
+        Ok(ran)
+    }
+
     /// Runs until `shutdown` fires, then drains and deregisters.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let queues: Vec<(String, usize)> = self
@@ -141,16 +197,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             .map(|(q, n)| (q.clone(), *n))
             .collect();
         let queue_names: Vec<String> = queues.iter().map(|(q, _)| q.clone()).collect();
-        sqlx::query(
-            "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
-        )
-        .bind(&self.worker_id)
-        .bind(self.worker_id.rsplitn(3, '-').nth(2).unwrap_or_default())
-        .bind(std::process::id() as i32)
-        .bind(&queue_names)
-        .execute(&self.pool)
-        .await?;
+        register(&self.pool, &self.worker_id, &queue_names).await?;
         tracing::info!(worker.id = %self.worker_id, queues = ?queue_names, kinds = ?self.registry.kinds(), "worker started");
 
         let (completions_tx, completions_rx) = mpsc::unbounded_channel();
@@ -225,13 +272,32 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         drop(shared);
         let _ = completer.await;
         self.queue_pool.close().await;
-        sqlx::query("DELETE FROM job_workers WHERE id = $1")
-            .bind(&worker_id)
-            .execute(&pool)
-            .await?;
+        deregister(&pool, &worker_id).await?;
         tracing::info!(worker.id = %worker_id, "worker stopped");
         Ok(())
     }
+}
+
+async fn register(pool: &PgPool, worker_id: &str, queues: &[String]) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+    )
+    .bind(worker_id)
+    .bind(worker_id.rsplitn(3, '-').nth(2).unwrap_or_default())
+    .bind(std::process::id() as i32)
+    .bind(queues)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn deregister(pool: &PgPool, worker_id: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM job_workers WHERE id = $1")
+        .bind(worker_id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 async fn fetch_loop<C: Clone + Send + Sync + 'static>(

@@ -9,7 +9,6 @@ pub mod accounts;
 pub mod api_keys;
 pub mod batches;
 pub mod cursors;
-pub mod embedded;
 pub mod external_rows;
 pub mod integrations;
 pub mod mappings;
@@ -19,6 +18,9 @@ pub mod sync_errors;
 pub mod sync_logs;
 pub mod tenants;
 pub mod vocab;
+
+/// The private PostgreSQL (its own crate, so the queue's tests use it too).
+pub use embedded_pg as embedded;
 
 use std::{str::FromStr, time::Duration};
 

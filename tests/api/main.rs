@@ -1,13 +1,13 @@
 //! The integration tests: one binary, a file per area, each test on its own database.
 
 mod accounting;
+mod admin_jobs;
 mod cli;
 mod embedded;
 mod health;
 mod helpers;
 mod n8n_templates;
 mod pipeline;
-mod queue;
 mod rls;
 mod scheduler;
 mod truth;

@@ -132,20 +132,12 @@ impl EmbeddedPostgres {
         let mut conn = PgConnection::connect_with(&self.connect_options("postgres"))
             .await
             .context("cannot connect to the embedded PostgreSQL")?;
-        let exists = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
-            self.database
-        )
-        .fetch_one(&mut conn)
-        .await?;
-        if !exists {
-            let sql = format!("CREATE DATABASE {}", quote_ident(&self.database));
-            match conn.execute(sqlx::AssertSqlSafe(sql)).await {
-                Ok(_) => {}
-                // Another process created it between our check and our CREATE.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-                Err(e) => return Err(e).context("cannot create the embedded database"),
-            }
+        // Created unless it exists (42P04): asking first would race another process anyway.
+        let sql = format!("CREATE DATABASE {}", quote_ident(&self.database));
+        match conn.execute(sqlx::AssertSqlSafe(sql)).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("cannot create the embedded database"),
         }
         conn.close().await.ok();
         Ok(self.connect_options(&self.database))

@@ -1,5 +1,7 @@
 //! The queue engine against a real PostgreSQL: retries, timeouts, panics, uniqueness,
 //! transactional exactly-once, crash recovery, racing rescuers and leaders, shutdown, admin.
+//! `cargo test -p syncbridge-jobs` runs them; the server is `DATABASE_URL`, else the private one
+//! in `target/tmp/pg` that the application's tests use too (`jobs::testing`).
 
 use std::{
     sync::{
@@ -18,11 +20,32 @@ use jobs::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use syncbridge::tasks::Ping;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb, count};
+use jobs::testing::TestDatabase;
+
+/// A database of the test's own, on the test server.
+async fn test_db() -> TestDatabase {
+    TestDatabase::create(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg")).await
+}
+
+async fn count<'e>(executor: impl sqlx::PgExecutor<'e>, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(executor)
+        .await
+        .unwrap()
+}
+
+/// A job that only counts its runs.
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Ping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+impl Job for Ping {
+    const KIND: &'static str = "test_ping";
+}
 
 #[derive(Clone)]
 struct Ctx {
@@ -209,8 +232,8 @@ async fn wait_for_state(pool: &PgPool, id: i64, states: &[&str]) -> Row {
 }
 
 /// A table for transactional jobs to write to, created by the owner like any migration's table.
-async fn effects_table(db: &TestDb) {
-    let mut owner = db.owner().await;
+async fn effects_table(db: &TestDatabase) {
+    let mut owner = db.connect().await;
     sqlx::query("CREATE TABLE test_effects (job_id bigint NOT NULL, note text NOT NULL)")
         .execute(&mut owner)
         .await
@@ -228,7 +251,7 @@ fn error_times(errors: &Value) -> Vec<DateTime<Utc>> {
 
 #[tokio::test]
 async fn failing_job_retries_with_growing_backoff_then_is_dead() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let running = Running::start(&db.pool, fast_worker_config());
     let id = enqueue_one(&db.pool, NewJob::new(&AlwaysFails).unwrap()).await;
 
@@ -260,7 +283,7 @@ async fn failing_job_retries_with_growing_backoff_then_is_dead() {
 
 #[tokio::test]
 async fn an_attempt_over_its_timeout_fails() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let running = Running::start(&db.pool, fast_worker_config());
     let id = enqueue_one(&db.pool, NewJob::new(&Sleeper { ms: 10_000 }).unwrap()).await;
     let row = wait_for_state(&db.pool, id, &["failed"]).await;
@@ -271,7 +294,7 @@ async fn an_attempt_over_its_timeout_fails() {
 
 #[tokio::test]
 async fn a_panic_fails_the_attempt_and_the_worker_goes_on() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let running = Running::start(&db.pool, fast_worker_config());
     let panicking = enqueue_one(&db.pool, NewJob::new(&Panics).unwrap()).await;
     let row = wait_for_state(&db.pool, panicking, &["failed"]).await;
@@ -289,7 +312,7 @@ async fn a_panic_fails_the_attempt_and_the_worker_goes_on() {
 
 #[tokio::test]
 async fn a_second_enqueue_of_a_live_unique_job_returns_the_first() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let job = NewJob::new(&Ping::default()).unwrap().unique_key("sync:42");
     let first = enqueue_one(&db.pool, job.clone()).await;
     let second = enqueue_one(&db.pool, job.clone()).await;
@@ -321,7 +344,7 @@ async fn a_second_enqueue_of_a_live_unique_job_returns_the_first() {
 
 #[tokio::test]
 async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let mut conn = db.pool.acquire().await.unwrap();
     // Identical jobs: every column is the same (sent once each).
     let same = vec![NewJob::new(&Ping::default()).unwrap().tag("t:1"); 3];
@@ -381,7 +404,7 @@ async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
 
 #[tokio::test]
 async fn bulk_enqueue_returns_each_jobs_id_in_the_order_given() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let mut conn = db.pool.acquire().await.unwrap();
     let jobs: Vec<NewJob> = (0..2_000)
         .map(|i| {
@@ -407,7 +430,7 @@ async fn bulk_enqueue_returns_each_jobs_id_in_the_order_given() {
 
 #[tokio::test]
 async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let mut tx = db.pool.begin().await.unwrap();
     jobs::enqueue(&mut tx, &NewJob::new(&Ping::default()).unwrap())
         .await
@@ -419,7 +442,7 @@ async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
 
 #[tokio::test]
 async fn a_transactional_job_that_fails_leaves_no_effect_and_its_retry_takes_effect_once() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     effects_table(&db).await;
     let running = Running::start(&db.pool, fast_worker_config());
     let id = enqueue_one(
@@ -450,7 +473,7 @@ async fn a_transactional_job_that_fails_leaves_no_effect_and_its_retry_takes_eff
 
 #[tokio::test]
 async fn jobs_of_a_killed_worker_are_rescued_and_take_effect_exactly_once() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     effects_table(&db).await;
     let id = enqueue_one(
         &db.pool,
@@ -465,12 +488,14 @@ async fn jobs_of_a_killed_worker_are_rescued_and_take_effect_exactly_once() {
 
     // Worker A runs on a runtime of its own, which is then dropped without any cleanup:
     // no completion, no release, no deregistration, its connections simply vanish.
-    let owner = db.owner_options.clone();
+    let owner = db.options.clone();
     let doomed = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         {
             let _inside = rt.enter();
-            let pool = syncbridge::db::connect(owner, &crate::helpers::database_config());
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(5)
+                .connect_lazy_with(owner);
             let ctx = Ctx {
                 runs: Arc::new(AtomicUsize::new(0)),
             };
@@ -510,12 +535,12 @@ async fn jobs_of_a_killed_worker_are_rescued_and_take_effect_exactly_once() {
 async fn an_attempt_that_outlived_its_lease_is_rescued_though_its_worker_lives() {
     // A worker that lost a database connection mid-attempt, and could not write the outcome, is
     // still heartbeating: its attempt is taken back once its timeout plus stale_after passed.
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         ids.push(enqueue_one(&db.pool, NewJob::new(&Ping { note: None }).unwrap()).await);
     }
-    let mut owner = db.owner().await;
+    let mut owner = db.connect().await;
     sqlx::query(
         "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ('alive', 'h', 1, '{}')",
     )
@@ -557,11 +582,11 @@ async fn an_attempt_that_outlived_its_lease_is_rescued_though_its_worker_lives()
 
 #[tokio::test]
 async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     // 50 jobs "running" on a worker that never registered (so: dead), claimed long ago.
     let ids: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (kind, state, attempt, attempted_by, attempted_at)
-         SELECT 'ping', 'running', 1, 'ghost', now() - interval '1 hour' FROM generate_series(1, 50)
+         SELECT 'test_ping', 'running', 1, 'ghost', now() - interval '1 hour' FROM generate_series(1, 50)
          RETURNING id",
     )
     .fetch_all(&db.pool)
@@ -623,7 +648,7 @@ async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
 
 #[tokio::test]
 async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let periodic = Periodic::new(
         "every-second",
         "* * * * * *",
@@ -666,13 +691,17 @@ async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
     );
     // The first round only registers the schedule; ticks 1 s .. 19 s follow.
     assert_eq!(ticks.len(), 19, "{ticks:?}");
-    let jobs = count(&db.pool, "SELECT count(*) FROM jobs WHERE kind = 'ping'").await;
+    let jobs = count(
+        &db.pool,
+        "SELECT count(*) FROM jobs WHERE kind = 'test_ping'",
+    )
+    .await;
     assert_eq!(jobs, 19);
 }
 
 #[tokio::test]
 async fn missed_ticks_follow_the_schedules_policy() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let hourly = |name: &str, missed| {
         Periodic::new(name, "0 0 * * * *", missed, |_| {
             NewJob::new(&Ping::default()).unwrap()
@@ -721,7 +750,7 @@ async fn missed_ticks_follow_the_schedules_policy() {
 
 #[tokio::test]
 async fn shutdown_lets_running_jobs_finish() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let running = Running::start(&db.pool, fast_worker_config());
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -742,7 +771,7 @@ async fn shutdown_lets_running_jobs_finish() {
 
 #[tokio::test]
 async fn jobs_still_running_at_the_deadline_are_released_for_another_worker() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     let config = WorkerConfig {
         shutdown_deadline: Duration::from_millis(100),
         ..fast_worker_config()
@@ -769,17 +798,17 @@ async fn jobs_still_running_at_the_deadline_are_released_for_another_worker() {
 
 #[tokio::test]
 async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     sqlx::query(
         "INSERT INTO jobs (kind, queue, state, attempt, max_attempts, finalized_at, tag)
-         SELECT 'ping', 'default', 'failed', 3, 3, now(), 'tenant:a' FROM generate_series(1, 10000)",
+         SELECT 'test_ping', 'default', 'failed', 3, 3, now(), 'tenant:a' FROM generate_series(1, 10000)",
     )
     .execute(&db.pool)
     .await
     .unwrap();
     sqlx::query(
         "INSERT INTO jobs (kind, state, attempt, max_attempts, finalized_at, tag)
-         SELECT 'ping', 'failed', 3, 3, now(), 'tenant:b' FROM generate_series(1, 10)",
+         SELECT 'test_ping', 'failed', 3, 3, now(), 'tenant:b' FROM generate_series(1, 10)",
     )
     .execute(&db.pool)
     .await
@@ -815,152 +844,40 @@ async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
 
 #[tokio::test]
 async fn a_paused_queue_starts_nothing_until_resumed() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     jobs::admin::pause_queue(&db.pool, "default").await.unwrap();
-    let running = Running::start(&db.pool, fast_worker_config());
     let id = enqueue_one(&db.pool, NewJob::new(&Ping::default()).unwrap()).await;
-    // Give the worker several polls' worth of chances to (wrongly) start it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let drain = || {
+        let ctx = Ctx {
+            runs: Arc::new(AtomicUsize::new(0)),
+        };
+        Worker::new(db.pool.clone(), ctx, registry(), fast_worker_config()).drain()
+    };
+    // A worker that runs everything it may run now runs nothing.
+    assert_eq!(drain().await.unwrap(), 0);
     assert_eq!(job_row(&db.pool, id).await.state, "available");
     jobs::admin::resume_queue(&db.pool, "default")
         .await
         .unwrap();
-    wait_for_state(&db.pool, id, &["completed"]).await;
-    running.stop().await;
-}
-
-/// An authorised admin request; returns the JSON answer.
-async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let mut request = app
-        .client
-        .request(method, app.url(path))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap().json().await.unwrap()
-}
-
-#[tokio::test]
-async fn admin_http_api_lists_retries_cancels_and_counts_jobs() {
-    let app = TestApp::spawn().await;
-    let pool = &app.db.pool;
-    let dead = enqueue_one(pool, NewJob::new(&Ping::default()).unwrap().tag("tenant:x")).await;
-    sqlx::query("UPDATE jobs SET state = 'failed', attempt = 1, max_attempts = 1, finalized_at = now() WHERE id = $1")
-        .bind(dead)
-        .execute(pool)
-        .await
-        .unwrap();
-    let waiting = enqueue_one(pool, NewJob::new(&Ping::default()).unwrap()).await;
-
-    let client = &app.client;
-    let res = client
-        .get(app.url("/api/admin/jobs?state=dead"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "missing_admin_token");
-    let res = client
-        .get(app.url("/api/admin/jobs"))
-        .bearer_auth("wrong-token-wrong-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-
-    let body = admin(
-        &app,
-        reqwest::Method::GET,
-        "/api/admin/jobs?state=dead",
-        None,
-    )
-    .await;
-    let listed: Vec<i64> = body["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(listed, [dead]);
-
-    let res = client
-        .get(app.url("/api/admin/jobs?state=zombie"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "invalid_filter"
-    );
-
-    let res = client
-        .post(app.url("/api/admin/jobs/retry"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        res.status(),
-        422,
-        "an empty selection must not retry everything"
-    );
-
-    let filter = serde_json::json!({"filter": {"states": ["dead"], "tag": "tenant:x"}});
-    let body = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/admin/jobs/retry",
-        Some(filter),
-    )
-    .await;
-    assert_eq!(body["retried"], 1);
-    assert_eq!(job_row(pool, dead).await.state, "available");
-
-    let ids = serde_json::json!({ "ids": [waiting] });
-    let body = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/admin/jobs/cancel",
-        Some(ids),
-    )
-    .await;
-    assert_eq!(body["cancelled"], 1);
-    assert_eq!(job_row(pool, waiting).await.state, "cancelled");
-
-    let body = admin(&app, reqwest::Method::GET, "/api/admin/jobs/stats", None).await;
-    let queues = body["queues"].as_array().unwrap();
-    let count_of = |state: &str| {
-        queues
-            .iter()
-            .find(|q| q["state"] == state)
-            .map_or(0, |q| q["count"].as_i64().unwrap())
-    };
-    assert_eq!(count_of("available"), 1);
-    assert_eq!(count_of("cancelled"), 1);
-    let oldest = queues.iter().find(|q| q["state"] == "available").unwrap();
-    assert!(oldest["oldest_available_age_secs"].as_f64().unwrap() >= 0.0);
+    assert_eq!(drain().await.unwrap(), 1);
+    assert_eq!(job_row(&db.pool, id).await.state, "completed");
 }
 
 #[tokio::test]
 async fn retention_prunes_only_finished_jobs_past_their_time() {
-    let db = TestDb::migrated().await;
+    let db = test_db().await;
     sqlx::query(
         "INSERT INTO jobs (kind, state, finalized_at) VALUES
-            ('ping', 'completed', now() - interval '25 hours'),
-            ('ping', 'completed', now() - interval '1 hour'),
-            ('ping', 'failed',    now() - interval '8 days'),
-            ('ping', 'failed',    now() - interval '2 days'),
-            ('ping', 'cancelled', now() - interval '8 days')",
+            ('test_ping', 'completed', now() - interval '25 hours'),
+            ('test_ping', 'completed', now() - interval '1 hour'),
+            ('test_ping', 'failed',    now() - interval '8 days'),
+            ('test_ping', 'failed',    now() - interval '2 days'),
+            ('test_ping', 'cancelled', now() - interval '8 days')",
     )
     .execute(&db.pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO jobs (kind, state, created_at) VALUES ('ping', 'available', now() - interval '30 days')")
+    sqlx::query("INSERT INTO jobs (kind, state, created_at) VALUES ('test_ping', 'available', now() - interval '30 days')")
         .execute(&db.pool)
         .await
         .unwrap();

@@ -1,0 +1,137 @@
+//! Test support (feature `testing`): a real PostgreSQL for tests and a database of each test's
+//! own with the engine's tables. The server is `DATABASE_URL` when given, else a private one
+//! (`embedded_pg`, not durable) in the directory the caller names, left running between runs and
+//! shared by every test process that names the same directory.
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use embedded_pg::{EmbeddedOptions, EmbeddedPostgres, quote_ident};
+use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgConnectOptions};
+
+struct Server {
+    admin: PgConnectOptions,
+    _embedded: Option<EmbeddedPostgres>,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn server(data_dir: &Path) -> &'static Server {
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Server {
+                admin: PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"),
+                _embedded: None,
+            };
+        }
+        let data_dir = data_dir.to_path_buf();
+        // On a thread of its own: this may run inside a test's runtime, which must not block.
+        let embedded = std::thread::spawn(move || {
+            EmbeddedPostgres::start(&EmbeddedOptions {
+                data_dir,
+                bin_dir: None,
+                run_as: "postgres".into(),
+                database: "postgres".into(),
+                durable: false,
+            })
+        })
+        .join()
+        .expect("embedded start thread")
+        .expect("the test PostgreSQL starts");
+        Server {
+            admin: embedded.connect_options("postgres"),
+            _embedded: Some(embedded),
+        }
+    })
+}
+
+/// A fresh database with the engine's migrations applied, for one test.
+pub struct TestDatabase {
+    pub name: String,
+    /// Connects as the login user.
+    pub options: PgConnectOptions,
+    pub pool: PgPool,
+}
+
+impl TestDatabase {
+    /// Creates it on the server (see the module's documentation; `data_dir` is where a private
+    /// server lives, e.g. `Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg")`).
+    pub async fn create(data_dir: &Path) -> Self {
+        let server = server(data_dir);
+        let mut admin = PgConnection::connect_with(&server.admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        if COUNTER.load(Ordering::SeqCst) == 0 {
+            drop_stale(&mut admin).await;
+        }
+        let name = format!(
+            "jobstest_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {}",
+                quote_ident(&name)
+            )))
+            .await
+            .expect("create the test database");
+        let options = server.admin.clone().database(&name);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(10)
+            .connect_with(options.clone())
+            .await
+            .expect("connect to the test database");
+        crate::migrate(&pool)
+            .await
+            .expect("migrate the test database");
+        Self {
+            name,
+            options,
+            pool,
+        }
+    }
+
+    /// A connection of its own, as the login user.
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect_with(&self.options)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// How many jobs are in `state`.
+    pub async fn count_in_state(&self, state: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = $1")
+            .bind(state)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count jobs")
+    }
+}
+
+/// Test databases of processes that are gone.
+async fn drop_stale(conn: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'jobstest\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .expect("list test databases");
+    for name in names {
+        let pid = name.split('_').nth(1).unwrap_or_default();
+        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                )))
+                .await;
+        }
+    }
+}
