@@ -13,7 +13,7 @@ use sqlx::{Arguments, Encode, PgConnection, PgExecutor, Postgres, Type, postgres
 use crate::{Error, job::Job};
 
 /// The channel workers LISTEN on; the payload is the queue name.
-pub const NOTIFY_CHANNEL: &str = "syncbridge_jobs";
+pub(crate) const NOTIFY_CHANNEL: &str = "syncbridge_jobs";
 /// At most one NOTIFY per queue per process in this window: a NOTIFY serialises commits, so one
 /// per insert would cap enqueue throughput. Workers also poll, so a skipped one costs little.
 const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(5);

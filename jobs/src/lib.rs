@@ -7,20 +7,23 @@
 //! process. All of the engine's SQL lives in this crate. See `README.md` for the state diagram.
 
 pub mod admin;
-pub mod backoff;
-pub mod enqueue;
-pub mod job;
-pub mod maintenance;
-pub mod registry;
+mod backoff;
+mod enqueue;
+mod job;
+mod maintenance;
+mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod worker;
+mod worker;
 
 pub use admin::{BulkAction, JobFilter, JobState, JobSummary, QueueStats};
 pub use backoff::Backoff;
 pub use enqueue::{Enqueued, NewJob, enqueue, enqueue_many};
 pub use job::{Job, JobError, JobMeta, PlainJob, TransactionalJob};
-pub use maintenance::{Maintenance, MaintenanceConfig, MissedTicks, Periodic};
+// One duty of the leader at a time (`enqueue_due_tick`, `rescue_stale`, `prune`), for tools and tests.
+pub use maintenance::{
+    Maintenance, MaintenanceConfig, MissedTicks, Periodic, enqueue_due_tick, prune, rescue_stale,
+};
 pub use registry::Registry;
 pub use worker::{Worker, WorkerConfig};
 

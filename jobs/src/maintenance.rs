@@ -190,7 +190,7 @@ impl Maintenance {
 }
 
 /// Takes or renews the leader lease; true while this process holds it.
-pub async fn try_lead(pool: &PgPool, id: &str, lease: Duration) -> Result<bool, Error> {
+pub(crate) async fn try_lead(pool: &PgPool, id: &str, lease: Duration) -> Result<bool, Error> {
     let leader: Option<String> = sqlx::query_scalar(
         "INSERT INTO job_leader (name, leader_id, expires_at)
          VALUES ('maintenance', $1, now() + $2 * interval '1 millisecond')
@@ -210,7 +210,7 @@ pub async fn try_lead(pool: &PgPool, id: &str, lease: Duration) -> Result<bool, 
 }
 
 /// Scheduled and retryable jobs whose time has come become available; their queues are woken.
-pub async fn promote_due(pool: &PgPool, batch: i64) -> Result<u64, Error> {
+pub(crate) async fn promote_due(pool: &PgPool, batch: i64) -> Result<u64, Error> {
     let queues: Vec<String> = sqlx::query_scalar(
         "WITH due AS (
              SELECT id FROM jobs

@@ -61,7 +61,7 @@ impl Default for WorkerConfig {
 
 /// A unique identity per process start, so a restarted process never inherits (and strands) the
 /// jobs of its previous life.
-pub fn new_worker_id() -> String {
+pub(crate) fn new_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());

@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use jobs::{
     Backoff, BulkAction, Job, JobError, JobFilter, JobMeta, JobState, Maintenance,
     MaintenanceConfig, MissedTicks, NewJob, Periodic, PlainJob, Registry, TransactionalJob, Worker,
-    WorkerConfig, maintenance,
+    WorkerConfig, enqueue_due_tick,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -559,10 +559,9 @@ async fn an_attempt_that_outlived_its_lease_is_rescued_though_its_worker_lives()
         .await
         .unwrap();
     }
-    let rescued =
-        maintenance::rescue_stale(&db.pool, Duration::from_secs(1), Duration::from_secs(300))
-            .await
-            .unwrap();
+    let rescued = jobs::rescue_stale(&db.pool, Duration::from_secs(1), Duration::from_secs(300))
+        .await
+        .unwrap();
     assert_eq!(rescued, 1);
     let old = job_row(&db.pool, ids[0]).await;
     assert_eq!(old.state, "retryable");
@@ -620,7 +619,7 @@ async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
         let (pool, barrier) = (db.pool.clone(), barrier.clone());
         tokio::spawn(async move {
             barrier.wait().await;
-            maintenance::rescue_stale(&pool, Duration::from_secs(1), Duration::from_secs(300))
+            jobs::rescue_stale(&pool, Duration::from_secs(1), Duration::from_secs(300))
                 .await
                 .unwrap()
         })
@@ -668,10 +667,7 @@ async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
             for round in 0..rounds {
                 let now = start + chrono::Duration::milliseconds(500 * round);
                 barrier.wait().await;
-                if let Some(tick) = maintenance::enqueue_due_tick(&pool, &periodic, now)
-                    .await
-                    .unwrap()
-                {
+                if let Some(tick) = enqueue_due_tick(&pool, &periodic, now).await.unwrap() {
                     enqueued.push(tick);
                 }
             }
@@ -714,35 +710,18 @@ async fn missed_ticks_follow_the_schedules_policy() {
     // Down from 08:00 until 13:20: five ticks passed while nothing ran.
     let back = Utc.with_ymd_and_hms(2026, 1, 1, 13, 20, 0).unwrap();
     for p in [&run_latest, &skip] {
-        assert_eq!(
-            maintenance::enqueue_due_tick(&db.pool, p, t0)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(enqueue_due_tick(&db.pool, p, t0).await.unwrap(), None);
     }
     assert_eq!(
-        maintenance::enqueue_due_tick(&db.pool, &run_latest, back)
-            .await
-            .unwrap(),
+        enqueue_due_tick(&db.pool, &run_latest, back).await.unwrap(),
         Some(Utc.with_ymd_and_hms(2026, 1, 1, 13, 0, 0).unwrap()),
         "run once, for the latest missed tick"
     );
-    assert_eq!(
-        maintenance::enqueue_due_tick(&db.pool, &skip, back)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(enqueue_due_tick(&db.pool, &skip, back).await.unwrap(), None);
     // Both carry on normally with the next tick.
     let next = Utc.with_ymd_and_hms(2026, 1, 1, 14, 0, 1).unwrap();
     for p in [&run_latest, &skip] {
-        assert!(
-            maintenance::enqueue_due_tick(&db.pool, p, next)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(enqueue_due_tick(&db.pool, p, next).await.unwrap().is_some());
     }
     let jobs = count(&db.pool, "SELECT count(*) FROM jobs").await;
     assert_eq!(jobs, 3);
@@ -881,7 +860,7 @@ async fn retention_prunes_only_finished_jobs_past_their_time() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let pruned = maintenance::prune(&db.pool, &MaintenanceConfig::default())
+    let pruned = jobs::prune(&db.pool, &MaintenanceConfig::default())
         .await
         .unwrap();
     assert_eq!(pruned, 3);
