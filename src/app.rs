@@ -376,7 +376,7 @@ async fn set_integration(
         credentials,
     };
     let policy = crate::n8n::UrlPolicy::configured(&config.n8n)?;
-    let sealer = crate::crypto::sealer(config)?;
+    let sealer = config.sealer()?;
     Ok(
         crate::admin::settings::update(pool, &policy, sealer.as_ref(), args.integration, &change)
             .await?,

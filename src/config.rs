@@ -94,6 +94,14 @@ impl N8nConfig {
 }
 
 impl Config {
+    /// The sealer of integration secrets, or `None` when SYNCBRIDGE_ENCRYPTION_KEY is not set.
+    pub fn sealer(&self) -> Result<Option<crate::crypto::Sealer>, crate::crypto::CryptoError> {
+        self.encryption_key
+            .as_ref()
+            .map(|k| crate::crypto::Sealer::from_base64(secrecy::ExposeSecret::expose_secret(k)))
+            .transpose()
+    }
+
     /// The URL n8n posts batches to: `n8n.public_base_url`, or this process's own address.
     pub fn callback_url(&self) -> String {
         let base = if self.n8n.public_base_url.trim().is_empty() {

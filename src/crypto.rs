@@ -107,15 +107,6 @@ impl Sealer {
     }
 }
 
-/// The configured sealer, or `None` when SYNCBRIDGE_ENCRYPTION_KEY is not set.
-pub fn sealer(config: &crate::config::Config) -> Result<Option<Sealer>, CryptoError> {
-    config
-        .encryption_key
-        .as_ref()
-        .map(|k| Sealer::from_base64(secrecy::ExposeSecret::expose_secret(k)))
-        .transpose()
-}
-
 /// The associated data of an integration's signing secrets.
 pub fn signing_secret_context(integration_id: uuid::Uuid) -> String {
     format!("integration:{integration_id}:signing_secret")

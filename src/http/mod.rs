@@ -51,7 +51,7 @@ pub struct SyncAdmin {
 
 impl AppState {
     pub fn new(pool: PgPool, config: &Config) -> Result<Self> {
-        let sealer = crate::crypto::sealer(config)?;
+        let sealer = config.sealer()?;
         Ok(Self {
             pool,
             admin_token: config.admin_token.clone(),

@@ -122,9 +122,12 @@ pub async fn request_sync(
     force: bool,
     max_attempts: i32,
 ) -> Result<(Uuid, i64), SyncRequestError> {
-    let integration = crate::admin::integration(pool, integration_id)
-        .await?
-        .ok_or(SyncRequestError::NotFound(integration_id))?;
+    let integration = {
+        let mut tx = db::system_tx(pool).await?;
+        let found = db::integrations::by_id(&mut tx, integration_id).await?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        found.ok_or(SyncRequestError::NotFound(integration_id))?
+    };
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
     let integration = lock_integration(&mut tx, integration_id)
         .await?

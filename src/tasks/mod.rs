@@ -41,7 +41,7 @@ impl JobContext {
             pipeline: pipeline_settings(&config.worker),
             matchers: crate::pipeline::MatcherCache::default(),
             n8n: crate::n8n::Client::new(n8n_settings(config)?)?,
-            sealer: crate::crypto::sealer(config)?,
+            sealer: config.sealer()?,
             callback_url: config.callback_url(),
             retention: crate::sync::retention::RetentionSettings::from_config(config),
             cursor_overlap: Duration::from_secs(config.n8n.cursor_overlap_secs),

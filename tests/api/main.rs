@@ -6,6 +6,7 @@ mod cli;
 mod embedded;
 mod health;
 mod helpers;
+mod layers;
 mod n8n_templates;
 mod pipeline;
 mod rls;
