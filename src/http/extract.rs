@@ -1,7 +1,6 @@
 //! Extractors whose refusals answer in the one error shape (`{"error": {...}}`): handlers take
 //! these instead of axum's `Json` and `Query`, whose rejections are plain text.
 
-use crate::http::error::ErrorCode;
 use axum::{
     extract::{FromRequest, FromRequestParts, Query, Request},
     http::{StatusCode, request::Parts},
@@ -9,7 +8,7 @@ use axum::{
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// The largest body the admin routes read: axum's default limit, which applies to every body
 /// read through [`ApiJson`] (the webhook reads its own, with its own limits).

@@ -1,10 +1,12 @@
 //! Liveness and readiness probes for load balancers and orchestrators.
 
-use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
 
-use super::{AppState, error::ApiError};
+use super::{
+    AppState,
+    error::{ApiError, ErrorCode},
+};
 use crate::db::{Readiness, readiness};
 
 /// Alive: the process answers. Never touches the database, so a slow database does not get

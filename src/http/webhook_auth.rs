@@ -4,7 +4,6 @@
 //! Keys are looked up by their public prefix as system work (the tenant is not known yet), then
 //! compared by hash in constant time; everything after that runs in the key's tenant.
 
-use crate::http::error::ErrorCode;
 use std::{num::NonZeroU32, sync::Arc};
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,7 +18,7 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::{
     config::IngestConfig,
     crypto::{Sealer, SigningSecrets, signing_secret_context},

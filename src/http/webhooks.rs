@@ -4,7 +4,6 @@
 //! The webhook transforms nothing. It authenticates, checks, stores the batch and enqueues its
 //! jobs in one transaction, and answers 202 only after that transaction committed.
 
-use crate::http::error::ErrorCode;
 use axum::{
     Json,
     body::Body,
@@ -20,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     AppState,
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     webhook_auth::{
         Caller, authenticate, header_credential, missing_key, resolve_integration, verify_signature,
     },

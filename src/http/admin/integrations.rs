@@ -2,7 +2,6 @@
 //! schedule; validated, 422 naming the problem) and the manual sync trigger, behind the admin
 //! token. Credentials can be written here but are never returned.
 
-use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,7 +11,12 @@ use super::{AdminAuth, IntegrationPath};
 use crate::{
     admin::settings::{self as sync_settings, SettingsChange, SettingsError},
     domain::{DataType, SyncMode, SyncTrigger, schedule::ScheduleError},
-    http::{AppState, error::ApiError, extract::ApiJson, webhook_auth::integration_not_found},
+    http::{
+        AppState,
+        error::{ApiError, ErrorCode},
+        extract::ApiJson,
+        webhook_auth::integration_not_found,
+    },
     n8n::UrlError,
     sync::{self, SyncRequest, SyncRequestError},
 };

@@ -1,6 +1,5 @@
 //! `/api/admin/jobs`: the operator's view of background jobs (list, stats, retry, cancel).
 
-use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -8,7 +7,7 @@ use serde_json::{Value, json};
 use super::AdminAuth;
 use crate::http::{
     AppState,
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     extract::{ApiJson, ApiQuery},
 };
 

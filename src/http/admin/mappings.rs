@@ -2,7 +2,6 @@
 //! set one target (validated: 422 naming the problem), and preview on sample records (bounded,
 //! off the request threads).
 
-use crate::http::error::ErrorCode;
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,7 +10,12 @@ use uuid::Uuid;
 use super::{AdminAuth, IntegrationPath};
 use crate::{
     admin::{self, PreviewError},
-    http::{AppState, error::ApiError, extract::ApiJson, webhook_auth::integration_not_found},
+    http::{
+        AppState,
+        error::{ApiError, ErrorCode},
+        extract::ApiJson,
+        webhook_auth::integration_not_found,
+    },
     mapping,
 };
 

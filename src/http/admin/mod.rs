@@ -6,7 +6,6 @@ mod integrations;
 mod jobs;
 mod mappings;
 
-use crate::http::error::ErrorCode;
 use axum::{
     Router,
     extract::{FromRequestParts, RawPathParams},
@@ -17,7 +16,10 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::{AppState, error::ApiError};
+use super::{
+    AppState,
+    error::{ApiError, ErrorCode},
+};
 use crate::domain::DataType;
 
 /// The admin routes.
