@@ -398,7 +398,7 @@ fn parse_sync_mode(s: &str) -> Result<SyncMode, String> {
 fn parse_missed(s: &str) -> Result<MissedTicks, String> {
     s.replace('-', "_")
         .parse()
-        .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
+        .map_err(|e: jobs::UnknownMissedTicks| e.to_string())
 }
 
 fn parse_on_running(s: &str) -> Result<OnRunning, String> {

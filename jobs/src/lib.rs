@@ -22,7 +22,8 @@ pub use enqueue::{Enqueued, NewJob, enqueue, enqueue_many};
 pub use job::{Job, JobError, JobMeta, PlainJob, TransactionalJob};
 // One duty of the leader at a time (`enqueue_due_tick`, `rescue_stale`, `prune`), for tools and tests.
 pub use maintenance::{
-    Maintenance, MaintenanceConfig, MissedTicks, Periodic, enqueue_due_tick, prune, rescue_stale,
+    Maintenance, MaintenanceConfig, MissedTicks, Periodic, UnknownMissedTicks, enqueue_due_tick,
+    prune, rescue_stale,
 };
 pub use registry::Registry;
 pub use worker::{Worker, WorkerConfig};

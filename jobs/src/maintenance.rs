@@ -51,13 +51,77 @@ impl Default for MaintenanceConfig {
 const MISSED_GRACE: Duration = Duration::from_secs(60);
 
 /// What to do with ticks that passed while nothing ran. Either way, several missed ticks never
-/// produce several jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// produce several jobs. The one policy of every schedule: the engine's periodic jobs and the
+/// application's integration schedules (which store it as text: `skip`, `run_latest`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum MissedTicks {
     /// Forget them; only a tick that is due now runs.
     Skip,
     /// Run once, for the latest missed tick.
     RunLatest,
+}
+
+impl MissedTicks {
+    pub const ALL: &'static [MissedTicks] = &[MissedTicks::Skip, MissedTicks::RunLatest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissedTicks::Skip => "skip",
+            MissedTicks::RunLatest => "run_latest",
+        }
+    }
+}
+
+impl std::fmt::Display for MissedTicks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that is not a missed-tick policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown missed-tick policy `{0}`; expected one of: skip, run_latest")]
+pub struct UnknownMissedTicks(pub String);
+
+impl std::str::FromStr for MissedTicks {
+    type Err = UnknownMissedTicks;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MissedTicks::ALL
+            .iter()
+            .copied()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownMissedTicks(s.to_string()))
+    }
+}
+
+// Stored as its text, like the application's other vocabularies.
+impl sqlx::Type<sqlx::Postgres> for MissedTicks {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for MissedTicks {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?.parse()?)
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for MissedTicks {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+    }
 }
 
 /// A job enqueued on a cron schedule.

@@ -132,13 +132,9 @@ vocabulary!(
     }
 );
 
-vocabulary!(
-    /// Ticks that passed while no scheduler ran: forgotten, or run once for the latest.
-    MissedTicks, "missed-tick policy" {
-        Skip => "skip",
-        RunLatest => "run_latest",
-    }
-);
+/// Ticks that passed while no scheduler ran: forgotten, or run once for the latest. One policy
+/// for integration schedules and the queue's periodic jobs alike, so it is the queue's type.
+pub use jobs::MissedTicks;
 
 vocabulary!(
     /// A tick that comes while a sync of the integration is still open.
