@@ -2,11 +2,12 @@
 //! these instead of axum's `Json` and `Query`, whose rejections are plain text.
 
 use axum::{
-    extract::{FromRequest, FromRequestParts, Query, Request},
+    extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request},
     http::{StatusCode, request::Parts},
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use super::error::{ApiError, ErrorCode};
 
@@ -71,5 +72,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                     format!("the query string is not valid: {}", e.body_text()),
                 )
             })
+    }
+}
+
+/// The route's path parameters as sent; a path that is not valid UTF-8 once decoded is 400
+/// `invalid_path`. Path extractors start here, so no handler sees axum's `Path` rejections.
+pub async fn path_params<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<RawPathParams, ApiError> {
+    RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidPath,
+                e.body_text(),
+            )
+        })
+}
+
+/// The `{id}` of `/api/batches/{id}`: 400 `invalid_batch_id` when it is not a UUID.
+pub struct BatchId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for BatchId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = path_params(parts, state).await?;
+        let text = params
+            .iter()
+            .find(|(name, _)| *name == "id")
+            .map(|(_, value)| value)
+            .unwrap_or_default();
+        text.parse().map(BatchId).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBatchId,
+                format!("{text:?} is not a batch id (a UUID)"),
+            )
+        })
     }
 }

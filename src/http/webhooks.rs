@@ -7,7 +7,7 @@
 use axum::{
     Json,
     body::Body,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::{
     AppState,
     error::{ApiError, ErrorCode},
+    extract::BatchId,
     webhook_auth::{
         Caller, authenticate, header_credential, missing_key, resolve_integration, verify_signature,
     },
@@ -480,15 +481,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub async fn batch_status(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    BatchId(id): BatchId,
 ) -> Result<Json<Value>, ApiError> {
-    let Ok(id) = id.parse::<Uuid>() else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidBatchId,
-            format!("{id:?} is not a batch id (a UUID)"),
-        ));
-    };
     let credential = header_credential(&headers)?.ok_or_else(missing_key)?;
     let caller = authenticate(&state.pool, &state.webhooks, &credential).await?;
     let not_found = || {

@@ -299,3 +299,37 @@ async fn admin_routes_answer_503_while_the_database_is_away() {
         assert_eq!(body["error"]["code"], "database_unavailable", "{url}");
     }
 }
+
+/// Path parameters that do not parse are refused in the error shape, never as axum's text.
+#[tokio::test]
+async fn malformed_path_parameters_get_a_json_error() {
+    let app = TestApp::spawn().await;
+    for (path, admin, code) in [
+        ("/api/batches/not-a-uuid", false, "invalid_batch_id"),
+        ("/api/batches/%FF", false, "invalid_path"),
+        (
+            "/api/admin/integrations/not-a-uuid",
+            true,
+            "invalid_integration_id",
+        ),
+        ("/api/admin/integrations/%FF%FE", true, "invalid_path"),
+        (
+            "/api/admin/integrations/00000000-0000-0000-0000-000000000000/mappings/leads/preview",
+            true,
+            "invalid_data_type",
+        ),
+    ] {
+        let mut request = if path.ends_with("preview") {
+            app.client.post(app.url(path)).json(&serde_json::json!([]))
+        } else {
+            app.client.get(app.url(path))
+        };
+        if admin {
+            request = request.bearer_auth(ADMIN_TOKEN);
+        }
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+    }
+}

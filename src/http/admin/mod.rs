@@ -8,7 +8,7 @@ mod mappings;
 
 use axum::{
     Router,
-    extract::{FromRequestParts, RawPathParams},
+    extract::FromRequestParts,
     http::{StatusCode, request::Parts},
     routing::{get, post, put},
 };
@@ -101,15 +101,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IntegrationPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidPath,
-                    e.body_text(),
-                )
-            })?;
+        let params = super::extract::path_params(parts, state).await?;
         let mut path = IntegrationPath {
             id: Uuid::nil(),
             data_type: None,
