@@ -20,6 +20,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Executor, PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
+/// The queue every enqueue here goes through: one per process, as in the service, so its NOTIFY
+/// debounce works as it does there.
+fn queue() -> &'static jobs::Queue {
+    static QUEUE: std::sync::OnceLock<jobs::Queue> = std::sync::OnceLock::new();
+    QUEUE.get_or_init(jobs::Queue::default)
+}
+
 #[derive(Clone, Default)]
 struct Ctx {
     done: Arc<AtomicUsize>,
@@ -95,7 +102,7 @@ async fn bulk_insert(pool: &PgPool, n: usize, distinct: bool) -> Duration {
     let started = Instant::now();
     for chunk in &chunks {
         let mut conn = pool.acquire().await.unwrap();
-        jobs::enqueue_many(&mut conn, chunk).await.unwrap();
+        queue().enqueue_many(&mut conn, chunk).await.unwrap();
     }
     started.elapsed()
 }
@@ -151,11 +158,11 @@ async fn single_enqueue(
             for _ in 0..per_task {
                 if explicit_tx {
                     let mut tx = pool.begin().await.unwrap();
-                    jobs::enqueue(&mut tx, &job).await.unwrap();
+                    queue().enqueue(&mut tx, &job).await.unwrap();
                     tx.commit().await.unwrap();
                 } else {
                     let mut conn = pool.acquire().await.unwrap();
-                    jobs::enqueue(&mut conn, &job).await.unwrap();
+                    queue().enqueue(&mut conn, &job).await.unwrap();
                 }
             }
         }));
@@ -182,7 +189,7 @@ async fn pickup(pool: &PgPool, n: usize, gap: Duration) -> (f64, f64) {
         })
         .unwrap();
         let mut conn = pool.acquire().await.unwrap();
-        jobs::enqueue(&mut conn, &job).await.unwrap();
+        queue().enqueue(&mut conn, &job).await.unwrap();
         drop(conn);
         tokio::time::sleep(gap).await;
     }

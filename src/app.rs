@@ -266,6 +266,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             };
             let (sync_log_id, job_id) = crate::sync::request_sync(
                 pool,
+                &config.jobs.queue(),
                 args.integration,
                 &request,
                 args.force,
@@ -278,7 +279,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             println!("{sync_log_id}");
         }
         Command::Mappings(command) => mappings_command(pool, command).await?,
-        Command::Syncs(command) => syncs_command(pool, command).await?,
+        Command::Syncs(command) => syncs_command(pool, &config.jobs.queue(), command).await?,
         Command::Batches(BatchesCommand::Discard { batch_id, reason }) => {
             let Some(records) = crate::sync::chunk::discard_batch(pool, batch_id, &reason).await?
             else {
@@ -313,7 +314,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             );
             println!("{}", account.id);
         }
-        Command::Jobs(command) => jobs_command(pool, command).await?,
+        Command::Jobs(command) => jobs_command(pool, &config.jobs.queue(), command).await?,
         Command::Serve | Command::Web | Command::Worker | Command::Scheduler | Command::Migrate => {
             unreachable!("process roles are not admin commands")
         }
@@ -383,7 +384,7 @@ async fn set_integration(
     )
 }
 
-async fn syncs_command(pool: &PgPool, command: SyncsCommand) -> Result<()> {
+async fn syncs_command(pool: &PgPool, queue: &jobs::Queue, command: SyncsCommand) -> Result<()> {
     match command {
         SyncsCommand::List {
             open,
@@ -422,7 +423,7 @@ async fn syncs_command(pool: &PgPool, command: SyncsCommand) -> Result<()> {
             println!("{status}");
         }
         SyncsCommand::Reprocess { sync_log_id } => {
-            let replay = crate::sync::replay::reprocess(pool, sync_log_id).await?;
+            let replay = crate::sync::replay::reprocess(pool, queue, sync_log_id).await?;
             eprintln!(
                 "sync {sync_log_id} replayed as {}: {} batches, {} records in {} jobs",
                 replay.sync_log_id, replay.batches, replay.records, replay.jobs
@@ -464,7 +465,7 @@ fn waiting_for(s: &crate::sync::SyncSummary) -> String {
     )
 }
 
-async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {
+async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand) -> Result<()> {
     match command {
         JobsCommand::List {
             filter,
@@ -505,11 +506,11 @@ async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {
             if all_dead {
                 filter.states = vec![jobs::JobState::Failed];
             }
-            bulk(pool, jobs::BulkAction::Retry, &filter, "retried").await?;
+            bulk(pool, engine, jobs::BulkAction::Retry, &filter, "retried").await?;
         }
         JobsCommand::Cancel { ids, filter } => {
             let filter = filter.to_filter(&ids)?;
-            bulk(pool, jobs::BulkAction::Cancel, &filter, "cancelled").await?;
+            bulk(pool, engine, jobs::BulkAction::Cancel, &filter, "cancelled").await?;
         }
         JobsCommand::Stats => {
             println!("queue\tstate\tcount\toldest_available_secs\tpaused");
@@ -530,7 +531,7 @@ async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {
             eprintln!("queue `{queue}` paused: workers start none of its jobs until it is resumed");
         }
         JobsCommand::Resume { queue } => {
-            jobs::admin::resume_queue(pool, &queue).await?;
+            jobs::admin::resume_queue(pool, engine, &queue).await?;
             eprintln!("queue `{queue}` resumed");
         }
     }
@@ -540,6 +541,7 @@ async fn jobs_command(pool: &PgPool, command: JobsCommand) -> Result<()> {
 /// A bulk admin action with a progress bar on stderr; prints the number of jobs changed.
 async fn bulk(
     pool: &PgPool,
+    queue: &jobs::Queue,
     action: jobs::BulkAction,
     filter: &jobs::JobFilter,
     verb: &str,
@@ -553,8 +555,10 @@ async fn bulk(
         indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} jobs {wide_bar} {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let changed =
-        jobs::admin::apply(pool, action, filter, 5_000, |done| bar.set_position(done)).await?;
+    let changed = jobs::admin::apply(pool, queue, action, filter, 5_000, |done| {
+        bar.set_position(done)
+    })
+    .await?;
     bar.finish_and_clear();
     eprintln!("{verb} {changed} of {matching} matching jobs");
     println!("{changed}");

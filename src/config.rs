@@ -179,10 +179,19 @@ pub struct WorkerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsConfig {
+    /// The PostgreSQL channel the queue's workers LISTEN on.
+    pub channel: String,
     pub maintenance_interval_ms: u64,
     pub stale_after_secs: u64,
     pub keep_completed_hours: u64,
     pub keep_failed_days: u64,
+}
+
+impl JobsConfig {
+    /// The queue engine as configured (its channel is checked when the configuration loads).
+    pub fn queue(&self) -> jobs::Queue {
+        jobs::Queue::new(&self.channel).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +312,7 @@ impl Config {
                 "N8N_WEBHOOK_API_KEY must be at least 16 characters long".into(),
             ));
         }
+        jobs::Queue::new(&self.jobs.channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(key) = &self.encryption_key {
             crate::crypto::Sealer::from_base64(secrecy::ExposeSecret::expose_secret(key))
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;

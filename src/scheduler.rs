@@ -32,6 +32,8 @@ pub struct SchedulerSettings {
     pub missed_grace: Duration,
     pub watchdog_timeout: Duration,
     pub trigger_max_attempts: i32,
+    /// The queue trigger jobs are enqueued on.
+    pub queue: jobs::Queue,
 }
 
 impl SchedulerSettings {
@@ -41,6 +43,7 @@ impl SchedulerSettings {
             missed_grace: Duration::from_secs(config.scheduler.missed_grace_secs),
             watchdog_timeout: Duration::from_secs(config.scheduler.watchdog_timeout_secs),
             trigger_max_attempts: config.n8n.trigger_attempts(),
+            queue: config.jobs.queue(),
         }
     }
 }
@@ -201,6 +204,7 @@ async fn fire(
                 };
                 let (sync_log_id, job_id) = create_sync(
                     &mut tx,
+                    &settings.queue,
                     &integration,
                     &request,
                     settings.trigger_max_attempts,

@@ -13,7 +13,7 @@ pub async fn run(pool: PgPool, config: Config, shutdown: CancellationToken) -> a
         pool.clone(),
         JobContext::new(pool, &config)?,
         tasks::registry(&config.worker),
-        tasks::worker_config(&config.worker),
+        tasks::worker_config(&config),
     );
     worker.run(shutdown).await?;
     Ok(())

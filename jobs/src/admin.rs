@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::{Error, enqueue::NOTIFY_CHANNEL};
+use crate::{Error, enqueue::Queue};
 
 /// The states of a job; see the crate README for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -228,6 +228,7 @@ impl BulkAction {
 /// statement, calling `progress` with the running total. Returns how many jobs it changed.
 pub async fn apply(
     pool: &PgPool,
+    queue: &Queue,
     action: BulkAction,
     filter: &JobFilter,
     batch: i64,
@@ -256,12 +257,8 @@ pub async fn apply(
                 .await?;
         total += changed as u64;
         if action == BulkAction::Retry {
-            for queue in queues {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(NOTIFY_CHANNEL)
-                    .bind(queue)
-                    .execute(pool)
-                    .await?;
+            for name in queues {
+                queue.notify_now(pool, &name).await?;
             }
         }
         progress(total);
@@ -284,16 +281,13 @@ pub async fn pause_queue(pool: &PgPool, queue: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn resume_queue(pool: &PgPool, queue: &str) -> Result<(), Error> {
+/// Resumes `name` and wakes its idle workers on `queue`'s channel.
+pub async fn resume_queue(pool: &PgPool, queue: &Queue, name: &str) -> Result<(), Error> {
     sqlx::query("UPDATE job_queues SET paused_at = NULL, updated_at = now() WHERE name = $1")
-        .bind(queue)
+        .bind(name)
         .execute(pool)
         .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(queue)
-        .execute(pool)
-        .await?;
+    queue.notify_now(pool, name).await?;
     Ok(())
 }
 

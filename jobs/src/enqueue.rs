@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -12,8 +12,8 @@ use sqlx::{Arguments, Encode, PgConnection, PgExecutor, Postgres, Type, postgres
 
 use crate::{Error, job::Job};
 
-/// The channel workers LISTEN on; the payload is the queue name.
-pub(crate) const NOTIFY_CHANNEL: &str = "syncbridge_jobs";
+/// The channel workers LISTEN on unless configured otherwise; the payload is the queue name.
+pub const DEFAULT_CHANNEL: &str = "syncbridge_jobs";
 /// At most one NOTIFY per queue per process in this window: a NOTIFY serialises commits, so one
 /// per insert would cap enqueue throughput. Workers also poll, so a skipped one costs little.
 const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(5);
@@ -99,8 +99,105 @@ const SINGLE_INSERT_UNIQUE: &str = "INSERT INTO jobs (kind, queue, args, state, 
          DO NOTHING
      RETURNING id";
 
-/// Inserts one job and returns its id, or the id of the live job holding its unique key.
-pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<i64, Error> {
+/// The engine as one database's users share it: the channel its workers LISTEN on (so two
+/// applications, or two test suites, can share a server without waking each other's workers)
+/// and the memory of its recent NOTIFYs. Enqueueing, workers, maintenance and the admin's retries
+/// all take it; a process holds one per database, so NOTIFYs are debounced per database.
+#[derive(Clone, Debug)]
+pub struct Queue(Arc<QueueInner>);
+
+#[derive(Debug)]
+struct QueueInner {
+    channel: String,
+    /// When this process last sent a NOTIFY per queue name.
+    last_notify: Mutex<HashMap<String, Instant>>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self::with_channel(DEFAULT_CHANNEL)
+    }
+}
+
+impl Queue {
+    /// A queue whose workers listen on `channel`: 1 to 63 characters, lowercase letters, digits
+    /// and `_` (a PostgreSQL identifier that needs no quoting).
+    pub fn new(channel: &str) -> Result<Self, Error> {
+        let valid = !channel.is_empty()
+            && channel.len() <= 63
+            && channel
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(Error::InvalidArgument(format!(
+                "the queue's channel must be 1 to 63 lowercase letters, digits or `_`, not {channel:?}"
+            )));
+        }
+        Ok(Self::with_channel(channel))
+    }
+
+    fn with_channel(channel: &str) -> Self {
+        Self(Arc::new(QueueInner {
+            channel: channel.to_string(),
+            last_notify: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The channel its workers LISTEN on.
+    pub fn channel(&self) -> &str {
+        &self.0.channel
+    }
+
+    /// Inserts one job and returns its id, or the id of the live job holding its unique key.
+    pub async fn enqueue(&self, conn: &mut PgConnection, job: &NewJob) -> Result<i64, Error> {
+        enqueue(self, conn, job).await
+    }
+
+    /// Inserts many jobs in one statement; see [`Enqueued`].
+    pub async fn enqueue_many(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+    ) -> Result<Enqueued, Error> {
+        enqueue_many(self, conn, jobs).await
+    }
+
+    /// Wakes idle workers of `queue` when the enclosing transaction commits, at most once per
+    /// [`NOTIFY_DEBOUNCE`] per queue name for this database in this process.
+    pub(crate) async fn notify(&self, conn: &mut PgConnection, queue: &str) -> Result<(), Error> {
+        let due = {
+            let mut last = self.0.last_notify.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            match last.get(queue) {
+                Some(at) if now.duration_since(*at) < NOTIFY_DEBOUNCE => false,
+                _ => {
+                    last.insert(queue.to_string(), now);
+                    true
+                }
+            }
+        };
+        if due {
+            self.notify_now(conn, queue).await?;
+        }
+        Ok(())
+    }
+
+    /// Wakes idle workers of `queue` when the enclosing transaction (or statement) ends.
+    pub(crate) async fn notify_now<'e>(
+        &self,
+        conn: impl PgExecutor<'e>,
+        queue: &str,
+    ) -> Result<(), Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(self.channel())
+            .bind(queue)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn enqueue(queue: &Queue, conn: &mut PgConnection, job: &NewJob) -> Result<i64, Error> {
     // A conflicting insert by a concurrent transaction can leave neither a new row nor a visible
     // old one; trying again then sees the outcome of that transaction.
     for _ in 0..5 {
@@ -124,7 +221,7 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<i64, Error
             .await?;
         if let Some(id) = inserted {
             if job.runs_now() {
-                notify(&mut *conn, &job.queue).await?;
+                queue.notify(&mut *conn, &job.queue).await?;
             }
             return Ok(id);
         }
@@ -159,7 +256,11 @@ pub struct Enqueued {
 
 /// Inserts many jobs in one statement (`unnest` of arrays). Jobs whose unique key is held by a
 /// live job (or by an earlier job in the same call) are not inserted; their live id is returned.
-pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Enqueued, Error> {
+async fn enqueue_many(
+    engine: &Queue,
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+) -> Result<Enqueued, Error> {
     if jobs.is_empty() {
         return Ok(Enqueued {
             ids: Vec::new(),
@@ -274,8 +375,8 @@ pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<En
             .collect();
         notified.sort_unstable();
         notified.dedup();
-        for queue in notified {
-            notify(&mut *conn, queue).await?;
+        for name in notified {
+            engine.notify(&mut *conn, name).await?;
         }
     }
     Ok(Enqueued { ids, inserted })
@@ -335,31 +436,4 @@ impl BulkColumns {
             ))
         }
     }
-}
-
-static LAST_NOTIFY: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
-
-/// Wakes idle workers of `queue` when the enclosing transaction commits, at most once per
-/// [`NOTIFY_DEBOUNCE`] per queue in this process.
-async fn notify(conn: &mut PgConnection, queue: &str) -> Result<(), Error> {
-    let due = {
-        let mut guard = LAST_NOTIFY.lock().unwrap_or_else(|p| p.into_inner());
-        let map = guard.get_or_insert_with(HashMap::new);
-        let now = Instant::now();
-        match map.get(queue) {
-            Some(last) if now.duration_since(*last) < NOTIFY_DEBOUNCE => false,
-            _ => {
-                map.insert(queue.to_string(), now);
-                true
-            }
-        }
-    };
-    if due {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(queue)
-            .execute(conn)
-            .await?;
-    }
-    Ok(())
 }

@@ -18,7 +18,7 @@ mod worker;
 
 pub use admin::{BulkAction, JobFilter, JobState, JobSummary, QueueStats};
 pub use backoff::Backoff;
-pub use enqueue::{Enqueued, NewJob, enqueue, enqueue_many};
+pub use enqueue::{DEFAULT_CHANNEL, Enqueued, NewJob, Queue};
 pub use job::{Job, JobError, JobMeta, PlainJob, TransactionalJob};
 // One duty of the leader at a time (`enqueue_due_tick`, `rescue_stale`, `prune`), for tools and tests.
 pub use maintenance::{

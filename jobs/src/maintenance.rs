@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error,
-    enqueue::{NOTIFY_CHANNEL, NewJob, enqueue},
+    enqueue::{NewJob, Queue},
 };
 
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct MaintenanceConfig {
     pub prune_every: Duration,
     /// Most rows one maintenance statement touches, so no statement holds locks for long.
     pub batch: i64,
+    /// The queue whose workers promoted and periodic jobs wake.
+    pub queue: Queue,
 }
 
 impl Default for MaintenanceConfig {
@@ -43,6 +45,7 @@ impl Default for MaintenanceConfig {
             keep_failed: Duration::from_secs(7 * 24 * 3600),
             prune_every: Duration::from_secs(60),
             batch: 10_000,
+            queue: Queue::default(),
         }
     }
 }
@@ -245,9 +248,9 @@ impl Maintenance {
             self.config.default_timeout,
         )
         .await?;
-        promote_due(&self.pool, self.config.batch).await?;
+        promote_due(&self.pool, &self.config.queue, self.config.batch).await?;
         for periodic in &self.periodic {
-            enqueue_due_tick(&self.pool, periodic, now).await?;
+            enqueue_due_tick(&self.pool, &self.config.queue, periodic, now).await?;
         }
         Ok(())
     }
@@ -274,7 +277,7 @@ pub(crate) async fn try_lead(pool: &PgPool, id: &str, lease: Duration) -> Result
 }
 
 /// Scheduled and retryable jobs whose time has come become available; their queues are woken.
-pub(crate) async fn promote_due(pool: &PgPool, batch: i64) -> Result<u64, Error> {
+pub(crate) async fn promote_due(pool: &PgPool, queue: &Queue, batch: i64) -> Result<u64, Error> {
     let queues: Vec<String> = sqlx::query_scalar(
         "WITH due AS (
              SELECT id FROM jobs
@@ -290,12 +293,8 @@ pub(crate) async fn promote_due(pool: &PgPool, batch: i64) -> Result<u64, Error>
     .bind(batch)
     .fetch_all(pool)
     .await?;
-    for queue in &queues {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(queue)
-            .execute(pool)
-            .await?;
+    for name in &queues {
+        queue.notify_now(pool, name).await?;
     }
     Ok(queues.len() as u64)
 }
@@ -387,6 +386,7 @@ pub async fn prune(pool: &PgPool, config: &MaintenanceConfig) -> Result<u64, Err
 /// Returns the tick enqueued, if any.
 pub async fn enqueue_due_tick(
     pool: &PgPool,
+    queue: &Queue,
     periodic: &Periodic,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, Error> {
@@ -428,7 +428,7 @@ pub async fn enqueue_due_tick(
             periodic.name,
             tick.to_rfc3339()
         ));
-        enqueue(&mut tx, &job).await?;
+        queue.enqueue(&mut tx, &job).await?;
     }
     tx.commit().await?;
     Ok(run.then_some(tick))

@@ -18,7 +18,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     Error,
     backoff::Backoff,
-    enqueue::NOTIFY_CHANNEL,
+    enqueue::Queue,
     job::{JobError, JobMeta},
     registry::{Handler, Registry},
 };
@@ -42,6 +42,8 @@ pub struct WorkerConfig {
     /// database does not answer. An outcome still unwritten then is left to the rescuer: the
     /// attempt's lease (its timeout plus `MaintenanceConfig::stale_after`) runs out.
     pub settle_for: Duration,
+    /// The queue whose channel the worker LISTENs on.
+    pub queue: Queue,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +57,7 @@ impl Default for WorkerConfig {
             completion_batch: 2_000,
             backoff: Backoff::default(),
             settle_for: Duration::from_secs(300),
+            queue: Queue::default(),
         }
     }
 }
@@ -223,6 +226,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         let background = CancellationToken::new();
         let listener = tokio::spawn(listen(
             self.pool.clone(),
+            shared.config.queue.channel().to_string(),
             wakeups.clone(),
             background.clone(),
         ));
@@ -684,7 +688,12 @@ async fn heartbeat<C>(shared: Arc<Shared<C>>, stop: CancellationToken) {
 }
 
 /// Routes NOTIFY wake-ups to the queues' fetch loops; reconnects when the connection drops.
-async fn listen(pool: PgPool, wakeups: Arc<HashMap<String, Arc<Notify>>>, stop: CancellationToken) {
+async fn listen(
+    pool: PgPool,
+    channel: String,
+    wakeups: Arc<HashMap<String, Arc<Notify>>>,
+    stop: CancellationToken,
+) {
     while !stop.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -696,7 +705,7 @@ async fn listen(pool: PgPool, wakeups: Arc<HashMap<String, Arc<Notify>>>, stop: 
                 }
             }
         };
-        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+        if let Err(e) = listener.listen(&channel).await {
             tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only");
             tokio::time::sleep(Duration::from_secs(5)).await;
             continue;

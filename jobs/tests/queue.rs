@@ -25,6 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use jobs::testing::TestDatabase;
 
+/// The queue every enqueue here goes through: one per process, as in the service, so its NOTIFY
+/// debounce works as it does there.
+fn queue() -> &'static jobs::Queue {
+    static QUEUE: std::sync::OnceLock<jobs::Queue> = std::sync::OnceLock::new();
+    QUEUE.get_or_init(jobs::Queue::default)
+}
+
 /// A database of the test's own, on the test server.
 async fn test_db() -> TestDatabase {
     TestDatabase::create(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg")).await
@@ -198,7 +205,7 @@ impl Running {
 
 async fn enqueue_one(pool: &PgPool, job: NewJob) -> i64 {
     let mut conn = pool.acquire().await.unwrap();
-    jobs::enqueue(&mut conn, &job).await.unwrap()
+    queue().enqueue(&mut conn, &job).await.unwrap()
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -326,7 +333,7 @@ async fn a_second_enqueue_of_a_live_unique_job_returns_the_first() {
         NewJob::new(&Ping::default()).unwrap(),
     ];
     let mut conn = db.pool.acquire().await.unwrap();
-    let result = jobs::enqueue_many(&mut conn, &batch).await.unwrap();
+    let result = queue().enqueue_many(&mut conn, &batch).await.unwrap();
     assert_eq!(result.inserted, 2, "sync:43 once and the keyless job");
     assert!(result.ids.contains(&first));
     let total = count(&db.pool, "SELECT count(*) FROM jobs").await;
@@ -348,7 +355,7 @@ async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
     let mut conn = db.pool.acquire().await.unwrap();
     // Identical jobs: every column is the same (sent once each).
     let same = vec![NewJob::new(&Ping::default()).unwrap().tag("t:1"); 3];
-    let result = jobs::enqueue_many(&mut conn, &same).await.unwrap();
+    let result = queue().enqueue_many(&mut conn, &same).await.unwrap();
     assert_eq!(result.inserted, 3);
     let mut ids = result.ids.clone();
     ids.dedup();
@@ -369,7 +376,7 @@ async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
         .tag("t:2"),
         NewJob::new(&Ping::default()).unwrap().unique_key("k:1"),
     ];
-    let result = jobs::enqueue_many(&mut conn, &mixed).await.unwrap();
+    let result = queue().enqueue_many(&mut conn, &mixed).await.unwrap();
     assert_eq!(result.inserted, 3);
     type Stored = (
         serde_json::Value,
@@ -414,7 +421,7 @@ async fn bulk_enqueue_returns_each_jobs_id_in_the_order_given() {
             .unwrap()
         })
         .collect();
-    let result = jobs::enqueue_many(&mut conn, &jobs).await.unwrap();
+    let result = queue().enqueue_many(&mut conn, &jobs).await.unwrap();
     let notes: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, args->>'note' FROM jobs WHERE id = ANY($1)")
             .bind(&result.ids)
@@ -432,7 +439,8 @@ async fn bulk_enqueue_returns_each_jobs_id_in_the_order_given() {
 async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
     let db = test_db().await;
     let mut tx = db.pool.begin().await.unwrap();
-    jobs::enqueue(&mut tx, &NewJob::new(&Ping::default()).unwrap())
+    queue()
+        .enqueue(&mut tx, &NewJob::new(&Ping::default()).unwrap())
         .await
         .unwrap();
     tx.rollback().await.unwrap();
@@ -667,7 +675,10 @@ async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
             for round in 0..rounds {
                 let now = start + chrono::Duration::milliseconds(500 * round);
                 barrier.wait().await;
-                if let Some(tick) = enqueue_due_tick(&pool, &periodic, now).await.unwrap() {
+                if let Some(tick) = enqueue_due_tick(&pool, queue(), &periodic, now)
+                    .await
+                    .unwrap()
+                {
                     enqueued.push(tick);
                 }
             }
@@ -710,18 +721,33 @@ async fn missed_ticks_follow_the_schedules_policy() {
     // Down from 08:00 until 13:20: five ticks passed while nothing ran.
     let back = Utc.with_ymd_and_hms(2026, 1, 1, 13, 20, 0).unwrap();
     for p in [&run_latest, &skip] {
-        assert_eq!(enqueue_due_tick(&db.pool, p, t0).await.unwrap(), None);
+        assert_eq!(
+            enqueue_due_tick(&db.pool, queue(), p, t0).await.unwrap(),
+            None
+        );
     }
     assert_eq!(
-        enqueue_due_tick(&db.pool, &run_latest, back).await.unwrap(),
+        enqueue_due_tick(&db.pool, queue(), &run_latest, back)
+            .await
+            .unwrap(),
         Some(Utc.with_ymd_and_hms(2026, 1, 1, 13, 0, 0).unwrap()),
         "run once, for the latest missed tick"
     );
-    assert_eq!(enqueue_due_tick(&db.pool, &skip, back).await.unwrap(), None);
+    assert_eq!(
+        enqueue_due_tick(&db.pool, queue(), &skip, back)
+            .await
+            .unwrap(),
+        None
+    );
     // Both carry on normally with the next tick.
     let next = Utc.with_ymd_and_hms(2026, 1, 1, 14, 0, 1).unwrap();
     for p in [&run_latest, &skip] {
-        assert!(enqueue_due_tick(&db.pool, p, next).await.unwrap().is_some());
+        assert!(
+            enqueue_due_tick(&db.pool, queue(), p, next)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
     let jobs = count(&db.pool, "SELECT count(*) FROM jobs").await;
     assert_eq!(jobs, 3);
@@ -798,7 +824,7 @@ async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
         ..JobFilter::default()
     };
     let mut progress = Vec::new();
-    let retried = jobs::admin::apply(&db.pool, BulkAction::Retry, &filter, 3_000, |n| {
+    let retried = jobs::admin::apply(&db.pool, queue(), BulkAction::Retry, &filter, 3_000, |n| {
         progress.push(n)
     })
     .await
@@ -835,7 +861,7 @@ async fn a_paused_queue_starts_nothing_until_resumed() {
     // A worker that runs everything it may run now runs nothing.
     assert_eq!(drain().await.unwrap(), 0);
     assert_eq!(job_row(&db.pool, id).await.state, "available");
-    jobs::admin::resume_queue(&db.pool, "default")
+    jobs::admin::resume_queue(&db.pool, queue(), "default")
         .await
         .unwrap();
     assert_eq!(drain().await.unwrap(), 1);
@@ -871,4 +897,74 @@ async fn retention_prunes_only_finished_jobs_past_their_time() {
             .unwrap();
     let states: Vec<&str> = left.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(states, ["completed", "failed", "available"]);
+}
+
+/// A queue's NOTIFYs go to its own channel, and each queue (one per database) debounces its own:
+/// enqueueing on two databases at once wakes the listeners of both.
+#[tokio::test]
+async fn notifications_go_to_the_queues_channel_and_each_database_is_woken() {
+    assert!(jobs::Queue::new("Not-An-Identifier").is_err());
+    assert!(jobs::Queue::new("").is_err());
+    let (a, b) = (test_db().await, test_db().await);
+    let mut listeners = Vec::new();
+    for db in [&a, &b] {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+            .await
+            .unwrap();
+        listener.listen("team_a_jobs").await.unwrap();
+        listeners.push(listener);
+    }
+    for db in [&a, &b] {
+        let queue = jobs::Queue::new("team_a_jobs").unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        queue
+            .enqueue(&mut conn, &NewJob::new(&Ping::default()).unwrap())
+            .await
+            .unwrap();
+    }
+    for listener in &mut listeners {
+        let woken = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("a NOTIFY within 10 s")
+            .unwrap();
+        assert_eq!(woken.payload(), "default");
+    }
+}
+
+/// A worker listens on its queue's channel: with a poll interval far beyond the deadline, only
+/// the notification can have started the job in time.
+#[tokio::test]
+async fn a_worker_is_woken_on_its_queues_channel() {
+    let db = test_db().await;
+    let queue = jobs::Queue::new("other_app_jobs").unwrap();
+    let config = WorkerConfig {
+        poll_interval: Duration::from_secs(600),
+        queue: queue.clone(),
+        ..fast_worker_config()
+    };
+    let ctx = Ctx {
+        runs: Arc::new(AtomicUsize::new(0)),
+    };
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(db.pool.clone(), ctx.clone(), registry(), config).run(shutdown.clone()),
+    );
+    // The worker's first claim finds nothing; wait until it is registered and idle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&db.pool, "SELECT count(*) FROM job_workers").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    let id = queue
+        .enqueue(&mut conn, &NewJob::new(&Ping::default()).unwrap())
+        .await
+        .unwrap();
+    drop(conn);
+    wait_for_state(&db.pool, id, &["completed"]).await;
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
 }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub sync: Arc<SyncAdmin>,
     /// Mapping previews running at once (each on the blocking pool).
     pub previews: Arc<tokio::sync::Semaphore>,
+    /// The queue deliveries and manual syncs enqueue their jobs on.
+    pub queue: jobs::Queue,
 }
 
 /// Mapping previews a process runs at once; more wait for a turn (within the request timeout).
@@ -66,6 +68,7 @@ impl AppState {
                 trigger_max_attempts: config.n8n.trigger_attempts(),
             }),
             previews: Arc::new(tokio::sync::Semaphore::new(PREVIEWS_AT_ONCE)),
+            queue: config.jobs.queue(),
         })
     }
 }

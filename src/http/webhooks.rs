@@ -166,7 +166,7 @@ pub async fn receive(
         max_pending_records_per_tenant: hooks.config.max_pending_records_per_tenant,
         dedupe_window_secs: hooks.config.dedupe_window_secs,
     };
-    match store::store(&state.pool, &batch, &limits).await {
+    match store::store(&state.pool, &state.queue, &batch, &limits).await {
         Ok(Stored::Accepted(receipt)) => Ok(answer(StatusCode::ACCEPTED, &receipt, false)),
         Ok(Stored::Duplicate(receipt)) => Ok(answer(StatusCode::OK, &receipt, true)),
         Err(e) => Err(store_error(e, &hooks.config)),

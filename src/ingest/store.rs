@@ -93,6 +93,7 @@ pub struct Limits {
 
 pub async fn store(
     pool: &PgPool,
+    queue: &jobs::Queue,
     batch: &NewBatch<'_>,
     limits: &Limits,
 ) -> Result<Stored, StoreError> {
@@ -207,6 +208,7 @@ pub async fn store(
         let indexes: Vec<i32> = batch.chunks.iter().map(|c| c.index).collect();
         let job_ids = enqueue_chunk_jobs(
             &mut tx,
+            queue,
             batch.tenant_id,
             batch.integration_id,
             batch_id,
@@ -244,7 +246,7 @@ pub async fn store(
             sync_log_id,
         })?
         .tag(job_tag(batch.tenant_id, batch.integration_id));
-        jobs::enqueue(&mut tx, &finalize).await?;
+        queue.enqueue(&mut tx, &finalize).await?;
     }
     if let Some(error) = batch.source_error {
         let summary = error.summary(batch.data_type.as_str());

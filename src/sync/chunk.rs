@@ -66,6 +66,7 @@ pub fn decode_chunk(payload: &[u8], encoding: &str) -> std::io::Result<Vec<u8>> 
 /// Enqueues one `ProcessChunk` job per chunk index; returns their ids in the order of `indexes`.
 pub async fn enqueue_chunk_jobs(
     tx: &mut PgConnection,
+    queue: &::jobs::Queue,
     tenant_id: Uuid,
     integration_id: Uuid,
     batch_id: Uuid,
@@ -83,7 +84,7 @@ pub async fn enqueue_chunk_jobs(
             .map(|j| j.tag(tag.clone()))
         })
         .collect::<Result<_, _>>()?;
-    let enqueued = ::jobs::enqueue_many(&mut *tx, &jobs).await?;
+    let enqueued = queue.enqueue_many(&mut *tx, &jobs).await?;
     // Each chunk names its job, so a dead job's chunk can be found and settled. No unique keys:
     // the engine returns the ids in the order of the jobs.
     anyhow::ensure!(

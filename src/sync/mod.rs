@@ -45,6 +45,7 @@ pub struct SyncRequest {
 /// which holds the integration's row. Returns the sync log id and the job id.
 pub(crate) async fn create_sync(
     tx: &mut PgConnection,
+    queue: &jobs::Queue,
     integration: &LockedIntegration,
     request: &SyncRequest,
     max_attempts: i32,
@@ -68,7 +69,7 @@ pub(crate) async fn create_sync(
     .max_attempts(max_attempts)
     .unique_key(format!("trigger:{sync_log_id}"))
     .tag(job_tag(tenant_id, integration_id));
-    let job_id = jobs::enqueue(&mut *tx, &job).await?;
+    let job_id = queue.enqueue(&mut *tx, &job).await?;
     db::sync_logs::insert_pending(
         tx,
         sync_log_id,
@@ -117,6 +118,7 @@ impl From<sqlx::Error> for SyncRequestError {
 /// then creates the sync and its job. `force` starts it even while another sync is open.
 pub async fn request_sync(
     pool: &PgPool,
+    queue: &jobs::Queue,
     integration_id: Uuid,
     request: &SyncRequest,
     force: bool,
@@ -160,7 +162,7 @@ pub async fn request_sync(
             return Err(SyncRequestError::SyncOpen { sync_log_id });
         }
     }
-    let created = create_sync(&mut tx, &integration, &request, max_attempts).await?;
+    let created = create_sync(&mut tx, queue, &integration, &request, max_attempts).await?;
     tx.commit().await?;
     Ok(created)
 }

@@ -25,7 +25,11 @@ pub struct Replay {
 /// after the original sync must not be soft-deleted for being absent from old data. Its batches
 /// keep their original place in delivery order, so a record delivered again since keeps its newer
 /// version; records whose stored row came from these very batches are rewritten.
-pub async fn reprocess(pool: &PgPool, sync_log_id: Uuid) -> Result<Replay, SyncAdminError> {
+pub async fn reprocess(
+    pool: &PgPool,
+    queue: &jobs::Queue,
+    sync_log_id: Uuid,
+) -> Result<Replay, SyncAdminError> {
     let mut tx = system_tx(pool).await?;
     let original = sync_logs::for_replay(&mut tx, sync_log_id)
         .await?
@@ -56,7 +60,7 @@ pub async fn reprocess(pool: &PgPool, sync_log_id: Uuid) -> Result<Replay, SyncA
             continue;
         }
         let job_ids =
-            enqueue_chunk_jobs(&mut tx, tenant_id, integration_id, new_id, &indexes).await?;
+            enqueue_chunk_jobs(&mut tx, queue, tenant_id, integration_id, new_id, &indexes).await?;
         batches::copy_chunks(&mut tx, batch.id, new_id, &indexes, &job_ids).await?;
         records += i64::from(batch.record_count);
         jobs += job_ids.len();

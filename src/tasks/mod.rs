@@ -84,8 +84,11 @@ pub fn periodic() -> Vec<jobs::Periodic> {
     ]
 }
 
-pub fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
+/// The worker's settings, and the queue it listens to (`jobs.channel`).
+pub fn worker_config(config: &Config) -> WorkerConfig {
+    let settings = &config.worker;
     WorkerConfig {
+        queue: config.jobs.queue(),
         fetch_batch: settings.fetch_batch,
         poll_interval: Duration::from_millis(settings.poll_interval_ms),
         heartbeat_interval: Duration::from_secs(settings.heartbeat_interval_secs.max(1)),
@@ -105,6 +108,7 @@ pub fn maintenance_config(settings: &JobsConfig) -> MaintenanceConfig {
         stale_after: Duration::from_secs(settings.stale_after_secs),
         keep_completed: Duration::from_secs(settings.keep_completed_hours * 3600),
         keep_failed: Duration::from_secs(settings.keep_failed_days * 24 * 3600),
+        queue: settings.queue(),
         ..MaintenanceConfig::default()
     }
 }

@@ -497,6 +497,7 @@ async fn a_dead_chunk_fails_its_batch_closes_the_sync_and_a_retry_restores_it() 
     };
     let retried = jobs::admin::apply(
         &w.app.db.pool,
+        &jobs::Queue::default(),
         jobs::BulkAction::Retry,
         &filter,
         100,
@@ -943,7 +944,7 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
         pool.clone(),
         syncbridge::tasks::JobContext::new(pool.clone(), &config).unwrap(),
         syncbridge::tasks::registry(&config.worker),
-        syncbridge::tasks::worker_config(&config.worker),
+        syncbridge::tasks::worker_config(&config),
     );
     let maintenance = jobs::Maintenance::new(
         pool.clone(),

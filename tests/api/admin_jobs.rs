@@ -17,7 +17,10 @@ async fn job_state(pool: &PgPool, id: i64) -> String {
 
 async fn enqueue_one(pool: &PgPool, job: NewJob) -> i64 {
     let mut conn = pool.acquire().await.unwrap();
-    jobs::enqueue(&mut conn, &job).await.unwrap()
+    jobs::Queue::default()
+        .enqueue(&mut conn, &job)
+        .await
+        .unwrap()
 }
 
 /// An authorised admin request; returns the JSON answer.

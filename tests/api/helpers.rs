@@ -408,7 +408,7 @@ pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {
         db.pool.clone(),
         syncbridge::tasks::JobContext::new(db.pool.clone(), config).unwrap(),
         syncbridge::tasks::registry(&config.worker),
-        syncbridge::tasks::worker_config(&config.worker),
+        syncbridge::tasks::worker_config(config),
     );
     let maintenance = jobs::Maintenance::new(
         db.pool.clone(),

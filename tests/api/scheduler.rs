@@ -443,7 +443,7 @@ async fn retry_after_from_n8n_sets_the_next_attempt() {
         w.app.db.pool.clone(),
         JobContext::new(w.app.db.pool.clone(), &config).unwrap(),
         tasks::registry(&config.worker),
-        tasks::worker_config(&config.worker),
+        tasks::worker_config(&config),
     );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
@@ -526,6 +526,7 @@ async fn n8n_404_kills_the_job_and_fails_the_sync_with_the_answer() {
     };
     let retried = jobs::admin::apply(
         &w.app.db.pool,
+        &jobs::Queue::default(),
         jobs::BulkAction::Retry,
         &filter,
         100,
@@ -606,9 +607,16 @@ async fn a_silent_n8n_times_out_and_exhausted_attempts_fail_the_sync() {
         scheduled_for: None,
         retry_of: None,
     };
-    let (sync_log_id, _) = syncbridge::sync::request_sync(&w.app.db.pool, id, &request, false, 2)
-        .await
-        .unwrap();
+    let (sync_log_id, _) = syncbridge::sync::request_sync(
+        &w.app.db.pool,
+        &jobs::Queue::default(),
+        id,
+        &request,
+        false,
+        2,
+    )
+    .await
+    .unwrap();
     // n8n answers after 5 s; the job's errors say each attempt gave up after 1 s.
     w.work(&config).await;
 
@@ -773,6 +781,7 @@ fn scheduler_settings() -> SchedulerSettings {
         // Simulated clocks run ahead of the database's: keep the watchdog out of these tests.
         watchdog_timeout: Duration::from_secs(30 * 24 * 3600),
         trigger_max_attempts: 3,
+        queue: jobs::Queue::default(),
     }
 }
 

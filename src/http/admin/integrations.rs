@@ -144,6 +144,7 @@ pub async fn sync(
     };
     match sync::request_sync(
         &state.pool,
+        &state.queue,
         id,
         &sync_request,
         request.force,

@@ -124,7 +124,7 @@ async fn bulk(
     body: BulkRequest,
 ) -> Result<u64, ApiError> {
     let filter = body.into_filter()?;
-    jobs::admin::apply(&state.pool, action, &filter, 5_000, |_| {})
+    jobs::admin::apply(&state.pool, &state.queue, action, &filter, 5_000, |_| {})
         .await
         .map_err(ApiError::from)
 }
