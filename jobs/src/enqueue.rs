@@ -256,6 +256,12 @@ pub struct Enqueued {
 
 /// Inserts many jobs in one statement (`unnest` of arrays). Jobs whose unique key is held by a
 /// live job (or by an earlier job in the same call) are not inserted; their live id is returned.
+///
+/// The statement is built here, at run time: which columns go as one value and which as arrays
+/// depends on the jobs (see [`BulkColumns`]). Its text is a function of that shape alone (which
+/// columns are arrays, whether any job has a unique key), so PostgreSQL prepares it once per
+/// shape; `tests/queue.rs` (`bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not`) runs
+/// the uniform, mixed and all-array shapes.
 async fn enqueue_many(
     engine: &Queue,
     conn: &mut PgConnection,
