@@ -6,7 +6,7 @@ use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::{Error, enqueue::Queue};
 
@@ -222,6 +222,24 @@ impl BulkAction {
             ],
         }
     }
+}
+
+/// Cancels the jobs among `ids` that have not finished (available, scheduled, running or
+/// retryable), in the caller's transaction, so that it can settle what those jobs were doing in
+/// the same commit: a running attempt cancelled here cannot complete afterwards (completions are
+/// fenced on `state = 'running'`). Returns how many were cancelled.
+pub async fn cancel_unfinished(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finalized_at = now()
+         WHERE id = ANY($1) AND state IN ('available', 'scheduled', 'running', 'retryable')",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Applies `action` to every job matching `filter` (and allowed for the action), `batch` rows per

@@ -126,34 +126,27 @@ pub async fn lock(conn: &mut PgConnection, batch_id: Uuid) -> Result<bool, sqlx:
     Ok(found.is_some())
 }
 
-/// Cancels the unfinished jobs of the batch's unsettled, unprocessed chunks, and returns those
-/// chunks (index, records), in one statement (a data-modifying `WITH` always runs). Cancelled
-/// before they are settled, so no attempt running now can commit its chunk afterwards (its
-/// completion is fenced on `state = 'running'`); the caller holds the batch's lock.
-pub async fn cancel_unfinished_chunks(
+/// A chunk not yet processed nor settled, and its job.
+pub struct UnfinishedChunk {
+    pub chunk_index: i32,
+    pub record_count: i32,
+    pub job_id: Option<i64>,
+}
+
+/// The batch's chunks that are neither processed nor settled, in order.
+pub async fn unfinished_chunks(
     conn: &mut PgConnection,
     batch_id: Uuid,
-) -> Result<Vec<(i32, i32)>, sqlx::Error> {
-    sqlx::query!(
-        r#"WITH open AS (
-             SELECT chunk_index, record_count, job_id FROM ingest_batch_chunks
-             WHERE batch_id = $1 AND processed_at IS NULL AND failed_at IS NULL),
-         cancelled AS (
-             UPDATE jobs SET state = 'cancelled', finalized_at = now()
-             WHERE id IN (SELECT job_id FROM open)
-               AND state IN ('available', 'scheduled', 'running', 'retryable')
-             RETURNING id)
-         SELECT chunk_index AS "chunk_index!", record_count AS "record_count!"
-         FROM open ORDER BY chunk_index"#,
+) -> Result<Vec<UnfinishedChunk>, sqlx::Error> {
+    sqlx::query_as!(
+        UnfinishedChunk,
+        "SELECT chunk_index, record_count, job_id FROM ingest_batch_chunks
+         WHERE batch_id = $1 AND processed_at IS NULL AND failed_at IS NULL
+         ORDER BY chunk_index",
         batch_id
     )
     .fetch_all(conn)
     .await
-    .map(|rows| {
-        rows.into_iter()
-            .map(|r| (r.chunk_index, r.record_count))
-            .collect()
-    })
 }
 
 /// A batch of a sync, as a replay copies it.

@@ -200,12 +200,25 @@ pub async fn discard_batch(
     if !batches::lock(&mut tx, batch_id).await? {
         return Ok(None);
     }
-    let chunks = batches::cancel_unfinished_chunks(&mut tx, batch_id).await?;
+    let chunks = batches::unfinished_chunks(&mut tx, batch_id).await?;
+    // Their jobs are cancelled before the chunks are settled, so no attempt running now can
+    // commit its chunk afterwards (its completion is fenced on `state = 'running'`); the batch's
+    // lock keeps new chunks of it from starting meanwhile.
+    let job_ids: Vec<i64> = chunks.iter().filter_map(|c| c.job_id).collect();
+    ::jobs::admin::cancel_unfinished(&mut tx, &job_ids).await?;
     let mut discarded = 0;
     let message = format!("discarded by an operator: {reason}");
-    for (chunk, count) in chunks {
-        if settle_chunk(&mut tx, batch_id, chunk, BATCH_DISCARDED, &message).await? {
-            discarded += i64::from(count);
+    for chunk in chunks {
+        if settle_chunk(
+            &mut tx,
+            batch_id,
+            chunk.chunk_index,
+            BATCH_DISCARDED,
+            &message,
+        )
+        .await?
+        {
+            discarded += i64::from(chunk.record_count);
         }
     }
     tx.commit().await?;
