@@ -83,6 +83,8 @@ async fn run_on(database: &Database, command: Command, config: &Config) -> Resul
 }
 
 async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
+    // Built before any role takes a copy of the configuration, so that every role shares it.
+    config.jobs.queue();
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
 

@@ -181,6 +181,10 @@ pub struct WorkerConfig {
 pub struct JobsConfig {
     /// The PostgreSQL channel the queue's workers LISTEN on.
     pub channel: String,
+    /// The queue built from `channel`, once: every part of the process (web, worker, scheduler,
+    /// admin commands) enqueues through this one, so its NOTIFY debounce is the process's.
+    #[serde(skip)]
+    queue: std::sync::OnceLock<jobs::Queue>,
     pub maintenance_interval_ms: u64,
     pub stale_after_secs: u64,
     pub keep_completed_hours: u64,
@@ -188,9 +192,11 @@ pub struct JobsConfig {
 }
 
 impl JobsConfig {
-    /// The queue engine as configured (its channel is checked when the configuration loads).
+    /// The process's queue (its channel is checked when the configuration loads).
     pub fn queue(&self) -> jobs::Queue {
-        jobs::Queue::new(&self.channel).unwrap_or_default()
+        self.queue
+            .get_or_init(|| jobs::Queue::new(&self.channel).unwrap_or_default())
+            .clone()
     }
 }
 

@@ -15,19 +15,27 @@ use std::{
 use embedded_pg::{EmbeddedOptions, EmbeddedPostgres, quote_ident};
 use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgConnectOptions};
 
-struct Server {
-    admin: PgConnectOptions,
+/// The server tests run against.
+pub struct TestServer {
+    /// Connects as the superuser (or `DATABASE_URL`'s user) to its `postgres` database.
+    pub admin: PgConnectOptions,
+    /// The private server's socket directory, to build URLs for child processes; `None` with
+    /// `DATABASE_URL`.
+    pub socket_dir: Option<PathBuf>,
     _embedded: Option<EmbeddedPostgres>,
 }
 
-static SERVER: OnceLock<Server> = OnceLock::new();
+static SERVER: OnceLock<TestServer> = OnceLock::new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn server(data_dir: &Path) -> &'static Server {
+/// The process's test server: `DATABASE_URL`, else the private one in `data_dir`, started (or
+/// joined) on first use.
+pub fn server(data_dir: &Path) -> &'static TestServer {
     SERVER.get_or_init(|| {
         if let Ok(url) = std::env::var("DATABASE_URL") {
-            return Server {
+            return TestServer {
                 admin: PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"),
+                socket_dir: None,
                 _embedded: None,
             };
         }
@@ -45,8 +53,9 @@ fn server(data_dir: &Path) -> &'static Server {
         .join()
         .expect("embedded start thread")
         .expect("the test PostgreSQL starts");
-        Server {
+        TestServer {
             admin: embedded.connect_options("postgres"),
+            socket_dir: Some(embedded.data_dir().to_path_buf()),
             _embedded: Some(embedded),
         }
     })
@@ -69,7 +78,7 @@ impl TestDatabase {
             .await
             .expect("connect to the test PostgreSQL");
         if COUNTER.load(Ordering::SeqCst) == 0 {
-            drop_stale(&mut admin).await;
+            drop_stale_databases(&mut admin, "jobstest").await;
         }
         let name = format!(
             "jobstest_{}_{}",
@@ -105,33 +114,26 @@ impl TestDatabase {
             .await
             .expect("connect to the test database")
     }
-
-    /// How many jobs are in `state`.
-    pub async fn count_in_state(&self, state: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = $1")
-            .bind(state)
-            .fetch_one(&self.pool)
-            .await
-            .expect("count jobs")
-    }
 }
 
-/// Test databases of processes that are gone.
-async fn drop_stale(conn: &mut PgConnection) {
+/// Drops the test databases named `<prefix>_<pid>_…` whose process is gone (a test process
+/// cannot drop its databases when it ends).
+pub async fn drop_stale_databases(conn: &mut PgConnection, prefix: &str) {
     let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'jobstest\\_%'")
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1 || '_')")
+            .bind(prefix)
             .fetch_all(&mut *conn)
             .await
             .expect("list test databases");
     for name in names {
         let pid = name.split('_').nth(1).unwrap_or_default();
         if !PathBuf::from(format!("/proc/{pid}")).exists() {
-            let _ = conn
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&name)
-                )))
-                .await;
+            conn.execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&name)
+            )))
+            .await
+            .expect("drop a stale test database");
         }
     }
 }

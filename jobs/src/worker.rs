@@ -141,33 +141,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
     /// concurrency and waits for all of them. Deterministic where [`Worker::run`] polls: for
     /// tests and one-off tools, never beside a running worker of the same registry.
     pub async fn drain(self) -> Result<usize, Error> {
-        let queues: Vec<(String, usize)> = self
-            .registry
-            .queues
-            .iter()
-            .map(|(q, n)| (q.clone(), *n))
-            .collect();
-        let queue_names: Vec<String> = queues.iter().map(|(q, _)| q.clone()).collect();
-        register(&self.pool, &self.worker_id, &queue_names).await?;
-        let (completions_tx, completions_rx) = mpsc::unbounded_channel();
-        let kinds = self.registry.kinds();
-        let shared = Arc::new(Shared {
-            pool: self.pool.clone(),
-            queue_pool: self.queue_pool.clone(),
-            ctx: self.ctx,
-            registry: self.registry,
-            config: self.config,
-            worker_id: self.worker_id.clone(),
-            kinds,
-            completions: completions_tx,
-            hard_stop: CancellationToken::new(),
-        });
-        let completer = tokio::spawn(complete_batches(
-            self.queue_pool.clone(),
-            completions_rx,
-            shared.config.completion_batch,
-            shared.config.settle_for,
-        ));
+        let (queues, shared, completer) = self.start().await?;
         let mut ran = 0;
         loop {
             let mut round = tokio::task::JoinSet::new();
@@ -183,16 +157,22 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             ran += round.len();
             while round.join_next().await.is_some() {}
         }
-        let pool = shared.pool.clone();
-        drop(shared);
-        let _ = completer.await;
-        self.queue_pool.close().await;
-        deregister(&pool, &self.worker_id).await?;
+        finish(shared, completer).await?;
         Ok(ran)
     }
 
-    /// Runs until `shutdown` fires, then drains and deregisters.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+    /// Registers the worker and starts its completer: what [`Worker::run`] and
+    /// [`Worker::drain`] share. Returns the queues with their concurrency.
+    async fn start(
+        self,
+    ) -> Result<
+        (
+            Vec<(String, usize)>,
+            Arc<Shared<C>>,
+            tokio::task::JoinHandle<()>,
+        ),
+        Error,
+    > {
         let queues: Vec<(String, usize)> = self
             .registry
             .queues
@@ -201,21 +181,33 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             .collect();
         let queue_names: Vec<String> = queues.iter().map(|(q, _)| q.clone()).collect();
         register(&self.pool, &self.worker_id, &queue_names).await?;
-        tracing::info!(worker.id = %self.worker_id, queues = ?queue_names, kinds = ?self.registry.kinds(), "worker started");
-
         let (completions_tx, completions_rx) = mpsc::unbounded_channel();
         let kinds = self.registry.kinds();
         let shared = Arc::new(Shared {
-            pool: self.pool.clone(),
+            pool: self.pool,
             queue_pool: self.queue_pool.clone(),
             ctx: self.ctx,
             registry: self.registry,
             config: self.config,
-            worker_id: self.worker_id.clone(),
+            worker_id: self.worker_id,
             kinds,
             completions: completions_tx,
             hard_stop: CancellationToken::new(),
         });
+        let completer = tokio::spawn(complete_batches(
+            self.queue_pool,
+            completions_rx,
+            shared.config.completion_batch,
+            shared.config.settle_for,
+        ));
+        Ok((queues, shared, completer))
+    }
+
+    /// Runs until `shutdown` fires, then drains and deregisters.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let (queues, shared, completer) = self.start().await?;
+        let queue_names: Vec<String> = queues.iter().map(|(q, _)| q.clone()).collect();
+        tracing::info!(worker.id = %shared.worker_id, queues = ?queue_names, kinds = ?shared.kinds, "worker started");
 
         let wakeups: Arc<HashMap<String, Arc<Notify>>> = Arc::new(
             queue_names
@@ -225,18 +217,12 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         );
         let background = CancellationToken::new();
         let listener = tokio::spawn(listen(
-            self.pool.clone(),
+            shared.pool.clone(),
             shared.config.queue.channel().to_string(),
             wakeups.clone(),
             background.clone(),
         ));
         let heartbeat = tokio::spawn(heartbeat(shared.clone(), background.clone()));
-        let completer = tokio::spawn(complete_batches(
-            self.queue_pool.clone(),
-            completions_rx,
-            shared.config.completion_batch,
-            shared.config.settle_for,
-        ));
 
         let jobs = TaskTracker::new();
         let mut fetchers = Vec::new();
@@ -270,16 +256,29 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         background.cancel();
         let _ = listener.await;
         let _ = heartbeat.await;
-        // Every sender is gone once `shared` is: the completer flushes what it has and ends.
-        let pool = shared.pool.clone();
         let worker_id = shared.worker_id.clone();
-        drop(shared);
-        let _ = completer.await;
-        self.queue_pool.close().await;
-        deregister(&pool, &worker_id).await?;
+        finish(shared, completer).await?;
         tracing::info!(worker.id = %worker_id, "worker stopped");
         Ok(())
     }
+}
+
+/// Flushes the completions, closes the queue's pool and deregisters the worker. Every sender of
+/// completions is gone once `shared` (the last reference) is: the completer writes what it has and
+/// ends.
+async fn finish<C>(
+    shared: Arc<Shared<C>>,
+    completer: tokio::task::JoinHandle<()>,
+) -> Result<(), Error> {
+    let (pool, queue_pool, worker_id) = (
+        shared.pool.clone(),
+        shared.queue_pool.clone(),
+        shared.worker_id.clone(),
+    );
+    drop(shared);
+    let _ = completer.await;
+    queue_pool.close().await;
+    deregister(&pool, &worker_id).await
 }
 
 async fn register(pool: &PgPool, worker_id: &str, queues: &[String]) -> Result<(), Error> {

@@ -221,6 +221,33 @@ pub async fn set_integration_status(
     Ok(())
 }
 
+/// Why a mapping could not be stored or listed.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("no integration {0}")]
+    NotFound(Uuid),
+    /// The mapping does not compile; the problem names its target.
+    #[error("mapping for `{}` refused: {}", .0.target, .0.message)]
+    Refused(mapping::MappingProblem),
+    /// The target cannot be disabled (unknown, or the external id).
+    #[error("{0}")]
+    NotDisableable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for MappingError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+async fn mapped_integration(pool: &PgPool, id: Uuid) -> Result<Integration, MappingError> {
+    integration(pool, id)
+        .await?
+        .ok_or(MappingError::NotFound(id))
+}
+
 /// Stores the mapping of one target after validating it; the error names the problem.
 pub async fn set_mapping(
     pool: &PgPool,
@@ -229,19 +256,16 @@ pub async fn set_mapping(
     target: &str,
     mapping: &serde_json::Value,
     enabled: bool,
-) -> Result<()> {
-    let integration = find_integration(pool, integration_id).await?;
-    if enabled && let Err(problem) = mapping::compile_field(data_type, target, mapping) {
-        bail!(
-            "mapping for `{}` refused: {}",
-            problem.target,
-            problem.message
-        );
-    }
-    if !enabled {
-        mapping::parse_target(data_type, target).map_err(anyhow::Error::msg)?;
+) -> Result<(), MappingError> {
+    let integration = mapped_integration(pool, integration_id).await?;
+    if enabled {
+        mapping::compile_field(data_type, target, mapping).map_err(MappingError::Refused)?;
+    } else {
+        mapping::parse_target(data_type, target).map_err(MappingError::NotDisableable)?;
         if target == mapping::EXTERNAL_ID {
-            bail!("external_id cannot be disabled: every record needs one");
+            return Err(MappingError::NotDisableable(
+                "external_id cannot be disabled: every record needs one".into(),
+            ));
         }
     }
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
@@ -264,8 +288,8 @@ pub async fn remove_mapping(
     integration_id: Uuid,
     data_type: DataType,
     target: &str,
-) -> Result<bool> {
-    let integration = find_integration(pool, integration_id).await?;
+) -> Result<bool, MappingError> {
+    let integration = mapped_integration(pool, integration_id).await?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
     let removed = db::mappings::delete(&mut tx, integration.id, data_type, target).await?;
     tx.commit().await?;
@@ -273,8 +297,11 @@ pub async fn remove_mapping(
 }
 
 /// An integration's stored mappings.
-pub async fn list_mappings(pool: &PgPool, integration_id: Uuid) -> Result<Vec<StoredMapping>> {
-    let integration = find_integration(pool, integration_id).await?;
+pub async fn list_mappings(
+    pool: &PgPool,
+    integration_id: Uuid,
+) -> Result<Vec<StoredMapping>, MappingError> {
+    let integration = mapped_integration(pool, integration_id).await?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
     let rows = db::mappings::of_integration(&mut tx, integration.id).await?;
     tx.commit().await?;

@@ -162,7 +162,10 @@ pub async fn update(
         Some(None) => Some(None),
         None => None,
     };
-    let tenant_id = load(pool, integration_id).await?.tenant_id;
+    let tenant_id = super::integration(pool, integration_id)
+        .await?
+        .ok_or(SettingsError::NotFound(integration_id))?
+        .tenant_id;
     let mut tx = tenant_tx(pool, tenant_id).await?;
     if !db::integrations::lock(&mut tx, integration_id).await? {
         return Err(SettingsError::NotFound(integration_id));

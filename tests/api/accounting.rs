@@ -429,17 +429,10 @@ async fn a_dead_chunk_fails_its_batch_closes_the_sync_and_a_retry_restores_it() 
         (batch_state.as_str(), batch_reason.as_deref(), failed),
         ("failed", Some("processing_failed"), 500)
     );
-    let progress: Value = w
+    let progress = w
         .app
-        .client
-        .get(w.app.url(&format!("/api/batches/{batch_id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/batches/{batch_id}"), &key)
+        .await;
     assert_eq!(
         (
             &progress["state"],

@@ -9,14 +9,11 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    str::FromStr,
-    sync::{
-        OnceLock,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
+use jobs::testing::TestServer;
 use sha2::{Digest, Sha256};
 use sqlx::{
     Connection, Executor, PgConnection, PgExecutor, PgPool,
@@ -24,55 +21,18 @@ use sqlx::{
 };
 use syncbridge::{
     config::{Config, DatabaseConfig},
-    db::{
-        self, MIGRATOR,
-        embedded::{EmbeddedOptions, EmbeddedPostgres, quote_ident},
-    },
+    db::{self, MIGRATOR, embedded::quote_ident},
     http,
 };
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-struct Cluster {
-    admin: PgConnectOptions,
-    /// The socket directory (embedded) or None (DATABASE_URL), to build URLs for child processes.
-    socket_dir: Option<PathBuf>,
-    _server: Option<EmbeddedPostgres>,
-}
-
-static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| {
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            return Cluster {
-                admin: PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"),
-                socket_dir: None,
-                _server: None,
-            };
-        }
-        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg");
-        // Started on a plain thread: this may run inside a test's runtime, which must not block.
-        let server = std::thread::spawn(move || {
-            EmbeddedPostgres::start(&EmbeddedOptions {
-                data_dir,
-                bin_dir: None,
-                run_as: "postgres".into(),
-                database: "postgres".into(),
-                durable: false,
-            })
-        })
-        .join()
-        .expect("embedded start thread")
-        .expect("the embedded test PostgreSQL starts");
-        Cluster {
-            admin: server.connect_options("postgres"),
-            socket_dir: Some(server.data_dir().to_path_buf()),
-            _server: Some(server),
-        }
-    })
+/// The test server, shared with the queue crate's tests (`jobs::testing`).
+fn cluster() -> &'static TestServer {
+    jobs::testing::server(&PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg"))
 }
 
 /// The configuration tests run the service with: the defaults, with a small pool.
@@ -110,7 +70,7 @@ async fn template() -> &'static str {
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            drop_stale_test_databases(&mut conn).await;
+            jobs::testing::drop_stale_databases(&mut conn, "sbtest").await;
             let exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                     .bind(&name)
@@ -150,28 +110,6 @@ async fn template() -> &'static str {
             name
         })
         .await
-}
-
-/// Databases of earlier test processes that have exited.
-async fn drop_stale_test_databases(conn: &mut PgConnection) {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sbtest\\_%'")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-    for name in names {
-        let pid = name.split('_').nth(1).unwrap_or_default();
-        if !PathBuf::from(format!("/proc/{pid}")).exists() {
-            execute(
-                conn,
-                &format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&name)
-                ),
-            )
-            .await;
-        }
-    }
 }
 
 async fn execute(conn: &mut PgConnection, sql: &str) {
@@ -316,6 +254,19 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `GET path` with `token` as the bearer: the JSON answer.
+    pub async fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 

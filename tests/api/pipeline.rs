@@ -110,6 +110,20 @@ fn sample(name: &str, integration_id: Uuid) -> Value {
     body
 }
 
+/// The admin URL of `integration`'s mappings, then `path`.
+fn mappings_url(w: &World, integration: Uuid, path: &str) -> String {
+    w.app.url(&format!(
+        "/api/admin/integrations/{integration}/mappings{path}"
+    ))
+}
+
+/// `request` with the admin token, sent.
+fn as_admin(
+    request: reqwest::RequestBuilder,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    request.bearer_auth(crate::helpers::ADMIN_TOKEN).send()
+}
+
 /// One row of a table as JSON, by external id (typed columns rendered by PostgreSQL).
 pub(crate) async fn row(w: &World, table: &str, external_id: &str) -> Value {
     row_in(w, table, None, external_id).await
@@ -649,15 +663,9 @@ async fn full_syncs_soft_delete_only_after_success() {
 async fn admins_set_and_preview_mappings_over_http() {
     let w = world().await;
     let (integration, _) = w.integration(SourceType::Hubspot).await;
-    let url = |path: &str| {
-        w.app.url(&format!(
-            "/api/admin/integrations/{integration}/mappings{path}"
-        ))
-    };
-    let admin =
-        |request: reqwest::RequestBuilder| request.bearer_auth(crate::helpers::ADMIN_TOKEN).send();
+    let url = |path: &str| mappings_url(&w, integration, path);
 
-    let refused = admin(
+    let refused = as_admin(
         w.app
             .client
             .put(url("/contacts/title"))
@@ -676,7 +684,7 @@ async fn admins_set_and_preview_mappings_over_http() {
     );
     assert_eq!(body["error"]["details"]["target"], "title");
 
-    let stored = admin(
+    let stored = as_admin(
         w.app
             .client
             .put(url("/contacts/title"))
@@ -685,7 +693,7 @@ async fn admins_set_and_preview_mappings_over_http() {
     .await
     .unwrap();
     assert_eq!(stored.status(), StatusCode::OK);
-    let listed: Value = admin(w.app.client.get(url("")))
+    let listed: Value = as_admin(w.app.client.get(url("")))
         .await
         .unwrap()
         .json()
@@ -693,7 +701,7 @@ async fn admins_set_and_preview_mappings_over_http() {
         .unwrap();
     assert_eq!(listed["mappings"][0]["target"], "title");
 
-    let preview: Value = admin(w.app.client.post(url("/contacts/preview")).json(&json!({
+    let preview: Value = as_admin(w.app.client.post(url("/contacts/preview")).json(&json!({
         "records": [{"id": "9", "properties": {"email": "A@B.io", "jobtitle": "cfo"}}, {"properties": {}}]
     })))
     .await
@@ -705,7 +713,7 @@ async fn admins_set_and_preview_mappings_over_http() {
     assert_eq!(preview["results"][0]["row"]["email"], "a@b.io");
     assert_eq!(preview["results"][1]["errors"][0]["field"], "external_id");
 
-    let unknown = admin(w.app.client.get(w.app.url(&format!(
+    let unknown = as_admin(w.app.client.get(w.app.url(&format!(
         "/api/admin/integrations/{}/mappings",
         Uuid::new_v4()
     ))))
@@ -722,23 +730,17 @@ async fn admins_set_and_preview_mappings_over_http() {
 async fn mapping_previews_are_bounded() {
     let w = world().await;
     let (integration, _) = w.integration(SourceType::Hubspot).await;
-    let url = |path: &str| {
-        w.app.url(&format!(
-            "/api/admin/integrations/{integration}/mappings{path}"
-        ))
-    };
-    let admin =
-        |request: reqwest::RequestBuilder| request.bearer_auth(crate::helpers::ADMIN_TOKEN).send();
+    let url = |path: &str| mappings_url(&w, integration, path);
     // Five copies of the field: 60 KB in, 300 KB out per record.
     let amplify = json!({"source": "big", "ops": [{"op": "concat", "separator": "",
         "paths": ["big", "big", "big", "big"]}]});
-    let stored = admin(w.app.client.put(url("/contacts/title")).json(&amplify))
+    let stored = as_admin(w.app.client.put(url("/contacts/title")).json(&amplify))
         .await
         .unwrap();
     assert_eq!(stored.status(), StatusCode::OK);
     let record = |i: usize, bytes: usize| json!({"id": i.to_string(), "big": "x".repeat(bytes)});
 
-    let answer = admin(
+    let answer = as_admin(
         w.app
             .client
             .post(url("/contacts/preview"))
@@ -766,7 +768,7 @@ async fn mapping_previews_are_bounded() {
     assert_eq!(preview["omitted"], 2);
 
     // One record whose result alone is over the budget is named, not shown.
-    let alone: Value = admin(
+    let alone: Value = as_admin(
         w.app
             .client
             .post(url("/contacts/preview"))
@@ -781,7 +783,7 @@ async fn mapping_previews_are_bounded() {
     assert!(alone["results"][0]["bytes"].as_u64().unwrap() > 1_500_000);
     assert_eq!(alone["results"][1]["outcome"], "mapped");
 
-    let many = admin(
+    let many = as_admin(
         w.app
             .client
             .post(url("/contacts/preview"))

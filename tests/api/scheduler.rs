@@ -93,15 +93,8 @@ impl World {
     /// `GET /api/admin/integrations/{id}`.
     async fn settings(&self, id: Uuid) -> Value {
         self.app
-            .client
-            .get(self.app.url(&format!("/api/admin/integrations/{id}")))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
+            .get_json(&format!("/api/admin/integrations/{id}"), ADMIN_TOKEN)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     async fn configure(&self, id: Uuid, body: Value) -> Value {

@@ -283,20 +283,13 @@ async fn a_record_changed_during_a_sync_arrives_with_the_next_one_and_cursors_ar
     assert_eq!(both["since"], by_type["contacts"]);
 
     // Operators see the cursors with the integration's settings.
-    let settings: Value = w
+    let settings = w
         .app
-        .client
-        .get(
-            w.app
-                .url(&format!("/api/admin/integrations/{}", w.integration)),
+        .get_json(
+            &format!("/api/admin/integrations/{}", w.integration),
+            ADMIN_TOKEN,
         )
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(at(&settings["cursors"]["contacts"]), contacts_cursor);
     assert_eq!(
         at(&settings["cursors"]["deals"]),

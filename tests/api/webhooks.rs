@@ -176,17 +176,7 @@ async fn sample_batches_from_every_source_are_stored_and_queued() {
             serde_json::from_slice(&decode_chunk(&payload, &encoding).unwrap()).unwrap();
         assert_eq!(stored, body["records"], "{name}");
 
-        let status: Value = fx
-            .app
-            .client
-            .get(fx.app.url(&location))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = fx.app.get_json(&location, &key).await;
         assert_eq!(status["state"], "received");
         assert_eq!(status["progress"]["records_total"], records);
         assert_eq!(status["progress"]["records_done"], 0);

@@ -5,24 +5,35 @@
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::{AdminAuth, IntegrationPath};
 use crate::{
-    admin::{self, PreviewError},
+    admin::{self, MappingError, PreviewError},
     http::{
         AppState,
         error::{ApiError, ErrorCode},
         extract::ApiJson,
         webhook_auth::integration_not_found,
     },
-    mapping,
 };
 
-async fn ensure_integration(state: &AppState, id: Uuid) -> Result<Uuid, ApiError> {
-    match admin::integration(&state.pool, id).await? {
-        Some(_) => Ok(id),
-        None => Err(integration_not_found(id)),
+impl From<MappingError> for ApiError {
+    fn from(e: MappingError) -> Self {
+        match e {
+            MappingError::NotFound(id) => integration_not_found(id),
+            MappingError::Refused(problem) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidMapping,
+                format!("mapping for `{}`: {}", problem.target, problem.message),
+            )
+            .with_details(json!({ "target": problem.target, "problem": problem.message })),
+            MappingError::NotDisableable(message) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidMapping,
+                message,
+            ),
+            MappingError::Other(e) => e.into(),
+        }
     }
 }
 
@@ -31,8 +42,7 @@ pub async fn list(
     State(state): State<AppState>,
     path: IntegrationPath,
 ) -> Result<Json<Value>, ApiError> {
-    let id = ensure_integration(&state, path.id).await?;
-    let rows = admin::list_mappings(&state.pool, id).await?;
+    let rows = admin::list_mappings(&state.pool, path.id).await?;
     Ok(Json(json!({
         "mappings": rows.into_iter().map(|m| json!({
             "data_type": m.data_type, "target": m.target, "mapping": m.mapping,
@@ -47,20 +57,12 @@ pub async fn set(
     path: IntegrationPath,
     ApiJson(spec): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = ensure_integration(&state, path.id).await?;
     let (Some(data_type), Some(target)) = (path.data_type, path.target) else {
         return Err(ApiError::internal(
             "the mapping route lacks its data type or target",
         ));
     };
-    if let Err(problem) = mapping::compile_field(data_type, &target, &spec) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::InvalidMapping,
-            format!("mapping for `{}`: {}", problem.target, problem.message),
-        )
-        .with_details(json!({ "target": problem.target, "problem": problem.message })));
-    }
+    let id = path.id;
     admin::set_mapping(&state.pool, id, data_type, &target, &spec, true).await?;
     Ok(Json(
         json!({ "integration_id": id, "data_type": data_type, "target": target, "mapping": spec }),
