@@ -43,7 +43,7 @@ async fn run_on(database: &Database, command: Command, config: &Config) -> Resul
     let migrate_now =
         matches!(command, Command::Migrate | Command::Serve) || database.embedded.is_some();
     if migrate_now {
-        db::migrate(&database.connect_options).await?;
+        db::migrate(&database.connect_options, &config.jobs.queue()).await?;
         tracing::info!("database migrations are applied");
     }
     if matches!(command, Command::Migrate) {
@@ -75,7 +75,7 @@ async fn run_on(database: &Database, command: Command, config: &Config) -> Resul
         };
         run_roles(pool.clone(), roles, config).await
     } else {
-        ensure_migrated(&pool).await?;
+        ensure_migrated(&pool, &config.jobs.queue()).await?;
         admin_command(&pool, command, config).await
     };
     pool.close().await;
@@ -158,8 +158,8 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-async fn ensure_migrated(pool: &PgPool) -> Result<()> {
-    match db::readiness(pool).await {
+async fn ensure_migrated(pool: &PgPool, queue: &jobs::Queue) -> Result<()> {
+    match db::readiness(pool, queue).await {
         Readiness::Ready => Ok(()),
         Readiness::MigrationsPending { applied, expected } => bail!(
             "the database has {applied} of {expected} migrations applied; run `syncbridge migrate` first"
@@ -283,7 +283,9 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
         Command::Mappings(command) => mappings_command(pool, command).await?,
         Command::Syncs(command) => syncs_command(pool, &config.jobs.queue(), command).await?,
         Command::Batches(BatchesCommand::Discard { batch_id, reason }) => {
-            let Some(records) = crate::sync::chunk::discard_batch(pool, batch_id, &reason).await?
+            let Some(records) =
+                crate::sync::chunk::discard_batch(pool, &config.jobs.queue(), batch_id, &reason)
+                    .await?
             else {
                 bail!("no batch {batch_id}");
             };
@@ -475,7 +477,7 @@ async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand)
             json,
         } => {
             let filter = filter.to_filter(&[])?;
-            for job in jobs::admin::list(pool, &filter, limit, None).await? {
+            for job in jobs::admin::list(pool, engine, &filter, limit, None).await? {
                 if json {
                     println!("{}", serde_json::to_string(&job)?);
                 } else {
@@ -516,7 +518,7 @@ async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand)
         }
         JobsCommand::Stats => {
             println!("queue\tstate\tcount\toldest_available_secs\tpaused");
-            for s in jobs::admin::stats(pool).await? {
+            for s in jobs::admin::stats(pool, engine).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     s.queue,
@@ -529,7 +531,7 @@ async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand)
             }
         }
         JobsCommand::Pause { queue } => {
-            jobs::admin::pause_queue(pool, &queue).await?;
+            jobs::admin::pause_queue(pool, engine, &queue).await?;
             eprintln!("queue `{queue}` paused: workers start none of its jobs until it is resumed");
         }
         JobsCommand::Resume { queue } => {
@@ -551,7 +553,7 @@ async fn bulk(
     if filter.is_empty() {
         bail!("name the jobs: give ids, --all-dead, or a filter (--state, --queue, --kind, --tag)");
     }
-    let matching = jobs::admin::count(pool, filter).await?;
+    let matching = jobs::admin::count(pool, queue, filter).await?;
     let bar = indicatif::ProgressBar::new(matching.max(0) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} jobs {wide_bar} {elapsed}")

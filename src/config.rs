@@ -181,7 +181,9 @@ pub struct WorkerConfig {
 pub struct JobsConfig {
     /// The PostgreSQL channel the queue's workers LISTEN on.
     pub channel: String,
-    /// The queue built from `channel`, once: every part of the process (web, worker, scheduler,
+    /// The PostgreSQL schema the queue's tables live in.
+    pub schema: String,
+    /// The queue built from `channel` and `schema`, once: every part of the process (web, worker, scheduler,
     /// admin commands) enqueues through this one, so its NOTIFY debounce is the process's.
     #[serde(skip)]
     queue: std::sync::OnceLock<jobs::Queue>,
@@ -192,10 +194,10 @@ pub struct JobsConfig {
 }
 
 impl JobsConfig {
-    /// The process's queue (its channel is checked when the configuration loads).
+    /// The process's queue (its channel and schema are checked when the configuration loads).
     pub fn queue(&self) -> jobs::Queue {
         self.queue
-            .get_or_init(|| jobs::Queue::new(&self.channel).unwrap_or_default())
+            .get_or_init(|| jobs::Queue::new(&self.channel, &self.schema).unwrap_or_default())
             .clone()
     }
 }
@@ -318,7 +320,8 @@ impl Config {
                 "N8N_WEBHOOK_API_KEY must be at least 16 characters long".into(),
             ));
         }
-        jobs::Queue::new(&self.jobs.channel).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        jobs::Queue::new(&self.jobs.channel, &self.jobs.schema)
+            .map_err(|e| ConfigError::Invalid(format!("jobs.channel or jobs.schema: {e}")))?;
         if let Some(key) = &self.encryption_key {
             crate::crypto::Sealer::from_base64(secrecy::ExposeSecret::expose_secret(key))
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -138,7 +138,7 @@ pub async fn run_round(
         }
     }
     report.timed_out = watchdog(pool, settings.watchdog_timeout, now).await?;
-    report.chunks_settled = crate::sync::chunk::settle_dead_chunks(pool).await?;
+    report.chunks_settled = crate::sync::chunk::settle_dead_chunks(pool, &settings.queue).await?;
     Ok(report)
 }
 

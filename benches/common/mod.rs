@@ -129,7 +129,9 @@ impl BenchDb {
         .await
         .unwrap();
         let options = admin_options.clone().database(&name);
-        db::migrate(&options).await.unwrap();
+        db::migrate(&options, &jobs::Queue::default())
+            .await
+            .unwrap();
         let database_url = match &socket_dir {
             Some(dir) => format!(
                 "postgres://postgres@localhost/{name}?host={}&port=5432&sslmode=disable",

@@ -1,6 +1,7 @@
 //! Operator actions on jobs: list and count by filter, retry, cancel or delete any number of
 //! jobs by ids or by filter (server-side, in batches), pause and resume queues, and statistics.
-//! Every statement is fixed text with bound parameters: filters are never interpolated.
+//! Every statement is fixed text (its schema aside) with bound parameters: filters are never
+//! interpolated.
 
 use std::{fmt, str::FromStr};
 
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use crate::{Error, enqueue::Queue};
+use crate::{Error, queue::Queue};
 
 /// The states of a job; see the crate README for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,7 +103,7 @@ impl JobFilter {
     }
 }
 
-/// Binds a [`JobFilter`] to $1..$5 of a statement built on [`FILTER`], in that one order.
+/// Binds a [`JobFilter`] to $1..$5 of a statement built on `filter!()`, in that one order.
 macro_rules! bind_filter {
     ($query:expr, $filter:expr) => {
         $query
@@ -114,12 +115,17 @@ macro_rules! bind_filter {
     };
 }
 
-/// The filter as SQL over parameters $1..$5; every admin statement shares it.
-const FILTER: &str = "($1::bigint[] IS NULL OR id = ANY($1))
-     AND ($2::text[] IS NULL OR state = ANY($2))
-     AND ($3::text IS NULL OR queue = $3)
-     AND ($4::text IS NULL OR kind = $4)
-     AND ($5::text IS NULL OR tag = $5)";
+/// The filter as SQL over parameters $1..$5; every admin statement shares it (a macro, so that
+/// `concat!` makes each statement one fixed text).
+macro_rules! filter {
+    () => {
+        "($1::bigint[] IS NULL OR id = ANY($1))
+         AND ($2::text[] IS NULL OR state = ANY($2))
+         AND ($3::text IS NULL OR queue = $3)
+         AND ($4::text IS NULL OR kind = $4)
+         AND ($5::text IS NULL OR tag = $5)"
+    };
+}
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct JobSummary {
@@ -142,36 +148,39 @@ pub struct JobSummary {
     pub errors: serde_json::Value,
 }
 
+const LIST: &str = concat!(
+    "SELECT id, kind, queue, state, priority, attempt, max_attempts, tag, unique_key, args,
+            scheduled_at, attempted_at, attempted_by, finalized_at, created_at, errors
+     FROM {jobs} WHERE ",
+    filter!(),
+    " AND ($6::bigint IS NULL OR id < $6)
+     ORDER BY id DESC LIMIT $7"
+);
+
+const COUNT: &str = concat!("SELECT count(*) FROM {jobs} WHERE ", filter!());
+
 /// Jobs matching `filter`, newest first, `limit` at most, older than `before_id` when paging.
 pub async fn list(
     pool: &PgPool,
+    queue: &Queue,
     filter: &JobFilter,
     limit: i64,
     before_id: Option<i64>,
 ) -> Result<Vec<JobSummary>, Error> {
-    let sql = format!(
-        "SELECT id, kind, queue, state, priority, attempt, max_attempts, tag, unique_key, args,
-                scheduled_at, attempted_at, attempted_by, finalized_at, created_at, errors
-         FROM jobs WHERE {FILTER} AND ($6::bigint IS NULL OR id < $6)
-         ORDER BY id DESC LIMIT $7"
-    );
-    Ok(bind_filter!(
-        sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(sql)),
-        filter
-    )
-    .bind(before_id)
-    .bind(limit.clamp(1, 10_000))
-    .fetch_all(pool)
-    .await?)
-}
-
-pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64, Error> {
-    let sql = format!("SELECT count(*) FROM jobs WHERE {FILTER}");
     Ok(
-        bind_filter!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), filter)
-            .fetch_one(pool)
+        bind_filter!(sqlx::query_as::<_, JobSummary>(queue.sql(LIST)), filter)
+            .bind(before_id)
+            .bind(limit.clamp(1, 10_000))
+            .fetch_all(pool)
             .await?,
     )
+}
+
+/// How many jobs match `filter`.
+pub async fn count(pool: &PgPool, queue: &Queue, filter: &JobFilter) -> Result<i64, Error> {
+    Ok(bind_filter!(sqlx::query_scalar(queue.sql(COUNT)), filter)
+        .fetch_one(pool)
+        .await?)
 }
 
 /// An action applied in batches; each variant says which states it may touch.
@@ -185,26 +194,50 @@ pub enum BulkAction {
     Delete,
 }
 
+/// One batch of a bulk action: the next `$8` matching jobs after id `$7` in the states `$6`
+/// allows, locked, then the action's statement over them.
+macro_rules! bulk {
+    ($action:expr) => {
+        concat!(
+            "WITH batch AS (
+                 SELECT id FROM {jobs}
+                 WHERE ",
+            filter!(),
+            " AND state = ANY($6) AND id > $7
+                 ORDER BY id LIMIT $8
+                 FOR UPDATE SKIP LOCKED
+             ), done AS (",
+            $action,
+            ")
+             SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM done),
+                    ARRAY(SELECT DISTINCT queue FROM done)"
+        )
+    };
+}
+
+const BULK_RETRY: &str = bulk!(
+    "UPDATE {jobs} SET state = 'available', scheduled_at = now(), finalized_at = NULL,
+            max_attempts = GREATEST(max_attempts, attempt + 1)
+     FROM batch WHERE jobs.id = batch.id
+       AND (jobs.unique_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM {jobs} live WHERE live.unique_key = jobs.unique_key
+              AND live.state IN ('available', 'scheduled', 'running', 'retryable')
+              AND live.id <> jobs.id))
+     RETURNING jobs.id, jobs.queue"
+);
+const BULK_CANCEL: &str = bulk!(
+    "UPDATE {jobs} SET state = 'cancelled', finalized_at = now()
+     FROM batch WHERE jobs.id = batch.id RETURNING jobs.id, jobs.queue"
+);
+const BULK_DELETE: &str =
+    bulk!("DELETE FROM {jobs} USING batch WHERE jobs.id = batch.id RETURNING jobs.id, jobs.queue");
+
 impl BulkAction {
     fn statement(self) -> &'static str {
         match self {
-            Self::Retry => {
-                "UPDATE jobs SET state = 'available', scheduled_at = now(), finalized_at = NULL,
-                        max_attempts = GREATEST(max_attempts, attempt + 1)
-                 FROM batch WHERE jobs.id = batch.id
-                   AND (jobs.unique_key IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM jobs live WHERE live.unique_key = jobs.unique_key
-                          AND live.state IN ('available', 'scheduled', 'running', 'retryable')
-                          AND live.id <> jobs.id))
-                 RETURNING jobs.id, jobs.queue"
-            }
-            Self::Cancel => {
-                "UPDATE jobs SET state = 'cancelled', finalized_at = now()
-                 FROM batch WHERE jobs.id = batch.id RETURNING jobs.id, jobs.queue"
-            }
-            Self::Delete => {
-                "DELETE FROM jobs USING batch WHERE jobs.id = batch.id RETURNING jobs.id, jobs.queue"
-            }
+            Self::Retry => BULK_RETRY,
+            Self::Cancel => BULK_CANCEL,
+            Self::Delete => BULK_DELETE,
         }
     }
 
@@ -228,14 +261,18 @@ impl BulkAction {
 /// retryable), in the caller's transaction, so that it can settle what those jobs were doing in
 /// the same commit: a running attempt cancelled here cannot complete afterwards (completions are
 /// fenced on `state = 'running'`). Returns how many were cancelled.
-pub async fn cancel_unfinished(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, Error> {
+pub async fn cancel_unfinished(
+    conn: &mut PgConnection,
+    queue: &Queue,
+    ids: &[i64],
+) -> Result<u64, Error> {
     if ids.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
-        "UPDATE jobs SET state = 'cancelled', finalized_at = now()
+    let done = sqlx::query(queue.sql(
+        "UPDATE {jobs} SET state = 'cancelled', finalized_at = now()
          WHERE id = ANY($1) AND state IN ('available', 'scheduled', 'running', 'retryable')",
-    )
+    ))
     .bind(ids)
     .execute(conn)
     .await?;
@@ -252,22 +289,11 @@ pub async fn apply(
     batch: i64,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, Error> {
-    let sql = format!(
-        "WITH batch AS (
-             SELECT id FROM jobs
-             WHERE {FILTER} AND state = ANY($6) AND id > $7
-             ORDER BY id LIMIT $8
-             FOR UPDATE SKIP LOCKED
-         ), done AS ({})
-         SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM done),
-                ARRAY(SELECT DISTINCT queue FROM done)",
-        action.statement()
-    );
     let mut cursor = 0_i64;
     let mut total = 0_u64;
     loop {
         let (last, changed, queues): (Option<i64>, i64, Vec<String>) =
-            bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())), filter)
+            bind_filter!(sqlx::query_as(queue.sql(action.statement())), filter)
                 .bind(action.allowed_states())
                 .bind(cursor)
                 .bind(batch.max(1))
@@ -288,12 +314,13 @@ pub async fn apply(
     Ok(total)
 }
 
-pub async fn pause_queue(pool: &PgPool, queue: &str) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO job_queues (name, paused_at) VALUES ($1, now())
+/// Pauses `name`: its workers claim nothing until it is resumed.
+pub async fn pause_queue(pool: &PgPool, queue: &Queue, name: &str) -> Result<(), Error> {
+    sqlx::query(queue.sql(
+        "INSERT INTO {job_queues} (name, paused_at) VALUES ($1, now())
          ON CONFLICT (name) DO UPDATE SET paused_at = now(), updated_at = now()",
-    )
-    .bind(queue)
+    ))
+    .bind(name)
     .execute(pool)
     .await?;
     Ok(())
@@ -301,10 +328,12 @@ pub async fn pause_queue(pool: &PgPool, queue: &str) -> Result<(), Error> {
 
 /// Resumes `name` and wakes its idle workers on `queue`'s channel.
 pub async fn resume_queue(pool: &PgPool, queue: &Queue, name: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE job_queues SET paused_at = NULL, updated_at = now() WHERE name = $1")
-        .bind(name)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        queue.sql("UPDATE {job_queues} SET paused_at = NULL, updated_at = now() WHERE name = $1"),
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
     queue.notify_now(pool, name).await?;
     Ok(())
 }
@@ -320,17 +349,58 @@ pub struct QueueStats {
     pub paused: bool,
 }
 
-pub async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, Error> {
-    Ok(sqlx::query_as::<_, QueueStats>(
+pub async fn stats(pool: &PgPool, queue: &Queue) -> Result<Vec<QueueStats>, Error> {
+    Ok(sqlx::query_as::<_, QueueStats>(queue.sql(
         "SELECT j.queue, j.state, count(*) AS count,
                 CASE WHEN j.state = 'available'
                      THEN extract(epoch FROM now() - min(j.scheduled_at))::float8 END
                     AS oldest_available_age_secs,
                 coalesce(bool_or(q.paused_at IS NOT NULL), false) AS paused
-         FROM jobs j LEFT JOIN job_queues q ON q.name = j.queue
+         FROM {jobs} j LEFT JOIN {job_queues} q ON q.name = j.queue
          GROUP BY j.queue, j.state
          ORDER BY j.queue, j.state",
-    )
+    ))
     .fetch_all(pool)
     .await?)
+}
+
+/// A job that will not run again unless an admin retries it: dead (`failed`), `cancelled`, or
+/// gone (deleted or pruned; `state` is then `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrunnable {
+    pub id: i64,
+    pub state: Option<JobState>,
+    /// The error of its last failed attempt, if it had one.
+    pub last_error: Option<String>,
+}
+
+/// Which of `ids` will not run again (see [`Unrunnable`]), in the order of `ids`, so that a
+/// caller tracking work by job id can settle what those jobs were for.
+pub async fn unrunnable(
+    conn: &mut PgConnection,
+    queue: &Queue,
+    ids: &[i64],
+) -> Result<Vec<Unrunnable>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(queue.sql(
+        "SELECT i.id, j.state, j.errors -> -1 ->> 'error'
+         FROM unnest($1::bigint[]) WITH ORDINALITY AS i(id, n)
+         LEFT JOIN {jobs} j ON j.id = i.id
+         WHERE j.id IS NULL OR j.state IN ('failed', 'cancelled')
+         ORDER BY i.n",
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(id, state, last_error)| {
+            Ok(Unrunnable {
+                id,
+                state: state.as_deref().map(str::parse).transpose()?,
+                last_error,
+            })
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ mod backoff;
 mod enqueue;
 mod job;
 mod maintenance;
+mod queue;
 mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -18,20 +19,18 @@ mod worker;
 
 pub use admin::{BulkAction, JobFilter, JobState, JobSummary, QueueStats};
 pub use backoff::Backoff;
-pub use enqueue::{DEFAULT_CHANNEL, Enqueued, NewJob, Queue};
+pub use enqueue::{Enqueued, NewJob};
 pub use job::{Job, JobError, JobMeta, PlainJob, TransactionalJob};
 // One duty of the leader at a time (`enqueue_due_tick`, `rescue_stale`, `prune`), for tools and tests.
 pub use maintenance::{
     Maintenance, MaintenanceConfig, MissedTicks, Periodic, UnknownMissedTicks, enqueue_due_tick,
     prune, rescue_stale,
 };
+pub use queue::{DEFAULT_CHANNEL, DEFAULT_SCHEMA, MIGRATIONS_TABLE, Queue};
 pub use registry::Registry;
 pub use worker::{Worker, WorkerConfig};
 
-use sqlx::{PgPool, migrate::Migrator};
-
-/// The engine's own migrations table, so its schema history never mixes with the application's.
-pub const MIGRATIONS_TABLE: &str = "_syncbridge_jobs_migrations";
+use sqlx::migrate::Migrator;
 
 /// The engine's errors.
 #[derive(Debug, thiserror::Error)]
@@ -50,24 +49,10 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// The engine's migrations, recorded in [`MIGRATIONS_TABLE`].
+/// The engine's migrations, recorded in [`MIGRATIONS_TABLE`]; [`Queue::migrate`] applies them
+/// in the queue's schema.
 pub fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
     migrator
-}
-
-/// Applies the engine's pending migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    migrator().run(pool).await?;
-    Ok(())
-}
-
-/// The versions of the engine's migrations applied to the database, for readiness checks.
-pub async fn applied_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT version FROM {MIGRATIONS_TABLE} WHERE success ORDER BY version"
-    )))
-    .fetch_all(pool)
-    .await
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error,
-    enqueue::{NewJob, Queue},
+    {enqueue::NewJob, queue::Queue},
 };
 
 #[derive(Debug, Clone)]
@@ -204,7 +204,7 @@ impl Maintenance {
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            match try_lead(&self.pool, &self.id, self.config.lease).await {
+            match try_lead(&self.pool, &self.config.queue, &self.id, self.config.lease).await {
                 Ok(now_leading) => {
                     if now_leading != leading {
                         tracing::info!(maintenance.id = %self.id, leader = now_leading, "job maintenance leadership changed");
@@ -232,11 +232,14 @@ impl Maintenance {
             }
         }
         if leading {
-            let _ =
-                sqlx::query("DELETE FROM job_leader WHERE name = 'maintenance' AND leader_id = $1")
-                    .bind(&self.id)
-                    .execute(&self.pool)
-                    .await;
+            let _ = sqlx::query(
+                self.config
+                    .queue
+                    .sql("DELETE FROM {job_leader} WHERE name = 'maintenance' AND leader_id = $1"),
+            )
+            .bind(&self.id)
+            .execute(&self.pool)
+            .await;
         }
     }
 
@@ -244,6 +247,7 @@ impl Maintenance {
     pub async fn run_duties(&self, now: DateTime<Utc>) -> Result<(), Error> {
         rescue_stale(
             &self.pool,
+            &self.config.queue,
             self.config.stale_after,
             self.config.default_timeout,
         )
@@ -257,18 +261,23 @@ impl Maintenance {
 }
 
 /// Takes or renews the leader lease; true while this process holds it.
-pub(crate) async fn try_lead(pool: &PgPool, id: &str, lease: Duration) -> Result<bool, Error> {
-    let leader: Option<String> = sqlx::query_scalar(
-        "INSERT INTO job_leader (name, leader_id, expires_at)
+pub(crate) async fn try_lead(
+    pool: &PgPool,
+    queue: &Queue,
+    id: &str,
+    lease: Duration,
+) -> Result<bool, Error> {
+    let leader: Option<String> = sqlx::query_scalar(queue.sql(
+        "INSERT INTO {job_leader} AS l (name, leader_id, expires_at)
          VALUES ('maintenance', $1, now() + $2 * interval '1 millisecond')
          ON CONFLICT (name) DO UPDATE
              SET leader_id = excluded.leader_id,
                  expires_at = excluded.expires_at,
-                 elected_at = CASE WHEN job_leader.leader_id = excluded.leader_id
-                                   THEN job_leader.elected_at ELSE now() END
-             WHERE job_leader.leader_id = excluded.leader_id OR job_leader.expires_at < now()
+                 elected_at = CASE WHEN l.leader_id = excluded.leader_id
+                                   THEN l.elected_at ELSE now() END
+             WHERE l.leader_id = excluded.leader_id OR l.expires_at < now()
          RETURNING leader_id",
-    )
+    ))
     .bind(id)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
     .fetch_optional(pool)
@@ -278,18 +287,18 @@ pub(crate) async fn try_lead(pool: &PgPool, id: &str, lease: Duration) -> Result
 
 /// Scheduled and retryable jobs whose time has come become available; their queues are woken.
 pub(crate) async fn promote_due(pool: &PgPool, queue: &Queue, batch: i64) -> Result<u64, Error> {
-    let queues: Vec<String> = sqlx::query_scalar(
+    let queues: Vec<String> = sqlx::query_scalar(queue.sql(
         "WITH due AS (
-             SELECT id FROM jobs
+             SELECT id FROM {jobs}
              WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= now()
              ORDER BY scheduled_at LIMIT $1
              FOR UPDATE SKIP LOCKED
          ), promoted AS (
-             UPDATE jobs SET state = 'available' FROM due WHERE jobs.id = due.id
+             UPDATE {jobs} SET state = 'available' FROM due WHERE jobs.id = due.id
              RETURNING jobs.queue
          )
          SELECT DISTINCT queue FROM promoted",
-    )
+    ))
     .bind(batch)
     .fetch_all(pool)
     .await?;
@@ -305,24 +314,25 @@ pub(crate) async fn promote_due(pool: &PgPool, queue: &Queue, batch: i64) -> Res
 /// statement, so a completion that wins the row lock is never undone.
 pub async fn rescue_stale(
     pool: &PgPool,
+    queue: &Queue,
     stale_after: Duration,
     default_timeout: Duration,
 ) -> Result<u64, Error> {
     let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
     let timeout_ms = i64::try_from(default_timeout.as_millis()).unwrap_or(i64::MAX);
-    let rescued = sqlx::query(
+    let rescued = sqlx::query(queue.sql(
         "WITH lost AS (
              SELECT id, attempted_at < now() - (COALESCE(timeout_ms, $2) + $1) * interval '1 millisecond'
                         AS lease_ended
-             FROM jobs
+             FROM {jobs}
              WHERE state = 'running' AND attempted_by IS NOT NULL
                AND attempted_at < now() - $1 * interval '1 millisecond'
-               AND (NOT EXISTS (SELECT 1 FROM job_workers w
+               AND (NOT EXISTS (SELECT 1 FROM {job_workers} w
                                 WHERE w.id = jobs.attempted_by
                                   AND w.heartbeat_at >= now() - $1 * interval '1 millisecond')
                     OR attempted_at < now() - (COALESCE(timeout_ms, $2) + $1) * interval '1 millisecond')
              FOR UPDATE SKIP LOCKED)
-         UPDATE jobs SET
+         UPDATE {jobs} SET
              state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retryable' END,
              scheduled_at = now(),
              finalized_at = CASE WHEN attempt >= max_attempts THEN now() END,
@@ -334,15 +344,15 @@ pub async fn rescue_stale(
                      ELSE 'worker ' || coalesce(attempted_by, '?') || ' stopped heartbeating; job rescued'
                      END))
          FROM lost WHERE jobs.id = lost.id AND jobs.state = 'running'",
-    )
+    ))
     .bind(stale_ms)
     .bind(timeout_ms)
     .execute(pool)
     .await?
     .rows_affected();
-    sqlx::query(
-        "DELETE FROM job_workers WHERE heartbeat_at < now() - $1 * interval '1 millisecond'",
-    )
+    sqlx::query(queue.sql(
+        "DELETE FROM {job_workers} WHERE heartbeat_at < now() - $1 * interval '1 millisecond'",
+    ))
     .bind(stale_ms)
     .execute(pool)
     .await?;
@@ -363,12 +373,12 @@ pub async fn prune(pool: &PgPool, config: &MaintenanceConfig) -> Result<u64, Err
         (&["completed"][..], config.keep_completed),
         (&["failed", "cancelled"][..], config.keep_failed),
     ] {
-        let deleted = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
-                 SELECT id FROM jobs
+        let deleted = sqlx::query(config.queue.sql(
+            "DELETE FROM {jobs} WHERE id IN (
+                 SELECT id FROM {jobs}
                  WHERE state = ANY($1) AND finalized_at < now() - $2 * interval '1 millisecond'
                  LIMIT $3)",
-        )
+        ))
         .bind(states)
         .bind(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
         .bind(config.batch)
@@ -394,16 +404,17 @@ pub async fn enqueue_due_tick(
         return Ok(None);
     };
     let mut tx = pool.begin().await?;
-    let last: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT last_tick FROM job_schedules WHERE name = $1 FOR UPDATE")
-            .bind(&periodic.name)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+        queue.sql("SELECT last_tick FROM {job_schedules} WHERE name = $1 FOR UPDATE"),
+    )
+    .bind(&periodic.name)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(last) = last else {
         // A new schedule starts from now: ticks before it existed are not missed ticks.
-        sqlx::query(
-            "INSERT INTO job_schedules (name, last_tick) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
+        sqlx::query(queue.sql(
+            "INSERT INTO {job_schedules} (name, last_tick) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        ))
         .bind(&periodic.name)
         .bind(tick)
         .execute(&mut *tx)
@@ -417,11 +428,13 @@ pub async fn enqueue_due_tick(
     // A tick that passed more than the grace ago passed while nothing ran: it was missed.
     let missed = (now - tick).to_std().unwrap_or_default() > MISSED_GRACE;
     let run = !missed || periodic.missed == MissedTicks::RunLatest;
-    sqlx::query("UPDATE job_schedules SET last_tick = $2, updated_at = now() WHERE name = $1")
-        .bind(&periodic.name)
-        .bind(tick)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        queue.sql("UPDATE {job_schedules} SET last_tick = $2, updated_at = now() WHERE name = $1"),
+    )
+    .bind(&periodic.name)
+    .bind(tick)
+    .execute(&mut *tx)
+    .await?;
     if run {
         let job = (periodic.make)(tick).unique_key(format!(
             "periodic:{}:{}",

@@ -25,6 +25,10 @@ pub struct TestServer {
     _embedded: Option<EmbeddedPostgres>,
 }
 
+/// The schema [`TestDatabase`] puts the engine's tables in: not `public`, so that a statement
+/// naming a table without its schema fails in the engine's tests.
+pub const SCHEMA: &str = "jobs_test";
+
 static SERVER: OnceLock<TestServer> = OnceLock::new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -61,7 +65,7 @@ pub fn server(data_dir: &Path) -> &'static TestServer {
     })
 }
 
-/// A fresh database with the engine's migrations applied, for one test.
+/// A fresh database with the engine's migrations applied in [`SCHEMA`], for one test.
 pub struct TestDatabase {
     pub name: String,
     /// Connects as the login user.
@@ -98,7 +102,9 @@ impl TestDatabase {
             .connect_with(options.clone())
             .await
             .expect("connect to the test database");
-        crate::migrate(&pool)
+        crate::Queue::new(crate::DEFAULT_CHANNEL, SCHEMA)
+            .expect("the test schema is a valid name")
+            .migrate(&pool)
             .await
             .expect("migrate the test database");
         Self {

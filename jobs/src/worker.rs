@@ -18,8 +18,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     Error,
     backoff::Backoff,
-    enqueue::Queue,
     job::{JobError, JobMeta},
+    queue::Queue,
     registry::{Handler, Registry},
 };
 
@@ -180,7 +180,13 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             .map(|(q, n)| (q.clone(), *n))
             .collect();
         let queue_names: Vec<String> = queues.iter().map(|(q, _)| q.clone()).collect();
-        register(&self.pool, &self.worker_id, &queue_names).await?;
+        register(
+            &self.pool,
+            &self.config.queue,
+            &self.worker_id,
+            &queue_names,
+        )
+        .await?;
         let (completions_tx, completions_rx) = mpsc::unbounded_channel();
         let kinds = self.registry.kinds();
         let shared = Arc::new(Shared {
@@ -196,6 +202,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         });
         let completer = tokio::spawn(complete_batches(
             self.queue_pool,
+            shared.config.queue.clone(),
             completions_rx,
             shared.config.completion_batch,
             shared.config.settle_for,
@@ -270,22 +277,28 @@ async fn finish<C>(
     shared: Arc<Shared<C>>,
     completer: tokio::task::JoinHandle<()>,
 ) -> Result<(), Error> {
-    let (pool, queue_pool, worker_id) = (
+    let (pool, queue_pool, queue, worker_id) = (
         shared.pool.clone(),
         shared.queue_pool.clone(),
+        shared.config.queue.clone(),
         shared.worker_id.clone(),
     );
     drop(shared);
     let _ = completer.await;
     queue_pool.close().await;
-    deregister(&pool, &worker_id).await
+    deregister(&pool, &queue, &worker_id).await
 }
 
-async fn register(pool: &PgPool, worker_id: &str, queues: &[String]) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ($1, $2, $3, $4)
+async fn register(
+    pool: &PgPool,
+    queue: &Queue,
+    worker_id: &str,
+    queues: &[String],
+) -> Result<(), Error> {
+    sqlx::query(queue.sql(
+        "INSERT INTO {job_workers} (id, hostname, pid, queues) VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
-    )
+    ))
     .bind(worker_id)
     .bind(worker_id.rsplitn(3, '-').nth(2).unwrap_or_default())
     .bind(std::process::id() as i32)
@@ -295,8 +308,8 @@ async fn register(pool: &PgPool, worker_id: &str, queues: &[String]) -> Result<(
     Ok(())
 }
 
-async fn deregister(pool: &PgPool, worker_id: &str) -> Result<(), Error> {
-    sqlx::query("DELETE FROM job_workers WHERE id = $1")
+async fn deregister(pool: &PgPool, queue: &Queue, worker_id: &str) -> Result<(), Error> {
+    sqlx::query(queue.sql("DELETE FROM {job_workers} WHERE id = $1"))
         .bind(worker_id)
         .execute(pool)
         .await?;
@@ -361,21 +374,21 @@ async fn fetch_loop<C: Clone + Send + Sync + 'static>(
 }
 
 async fn claim<C>(shared: &Shared<C>, queue: &str, limit: usize) -> Result<Vec<Claimed>, Error> {
-    Ok(sqlx::query_as::<_, Claimed>(
+    Ok(sqlx::query_as::<_, Claimed>(shared.config.queue.sql(
         "WITH picked AS (
-             SELECT id FROM jobs
+             SELECT id FROM {jobs}
              WHERE state = 'available' AND queue = $1 AND scheduled_at <= now() AND kind = ANY($4)
-               AND NOT EXISTS (SELECT 1 FROM job_queues q WHERE q.name = $1 AND q.paused_at IS NOT NULL)
+               AND NOT EXISTS (SELECT 1 FROM {job_queues} q WHERE q.name = $1 AND q.paused_at IS NOT NULL)
              ORDER BY priority, scheduled_at, id
              LIMIT $2
              FOR UPDATE SKIP LOCKED
          )
-         UPDATE jobs j
+         UPDATE {jobs} j
          SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $3
          FROM picked WHERE j.id = picked.id
          RETURNING j.id, j.kind, j.queue, j.args, j.attempt, j.max_attempts, j.timeout_ms,
                    j.retry_delay_ms, j.tag",
-    )
+    ))
     .bind(queue)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(&shared.worker_id)
@@ -451,7 +464,12 @@ async fn execute<C: Clone + Send + Sync + 'static>(shared: &Arc<Shared<C>>, job:
         Outcome::Committed | Outcome::Lost => Ok(()),
         Outcome::Released => {
             settle(shared, job.id, || {
-                release(&shared.queue_pool, job.id, job.attempt)
+                release(
+                    &shared.queue_pool,
+                    &shared.config.queue,
+                    job.id,
+                    job.attempt,
+                )
             })
             .await
         }
@@ -532,10 +550,10 @@ async fn run_attempt<C: Clone + Send + Sync + 'static>(
             }
             // The completion commits with the job's effects, fenced: if the job is no longer
             // ours, the effects roll back with it.
-            let owned = sqlx::query(
-                "UPDATE jobs SET state = 'completed', finalized_at = now()
+            let owned = sqlx::query(shared.config.queue.sql(
+                "UPDATE {jobs} SET state = 'completed', finalized_at = now()
                  WHERE id = $1 AND attempt = $2 AND state = 'running'",
-            )
+            ))
             .bind(meta.id)
             .bind(meta.attempt)
             .execute(&mut *tx)
@@ -575,8 +593,8 @@ async fn record_failure<C>(
         .map(|ms| Duration::from_millis(ms.max(0) as u64))
         .or(explicit_delay)
         .unwrap_or_else(|| shared.config.backoff.delay(job.attempt));
-    sqlx::query(
-        "UPDATE jobs SET
+    sqlx::query(shared.config.queue.sql(
+        "UPDATE {jobs} SET
              state = CASE WHEN $3 OR attempt >= max_attempts THEN 'failed' ELSE 'retryable' END,
              scheduled_at = CASE WHEN $3 OR attempt >= max_attempts THEN scheduled_at
                                  ELSE now() + $4 * interval '1 millisecond' END,
@@ -584,7 +602,7 @@ async fn record_failure<C>(
              errors = errors || jsonb_build_array(jsonb_build_object(
                  'attempt', attempt, 'at', now(), 'error', $5::text, 'worker', $6::text))
          WHERE id = $1 AND attempt = $2 AND state = 'running'",
-    )
+    ))
     .bind(job.id)
     .bind(job.attempt)
     .bind(permanent)
@@ -597,12 +615,12 @@ async fn record_failure<C>(
 }
 
 /// Gives a running job back to the queue without counting the interrupted attempt.
-async fn release(pool: &PgPool, id: i64, attempt: i32) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE jobs SET state = 'available', attempt = attempt - 1, scheduled_at = now(),
-                         attempted_by = NULL
+async fn release(pool: &PgPool, queue: &Queue, id: i64, attempt: i32) -> Result<(), Error> {
+    sqlx::query(queue.sql(
+        "UPDATE {jobs} SET state = 'available', attempt = attempt - 1, scheduled_at = now(),
+                           attempted_by = NULL
          WHERE id = $1 AND attempt = $2 AND state = 'running'",
-    )
+    ))
     .bind(id)
     .bind(attempt)
     .execute(pool)
@@ -614,6 +632,7 @@ async fn release(pool: &PgPool, id: i64, attempt: i32) -> Result<(), Error> {
 /// statement runs goes into the next. Ends, flushed, when every sender is dropped.
 async fn complete_batches(
     pool: PgPool,
+    queue: Queue,
     mut rx: mpsc::UnboundedReceiver<(i64, i32)>,
     max_batch: usize,
     settle_for: Duration,
@@ -628,11 +647,11 @@ async fn complete_batches(
             // the planner nest-loops such a join over every running row (measured: one statement
             // ran for minutes). `id = ANY` is an index condition or, at worst, one hashed pass;
             // the attempt fence is then looked up per matched row.
-            let result = sqlx::query(
-                "UPDATE jobs SET state = 'completed', finalized_at = now()
+            let result = sqlx::query(queue.sql(
+                "UPDATE {jobs} SET state = 'completed', finalized_at = now()
                  WHERE id = ANY($1) AND state = 'running'
                    AND attempt = ($2::int4[])[array_position($1::bigint[], id)]",
-            )
+            ))
             .bind(&ids)
             .bind(&attempts)
             .execute(&pool)
@@ -663,18 +682,23 @@ async fn heartbeat<C>(shared: Arc<Shared<C>>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let result = sqlx::query("UPDATE job_workers SET heartbeat_at = now() WHERE id = $1")
-            .bind(&shared.worker_id)
-            .execute(&shared.pool)
-            .await;
+        let result = sqlx::query(
+            shared
+                .config
+                .queue
+                .sql("UPDATE {job_workers} SET heartbeat_at = now() WHERE id = $1"),
+        )
+        .bind(&shared.worker_id)
+        .execute(&shared.pool)
+        .await;
         match result {
             Ok(r) if r.rows_affected() == 0 => {
                 // Declared dead while alive (e.g. a long pause): its jobs were rescued; come back.
                 tracing::warn!(worker.id = %shared.worker_id, "worker row was removed; registering again");
-                let _ = sqlx::query(
-                    "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ($1, '', $2, '{}')
+                let _ = sqlx::query(shared.config.queue.sql(
+                    "INSERT INTO {job_workers} (id, hostname, pid, queues) VALUES ($1, '', $2, '{}')
                      ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
-                )
+                ))
                 .bind(&shared.worker_id)
                 .bind(std::process::id() as i32)
                 .execute(&shared.pool)

@@ -23,13 +23,15 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-use jobs::testing::TestDatabase;
+use jobs::testing::{SCHEMA, TestDatabase};
 
 /// The queue every enqueue here goes through: one per process, as in the service, so its NOTIFY
-/// debounce works as it does there.
+/// debounce works as it does there. Its tables are in [`SCHEMA`], not `public`, so a statement of
+/// the engine that named a table without its schema fails here; the raw SQL below names
+/// `jobs_test` (that schema) for the same reason.
 fn queue() -> &'static jobs::Queue {
     static QUEUE: std::sync::OnceLock<jobs::Queue> = std::sync::OnceLock::new();
-    QUEUE.get_or_init(jobs::Queue::default)
+    QUEUE.get_or_init(|| jobs::Queue::new(jobs::DEFAULT_CHANNEL, SCHEMA).unwrap())
 }
 
 /// A database of the test's own, on the test server.
@@ -157,6 +159,7 @@ fn fast_worker_config() -> WorkerConfig {
             max: Duration::from_secs(10),
             jitter: 0.0,
         },
+        queue: queue().clone(),
         ..WorkerConfig::default()
     }
 }
@@ -166,6 +169,7 @@ fn fast_maintenance() -> MaintenanceConfig {
         interval: Duration::from_millis(20),
         lease: Duration::from_secs(2),
         stale_after: Duration::from_secs(1),
+        queue: queue().clone(),
         ..MaintenanceConfig::default()
     }
 }
@@ -216,7 +220,7 @@ struct Row {
 }
 
 async fn job_row(pool: &PgPool, id: i64) -> Row {
-    sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE id = $1")
+    sqlx::query_as("SELECT state, attempt, errors FROM jobs_test.jobs WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
         .await
@@ -336,15 +340,17 @@ async fn a_second_enqueue_of_a_live_unique_job_returns_the_first() {
     let result = queue().enqueue_many(&mut conn, &batch).await.unwrap();
     assert_eq!(result.inserted, 2, "sync:43 once and the keyless job");
     assert!(result.ids.contains(&first));
-    let total = count(&db.pool, "SELECT count(*) FROM jobs").await;
+    let total = count(&db.pool, "SELECT count(*) FROM jobs_test.jobs").await;
     assert_eq!(total, 3);
 
     // A finished job frees its key.
-    sqlx::query("UPDATE jobs SET state = 'completed', finalized_at = now() WHERE id = $1")
-        .bind(first)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jobs_test.jobs SET state = 'completed', finalized_at = now() WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let third = enqueue_one(&db.pool, job).await;
     assert_ne!(third, first);
 }
@@ -386,7 +392,7 @@ async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
         Option<String>,
     );
     let rows: Vec<Stored> = sqlx::query_as(
-        "SELECT args, state, max_attempts, tag, unique_key FROM jobs WHERE id = ANY($1) ORDER BY id",
+        "SELECT args, state, max_attempts, tag, unique_key FROM jobs_test.jobs WHERE id = ANY($1) ORDER BY id",
     )
     .bind(&result.ids)
     .fetch_all(&mut *conn)
@@ -403,7 +409,7 @@ async fn bulk_enqueue_stores_every_column_whether_jobs_share_it_or_not() {
     );
     let tagged = count(
         &db.pool,
-        "SELECT count(*) FROM jobs WHERE tag = 't:1' AND state = 'available'",
+        "SELECT count(*) FROM jobs_test.jobs WHERE tag = 't:1' AND state = 'available'",
     )
     .await;
     assert_eq!(tagged, 3);
@@ -423,7 +429,7 @@ async fn bulk_enqueue_returns_each_jobs_id_in_the_order_given() {
         .collect();
     let result = queue().enqueue_many(&mut conn, &jobs).await.unwrap();
     let notes: Vec<(i64, String)> =
-        sqlx::query_as("SELECT id, args->>'note' FROM jobs WHERE id = ANY($1)")
+        sqlx::query_as("SELECT id, args->>'note' FROM jobs_test.jobs WHERE id = ANY($1)")
             .bind(&result.ids)
             .fetch_all(&mut *conn)
             .await
@@ -444,7 +450,7 @@ async fn enqueue_inside_a_rolled_back_transaction_leaves_no_job() {
         .await
         .unwrap();
     tx.rollback().await.unwrap();
-    let total = count(&db.pool, "SELECT count(*) FROM jobs").await;
+    let total = count(&db.pool, "SELECT count(*) FROM jobs_test.jobs").await;
     assert_eq!(total, 0);
 }
 
@@ -550,14 +556,14 @@ async fn an_attempt_that_outlived_its_lease_is_rescued_though_its_worker_lives()
     }
     let mut owner = db.connect().await;
     sqlx::query(
-        "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ('alive', 'h', 1, '{}')",
+        "INSERT INTO jobs_test.job_workers (id, hostname, pid, queues) VALUES ('alive', 'h', 1, '{}')",
     )
     .execute(&mut owner)
     .await
     .unwrap();
     for (id, age_ms) in [(ids[0], 60_000), (ids[1], 500)] {
         sqlx::query(
-            "UPDATE jobs SET state = 'running', attempt = 1, attempted_by = 'alive', timeout_ms = 1000,
+            "UPDATE jobs_test.jobs SET state = 'running', attempt = 1, attempted_by = 'alive', timeout_ms = 1000,
                              attempted_at = now() - $2 * interval '1 millisecond'
              WHERE id = $1",
         )
@@ -567,9 +573,14 @@ async fn an_attempt_that_outlived_its_lease_is_rescued_though_its_worker_lives()
         .await
         .unwrap();
     }
-    let rescued = jobs::rescue_stale(&db.pool, Duration::from_secs(1), Duration::from_secs(300))
-        .await
-        .unwrap();
+    let rescued = jobs::rescue_stale(
+        &db.pool,
+        queue(),
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
     assert_eq!(rescued, 1);
     let old = job_row(&db.pool, ids[0]).await;
     assert_eq!(old.state, "retryable");
@@ -592,7 +603,7 @@ async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
     let db = test_db().await;
     // 50 jobs "running" on a worker that never registered (so: dead), claimed long ago.
     let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, state, attempt, attempted_by, attempted_at)
+        "INSERT INTO jobs_test.jobs (kind, state, attempt, attempted_by, attempted_at)
          SELECT 'test_ping', 'running', 1, 'ghost', now() - interval '1 hour' FROM generate_series(1, 50)
          RETURNING id",
     )
@@ -608,7 +619,7 @@ async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
             for id in ids {
                 // The completer's fenced statement, one job at a time to interleave with the rescuer.
                 let done = sqlx::query(
-                    "UPDATE jobs SET state = 'completed', finalized_at = now()
+                    "UPDATE jobs_test.jobs SET state = 'completed', finalized_at = now()
                      WHERE id = $1 AND attempt = 1 AND state = 'running'",
                 )
                 .bind(id)
@@ -627,9 +638,14 @@ async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
         let (pool, barrier) = (db.pool.clone(), barrier.clone());
         tokio::spawn(async move {
             barrier.wait().await;
-            jobs::rescue_stale(&pool, Duration::from_secs(1), Duration::from_secs(300))
-                .await
-                .unwrap()
+            jobs::rescue_stale(
+                &pool,
+                queue(),
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+            )
+            .await
+            .unwrap()
         })
     };
     let completed = completer.await.unwrap();
@@ -700,7 +716,7 @@ async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
     assert_eq!(ticks.len(), 19, "{ticks:?}");
     let jobs = count(
         &db.pool,
-        "SELECT count(*) FROM jobs WHERE kind = 'test_ping'",
+        "SELECT count(*) FROM jobs_test.jobs WHERE kind = 'test_ping'",
     )
     .await;
     assert_eq!(jobs, 19);
@@ -749,7 +765,7 @@ async fn missed_ticks_follow_the_schedules_policy() {
                 .is_some()
         );
     }
-    let jobs = count(&db.pool, "SELECT count(*) FROM jobs").await;
+    let jobs = count(&db.pool, "SELECT count(*) FROM jobs_test.jobs").await;
     assert_eq!(jobs, 3);
 }
 
@@ -770,7 +786,7 @@ async fn shutdown_lets_running_jobs_finish() {
     for id in ids {
         assert_eq!(job_row(&db.pool, id).await.state, "completed");
     }
-    let workers = count(&db.pool, "SELECT count(*) FROM job_workers").await;
+    let workers = count(&db.pool, "SELECT count(*) FROM jobs_test.job_workers").await;
     assert_eq!(workers, 0, "a stopped worker deregisters");
 }
 
@@ -790,7 +806,7 @@ async fn jobs_still_running_at_the_deadline_are_released_for_another_worker() {
     )
     .await;
     wait_for_state(&db.pool, id, &["running"]).await;
-    sqlx::query("UPDATE jobs SET timeout_ms = 120000 WHERE id = $1")
+    sqlx::query("UPDATE jobs_test.jobs SET timeout_ms = 120000 WHERE id = $1")
         .bind(id)
         .execute(&db.pool)
         .await
@@ -805,14 +821,14 @@ async fn jobs_still_running_at_the_deadline_are_released_for_another_worker() {
 async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
     let db = test_db().await;
     sqlx::query(
-        "INSERT INTO jobs (kind, queue, state, attempt, max_attempts, finalized_at, tag)
+        "INSERT INTO jobs_test.jobs (kind, queue, state, attempt, max_attempts, finalized_at, tag)
          SELECT 'test_ping', 'default', 'failed', 3, 3, now(), 'tenant:a' FROM generate_series(1, 10000)",
     )
     .execute(&db.pool)
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO jobs (kind, state, attempt, max_attempts, finalized_at, tag)
+        "INSERT INTO jobs_test.jobs (kind, state, attempt, max_attempts, finalized_at, tag)
          SELECT 'test_ping', 'failed', 3, 3, now(), 'tenant:b' FROM generate_series(1, 10)",
     )
     .execute(&db.pool)
@@ -832,7 +848,7 @@ async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
     assert_eq!(retried, 10_000);
     assert!(progress.len() >= 4, "worked in batches: {progress:?}");
     let (available, max_attempts): (i64, i32) = sqlx::query_as(
-        "SELECT count(*), min(max_attempts) FROM jobs WHERE tag = 'tenant:a' AND state = 'available'",
+        "SELECT count(*), min(max_attempts) FROM jobs_test.jobs WHERE tag = 'tenant:a' AND state = 'available'",
     )
     .fetch_one(&db.pool)
     .await
@@ -841,7 +857,7 @@ async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
     assert_eq!(max_attempts, 4, "a revived job gets one more attempt");
     let untouched = count(
         &db.pool,
-        "SELECT count(*) FROM jobs WHERE tag = 'tenant:b' AND state = 'failed'",
+        "SELECT count(*) FROM jobs_test.jobs WHERE tag = 'tenant:b' AND state = 'failed'",
     )
     .await;
     assert_eq!(untouched, 10);
@@ -850,7 +866,9 @@ async fn admin_retry_by_filter_revives_ten_thousand_dead_jobs() {
 #[tokio::test]
 async fn a_paused_queue_starts_nothing_until_resumed() {
     let db = test_db().await;
-    jobs::admin::pause_queue(&db.pool, "default").await.unwrap();
+    jobs::admin::pause_queue(&db.pool, queue(), "default")
+        .await
+        .unwrap();
     let id = enqueue_one(&db.pool, NewJob::new(&Ping::default()).unwrap()).await;
     let drain = || {
         let ctx = Ctx {
@@ -872,7 +890,7 @@ async fn a_paused_queue_starts_nothing_until_resumed() {
 async fn retention_prunes_only_finished_jobs_past_their_time() {
     let db = test_db().await;
     sqlx::query(
-        "INSERT INTO jobs (kind, state, finalized_at) VALUES
+        "INSERT INTO jobs_test.jobs (kind, state, finalized_at) VALUES
             ('test_ping', 'completed', now() - interval '25 hours'),
             ('test_ping', 'completed', now() - interval '1 hour'),
             ('test_ping', 'failed',    now() - interval '8 days'),
@@ -882,16 +900,22 @@ async fn retention_prunes_only_finished_jobs_past_their_time() {
     .execute(&db.pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO jobs (kind, state, created_at) VALUES ('test_ping', 'available', now() - interval '30 days')")
+    sqlx::query("INSERT INTO jobs_test.jobs (kind, state, created_at) VALUES ('test_ping', 'available', now() - interval '30 days')")
         .execute(&db.pool)
         .await
         .unwrap();
-    let pruned = jobs::prune(&db.pool, &MaintenanceConfig::default())
-        .await
-        .unwrap();
+    let pruned = jobs::prune(
+        &db.pool,
+        &MaintenanceConfig {
+            queue: queue().clone(),
+            ..MaintenanceConfig::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(pruned, 3);
     let left: Vec<(String, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT state, finalized_at FROM jobs ORDER BY id")
+        sqlx::query_as("SELECT state, finalized_at FROM jobs_test.jobs ORDER BY id")
             .fetch_all(&db.pool)
             .await
             .unwrap();
@@ -903,8 +927,6 @@ async fn retention_prunes_only_finished_jobs_past_their_time() {
 /// enqueueing on two databases at once wakes the listeners of both.
 #[tokio::test]
 async fn notifications_go_to_the_queues_channel_and_each_database_is_woken() {
-    assert!(jobs::Queue::new("Not-An-Identifier").is_err());
-    assert!(jobs::Queue::new("").is_err());
     let (a, b) = (test_db().await, test_db().await);
     let mut listeners = Vec::new();
     for db in [&a, &b] {
@@ -915,7 +937,7 @@ async fn notifications_go_to_the_queues_channel_and_each_database_is_woken() {
         listeners.push(listener);
     }
     for db in [&a, &b] {
-        let queue = jobs::Queue::new("team_a_jobs").unwrap();
+        let queue = jobs::Queue::new("team_a_jobs", SCHEMA).unwrap();
         let mut conn = db.pool.acquire().await.unwrap();
         queue
             .enqueue(&mut conn, &NewJob::new(&Ping::default()).unwrap())
@@ -936,7 +958,7 @@ async fn notifications_go_to_the_queues_channel_and_each_database_is_woken() {
 #[tokio::test]
 async fn a_worker_is_woken_on_its_queues_channel() {
     let db = test_db().await;
-    let queue = jobs::Queue::new("other_app_jobs").unwrap();
+    let queue = jobs::Queue::new("other_app_jobs", SCHEMA).unwrap();
     let config = WorkerConfig {
         poll_interval: Duration::from_secs(600),
         queue: queue.clone(),
@@ -951,7 +973,7 @@ async fn a_worker_is_woken_on_its_queues_channel() {
     );
     // The worker's first claim finds nothing; wait until it is registered and idle.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while count(&db.pool, "SELECT count(*) FROM job_workers").await == 0 {
+    while count(&db.pool, "SELECT count(*) FROM jobs_test.job_workers").await == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the worker never registered"
@@ -967,4 +989,128 @@ async fn a_worker_is_woken_on_its_queues_channel() {
     wait_for_state(&db.pool, id, &["completed"]).await;
     shutdown.cancel();
     worker.await.unwrap().unwrap();
+}
+
+/// Two queues in two schemas of one database share nothing: each has its own tables and
+/// migration history, a worker of one never sees the other's jobs, and migrating again is a
+/// no-op. (Every other test here runs in `jobs_test`; the application runs in `public`.)
+#[tokio::test]
+async fn queues_in_different_schemas_of_one_database_keep_their_jobs_apart() {
+    let db = test_db().await;
+    let other = jobs::Queue::new("other_app_jobs", "other_app").unwrap();
+    other.migrate(&db.pool).await.unwrap();
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema, table_name FROM information_schema.tables
+         WHERE table_name IN ('jobs', 'job_workers', '_syncbridge_jobs_migrations')
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String)> = ["jobs_test", "other_app"]
+        .iter()
+        .flat_map(|s| {
+            ["_syncbridge_jobs_migrations", "job_workers", "jobs"]
+                .map(|t| (s.to_string(), t.to_string()))
+        })
+        .collect();
+    assert_eq!(tables, expected, "nothing lands in public");
+
+    let versions: Vec<i64> = jobs::migrator().iter().map(|m| m.version).collect();
+    assert_eq!(other.applied_migrations(&db.pool).await.unwrap(), versions);
+    assert_eq!(
+        queue().applied_migrations(&db.pool).await.unwrap(),
+        versions
+    );
+    other.migrate(&db.pool).await.unwrap();
+    assert_eq!(other.applied_migrations(&db.pool).await.unwrap(), versions);
+
+    let mut conn = db.pool.acquire().await.unwrap();
+    let theirs = other
+        .enqueue(&mut conn, &NewJob::new(&Ping::default()).unwrap())
+        .await
+        .unwrap();
+    let ours = queue()
+        .enqueue(&mut conn, &NewJob::new(&Ping::default()).unwrap())
+        .await
+        .unwrap();
+    drop(conn);
+    let everything = JobFilter::default();
+    for q in [queue(), &other] {
+        assert_eq!(
+            jobs::admin::count(&db.pool, q, &everything).await.unwrap(),
+            1
+        );
+    }
+
+    let ctx = Ctx {
+        runs: Arc::new(AtomicUsize::new(0)),
+    };
+    let config = WorkerConfig {
+        queue: other.clone(),
+        ..fast_worker_config()
+    };
+    let done = Worker::new(db.pool.clone(), ctx.clone(), registry(), config)
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(done, 1, "the other schema's worker ran its one job");
+    let state: String = sqlx::query_scalar("SELECT state FROM other_app.jobs WHERE id = $1")
+        .bind(theirs)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "completed");
+    assert_eq!(
+        job_row(&db.pool, ours).await.state,
+        "available",
+        "ours was not touched"
+    );
+    assert_eq!(ctx.runs.load(Ordering::SeqCst), 1);
+}
+
+/// What a caller tracking work by job id asks: which of these will never run again? Dead,
+/// cancelled and deleted jobs, in the order asked, with the dead one's last error; a live job is
+/// not among them.
+#[tokio::test]
+async fn unrunnable_names_dead_cancelled_and_gone_jobs_in_the_order_asked() {
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let jobs = vec![NewJob::new(&Ping::default()).unwrap(); 4];
+    let ids = queue().enqueue_many(&mut conn, &jobs).await.unwrap().ids;
+    let (live, cancelled, dead, gone) = (ids[0], ids[1], ids[2], ids[3]);
+    let n = jobs::admin::cancel_unfinished(&mut conn, queue(), &[cancelled])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    sqlx::query(
+        "UPDATE jobs_test.jobs SET state = 'failed', finalized_at = now(),
+             errors = '[{\"attempt\": 1, \"error\": \"first\"}, {\"attempt\": 2, \"error\": \"last\"}]'
+         WHERE id = $1",
+    )
+    .bind(dead)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM jobs_test.jobs WHERE id = $1")
+        .bind(gone)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let asked = [gone, live, dead, cancelled];
+    let found = jobs::admin::unrunnable(&mut conn, queue(), &asked)
+        .await
+        .unwrap();
+    let seen: Vec<(i64, Option<JobState>, Option<&str>)> = found
+        .iter()
+        .map(|u| (u.id, u.state, u.last_error.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (gone, None, None),
+            (dead, Some(JobState::Failed), Some("last")),
+            (cancelled, Some(JobState::Cancelled), None),
+        ]
+    );
 }

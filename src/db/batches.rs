@@ -7,31 +7,39 @@ use uuid::Uuid;
 
 use crate::domain::{BatchState, DataType, SourceType, SyncMode};
 
-/// An unprocessed chunk and its job, when the job is dead or gone.
-pub struct DeadChunk {
-    pub batch_id: Uuid,
-    pub chunk_index: i32,
-    pub job_id: Option<i64>,
-    pub job_state: Option<String>,
-    pub last_error: Option<String>,
+/// The jobs of every unsettled, unprocessed chunk: the ones to ask the queue about
+/// (`jobs::admin::unrunnable`) when looking for chunks whose job will never run them.
+pub async fn pending_chunk_jobs(conn: &mut PgConnection) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT job_id AS "job_id!" FROM ingest_batch_chunks
+         WHERE processed_at IS NULL AND failed_at IS NULL AND job_id IS NOT NULL"#
+    )
+    .fetch_all(conn)
+    .await
 }
 
-/// Up to `limit` unsettled, unprocessed chunks whose job failed, was cancelled or is gone,
-/// locked (`SKIP LOCKED`: concurrent callers take different ones).
-pub async fn dead_chunks(
+/// An unsettled, unprocessed chunk and the job it waits for.
+pub struct ChunkOfJob {
+    pub batch_id: Uuid,
+    pub chunk_index: i32,
+    pub job_id: i64,
+}
+
+/// Up to `limit` chunks of `job_ids` that are still unsettled and unprocessed, locked (`SKIP
+/// LOCKED`: concurrent callers take different ones).
+pub async fn lock_chunks_of_jobs(
     conn: &mut PgConnection,
+    job_ids: &[i64],
     limit: i64,
-) -> Result<Vec<DeadChunk>, sqlx::Error> {
+) -> Result<Vec<ChunkOfJob>, sqlx::Error> {
     sqlx::query_as!(
-        DeadChunk,
-        r#"SELECT c.batch_id, c.chunk_index, c.job_id, j.state AS "job_state?",
-                j.errors -> -1 ->> 'error' AS last_error
-         FROM ingest_batch_chunks c LEFT JOIN jobs j ON j.id = c.job_id
-         WHERE c.processed_at IS NULL AND c.failed_at IS NULL AND c.job_id IS NOT NULL
-           AND (j.id IS NULL OR j.state IN ('failed', 'cancelled'))
-         ORDER BY c.batch_id, c.chunk_index
-         LIMIT $1
-         FOR UPDATE OF c SKIP LOCKED"#,
+        ChunkOfJob,
+        r#"SELECT batch_id, chunk_index, job_id AS "job_id!" FROM ingest_batch_chunks
+         WHERE job_id = ANY($1) AND processed_at IS NULL AND failed_at IS NULL
+         ORDER BY batch_id, chunk_index
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED"#,
+        job_ids,
         limit
     )
     .fetch_all(conn)

@@ -113,8 +113,10 @@ pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
         })
 }
 
-/// Applies the pending migrations, as the login user (the owner of the tables).
-pub async fn migrate(options: &PgConnectOptions) -> Result<()> {
+/// Applies the pending migrations, as the login user (the owner of the tables): the
+/// application's, then the queue engine's in `queue`'s schema, whose tables the application's
+/// roles are then granted.
+pub async fn migrate(options: &PgConnectOptions, queue: &jobs::Queue) -> Result<()> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options.clone())
@@ -125,9 +127,18 @@ pub async fn migrate(options: &PgConnectOptions) -> Result<()> {
         .run(&pool)
         .await
         .context("database migration failed")?;
-    jobs::migrate(&pool)
+    queue
+        .migrate(&pool)
         .await
         .context("job queue migration failed")?;
+    // In `public` the default privileges already did this; in a schema of the queue's own they
+    // cannot (they are per schema), so the roles get the engine's tables by name.
+    let mut conn = pool.acquire().await?;
+    queue
+        .grant(&mut conn, &["syncbridge_app", "syncbridge_system"])
+        .await
+        .context("granting the job queue's tables failed")?;
+    drop(conn);
     pool.close().await;
     Ok(())
 }
@@ -140,7 +151,7 @@ pub enum Readiness {
     MigrationsPending { applied: usize, expected: usize },
 }
 
-pub async fn readiness(pool: &PgPool) -> Readiness {
+pub async fn readiness(pool: &PgPool, queue: &jobs::Queue) -> Readiness {
     let app =
         sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
             .fetch_all(pool)
@@ -150,7 +161,7 @@ pub async fn readiness(pool: &PgPool) -> Readiness {
     let mut expected_total = 0;
     for (applied, migrator) in [
         (app, &MIGRATOR),
-        (jobs::applied_migrations(pool).await, &jobs_migrator),
+        (queue.applied_migrations(pool).await, &jobs_migrator),
     ] {
         let expected: Vec<i64> = migrator
             .iter()

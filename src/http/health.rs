@@ -17,7 +17,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// Ready: the database answers and every migration this binary expects is applied.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match readiness(&state.pool).await {
+    match readiness(&state.pool, &state.queue).await {
         Readiness::Ready => Ok(Json(json!({ "status": "ready" }))),
         Readiness::Unreachable(reason) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

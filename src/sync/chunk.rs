@@ -2,6 +2,8 @@
 //! byte as received; and how a chunk that cannot be processed is settled so its records are
 //! still accounted for.
 
+use std::collections::HashMap;
+
 use jobs::JobState;
 use serde_json::value::RawValue;
 use sqlx::{PgConnection, PgPool};
@@ -107,23 +109,32 @@ pub const BATCH_DISCARDED: &str = "batch_discarded";
 /// the batch ends (`failed`) once every chunk is settled or processed, which releases its records
 /// from the tenant's backlog, and the sync closes when it was waiting only for them. Run every
 /// scheduler round; any number may run at once (`SKIP LOCKED`). Returns the chunks settled.
-pub async fn settle_dead_chunks(pool: &PgPool) -> anyhow::Result<u64> {
+pub async fn settle_dead_chunks(pool: &PgPool, queue: &jobs::Queue) -> anyhow::Result<u64> {
     let mut tx = system_tx(pool).await?;
+    let waiting = batches::pending_chunk_jobs(&mut tx).await?;
+    let dead: HashMap<i64, jobs::admin::Unrunnable> =
+        jobs::admin::unrunnable(&mut tx, queue, &waiting)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect();
+    let job_ids: Vec<i64> = dead.keys().copied().collect();
     let mut settled = 0;
-    for dead in batches::dead_chunks(&mut tx, 1_000).await? {
-        let how = match dead.job_state.as_deref().map(str::parse::<JobState>) {
+    for chunk in batches::lock_chunks_of_jobs(&mut tx, &job_ids, 1_000).await? {
+        let job = &dead[&chunk.job_id];
+        let how = match job.state {
             None => "was deleted".to_string(),
-            Some(Ok(JobState::Cancelled)) => "was cancelled".to_string(),
+            Some(JobState::Cancelled) => "was cancelled".to_string(),
             Some(_) => format!(
                 "died: {}",
-                dead.last_error.as_deref().unwrap_or("no error recorded")
+                job.last_error.as_deref().unwrap_or("no error recorded")
             ),
         };
         let message = format!(
             "job {} processing this chunk {how}; retry the job to process it again",
-            dead.job_id.unwrap_or_default()
+            job.id
         );
-        let (batch_id, chunk) = (dead.batch_id, dead.chunk_index);
+        let (batch_id, chunk) = (chunk.batch_id, chunk.chunk_index);
         if settle_chunk(&mut tx, batch_id, chunk, PROCESSING_FAILED, &message).await? {
             settled += 1;
         }
@@ -193,6 +204,7 @@ pub async fn take_back_settled(
 /// its sync end. Returns the records discarded, or `None` when no such batch exists.
 pub async fn discard_batch(
     pool: &PgPool,
+    queue: &jobs::Queue,
     batch_id: Uuid,
     reason: &str,
 ) -> anyhow::Result<Option<i64>> {
@@ -205,7 +217,7 @@ pub async fn discard_batch(
     // commit its chunk afterwards (its completion is fenced on `state = 'running'`); the batch's
     // lock keeps new chunks of it from starting meanwhile.
     let job_ids: Vec<i64> = chunks.iter().filter_map(|c| c.job_id).collect();
-    ::jobs::admin::cancel_unfinished(&mut tx, &job_ids).await?;
+    jobs::admin::cancel_unfinished(&mut tx, queue, &job_ids).await?;
     let mut discarded = 0;
     let message = format!("discarded by an operator: {reason}");
     for chunk in chunks {

@@ -916,7 +916,9 @@ async fn an_immediate_database_crash_mid_ingest_loses_and_strands_nothing() {
             .expect("the drill's PostgreSQL starts"),
     );
     let connect = server.ensure_database().await.unwrap();
-    syncbridge::db::migrate(&connect).await.unwrap();
+    syncbridge::db::migrate(&connect, &jobs::Queue::default())
+        .await
+        .unwrap();
     let db = crate::helpers::TestDb {
         name: "syncbridge".into(),
         owner_options: connect.clone(),

@@ -39,7 +39,9 @@ async fn readyz_is_unavailable_until_the_database_is_migrated() {
             .contains("syncbridge migrate")
     );
 
-    db::migrate(&app.db.owner_options).await.unwrap();
+    db::migrate(&app.db.owner_options, &jobs::Queue::default())
+        .await
+        .unwrap();
     // The pool's first connections failed (no role yet); new ones succeed after migrating.
     let res = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -177,9 +179,14 @@ async fn migrating_twice_changes_nothing() {
     let db = TestDb::migrated().await;
     let before = schema(&db).await;
     assert!(before.contains("integration_cursors.cursor_at"), "{before}");
-    db::migrate(&db.owner_options).await.unwrap();
+    db::migrate(&db.owner_options, &jobs::Queue::default())
+        .await
+        .unwrap();
     assert_eq!(schema(&db).await, before);
-    assert_eq!(db::readiness(&db.pool).await, db::Readiness::Ready);
+    assert_eq!(
+        db::readiness(&db.pool, &jobs::Queue::default()).await,
+        db::Readiness::Ready
+    );
 }
 
 /// The schema as the catalog describes it (columns, constraints, indexes, policies, triggers)

@@ -89,9 +89,12 @@ async fn template() -> &'static str {
                     &format!("CREATE DATABASE {}", quote_ident(&building)),
                 )
                 .await;
-                db::migrate(&cluster().admin.clone().database(&building))
-                    .await
-                    .expect("migrations apply to an empty database");
+                db::migrate(
+                    &cluster().admin.clone().database(&building),
+                    &jobs::Queue::default(),
+                )
+                .await
+                .expect("migrations apply to an empty database");
                 execute(
                     &mut conn,
                     &format!(
@@ -365,7 +368,7 @@ pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {
         db.pool.clone(),
         jobs::MaintenanceConfig {
             interval: Duration::from_millis(20),
-            ..jobs::MaintenanceConfig::default()
+            ..syncbridge::tasks::maintenance_config(&config.jobs)
         },
         Vec::new(),
     );
@@ -378,4 +381,29 @@ pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {
     shutdown.cancel();
     running.await.unwrap().unwrap();
     maintaining.await.unwrap();
+}
+
+/// A tenant named `tenant` with one HubSpot integration and its API key, the setup most webhook
+/// tests start from.
+pub struct HubspotIntegration {
+    pub tenant_id: uuid::Uuid,
+    pub integration_id: uuid::Uuid,
+    pub key: String,
+}
+
+pub async fn hubspot_integration(pool: &PgPool, tenant: &str) -> HubspotIntegration {
+    use syncbridge::{admin, domain::SourceType};
+    let tenant = admin::create_tenant(pool, tenant).await.unwrap();
+    let integration =
+        admin::create_integration(pool, tenant.id, SourceType::Hubspot, "HubSpot", None)
+            .await
+            .unwrap();
+    let key = admin::create_api_key(pool, integration.id, None)
+        .await
+        .unwrap();
+    HubspotIntegration {
+        tenant_id: tenant.id,
+        integration_id: integration.id,
+        key: key.key.plaintext,
+    }
 }

@@ -1123,3 +1123,83 @@ async fn every_data_type_runs_every_statement_shape() {
         assert!(a["deleted_at"].is_null(), "{data_type}: {a}");
     }
 }
+
+/// `jobs.schema` moves the queue's tables out of `public`: migrating creates them there (and
+/// nothing named like them in `public`), the application's roles may use them, and a delivery
+/// is enqueued, processed and stored through them; readiness reads the engine's history there.
+#[tokio::test]
+async fn a_queue_in_a_schema_of_its_own_carries_a_delivery_end_to_end() {
+    let db = helpers::TestDb::empty().await;
+    let mut config = test_config();
+    config.jobs.schema = "sb_queue".into();
+    let queue = config.jobs.queue();
+    syncbridge::db::migrate(&db.owner_options, &queue)
+        .await
+        .unwrap();
+    let engine_tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables
+         WHERE table_name IN ('jobs', 'job_workers', 'job_leader', 'job_queues', 'job_schedules')
+         ORDER BY 1",
+    )
+    .fetch_all(&mut db.owner().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        engine_tables,
+        [
+            "sb_queue.job_leader",
+            "sb_queue.job_queues",
+            "sb_queue.job_schedules",
+            "sb_queue.job_workers",
+            "sb_queue.jobs"
+        ]
+    );
+    assert_eq!(
+        syncbridge::db::readiness(&db.pool, &queue).await,
+        syncbridge::db::Readiness::Ready
+    );
+    assert!(
+        matches!(
+            syncbridge::db::readiness(&db.pool, &jobs::Queue::default()).await,
+            syncbridge::db::Readiness::MigrationsPending { .. }
+        ),
+        "the engine's history is in its schema, not in public"
+    );
+
+    let app = TestApp::spawn_configured(db, None, |c| c.jobs.schema = "sb_queue".into()).await;
+    let h = helpers::hubspot_integration(&app.db.pool, "Schema Co").await;
+    let body = sample("hubspot_contacts", h.integration_id);
+    let records = body["records"].as_array().unwrap().len() as i64;
+    let response = app
+        .client
+        .post(app.url("/api/webhooks/n8n"))
+        .bearer_auth(&h.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    config.worker.poll_interval_ms = 20;
+    helpers::work_until_done(
+        &app.db,
+        &config,
+        "SELECT count(*) FROM sb_queue.jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
+    )
+    .await;
+    let mut owner = app.db.owner().await;
+    let stored = count(
+        &mut owner,
+        format!(
+            "SELECT count(*) FROM external_contacts WHERE integration_id = '{}'",
+            h.integration_id
+        ),
+    )
+    .await;
+    assert_eq!(stored, records);
+    let completed = count(
+        &mut owner,
+        "SELECT count(*) FROM sb_queue.jobs WHERE queue = 'ingest' AND state = 'completed'",
+    )
+    .await;
+    assert!(completed >= 1, "the chunk jobs ran from sb_queue.jobs");
+}

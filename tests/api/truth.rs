@@ -5,7 +5,6 @@
 use chrono::{DateTime, Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use syncbridge::{admin, domain::SourceType};
 use uuid::Uuid;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
@@ -27,24 +26,8 @@ async fn world() -> World {
         .respond_with(ResponseTemplate::new(200))
         .mount(&n8n)
         .await;
-    let tenant = admin::create_tenant(&app.db.pool, "Truthful Co")
-        .await
-        .unwrap();
-    let integration = admin::create_integration(
-        &app.db.pool,
-        tenant.id,
-        SourceType::Hubspot,
-        "HubSpot",
-        None,
-    )
-    .await
-    .unwrap()
-    .id;
-    let key = admin::create_api_key(&app.db.pool, integration, None)
-        .await
-        .unwrap()
-        .key
-        .plaintext;
+    let h = crate::helpers::hubspot_integration(&app.db.pool, "Truthful Co").await;
+    let (integration, key) = (h.integration_id, h.key);
     let w = World {
         app,
         n8n,

@@ -38,24 +38,12 @@ async fn fixture_with(configure: impl FnOnce(&mut Config)) -> Fixture {
         configure(c);
     })
     .await;
-    let tenant = admin::create_tenant(&app.db.pool, "Acme").await.unwrap();
-    let integration = admin::create_integration(
-        &app.db.pool,
-        tenant.id,
-        SourceType::Hubspot,
-        "HubSpot",
-        None,
-    )
-    .await
-    .unwrap();
-    let key = admin::create_api_key(&app.db.pool, integration.id, None)
-        .await
-        .unwrap();
+    let h = crate::helpers::hubspot_integration(&app.db.pool, "Acme").await;
     Fixture {
         app,
-        tenant_id: tenant.id,
-        integration_id: integration.id,
-        key: key.key.plaintext,
+        tenant_id: h.tenant_id,
+        integration_id: h.integration_id,
+        key: h.key,
     }
 }
 

@@ -56,7 +56,7 @@ pub async fn list(
         tag: q.tag,
     };
     let limit = q.limit.clamp(1, 1_000);
-    let found = jobs::admin::list(&state.pool, &filter, limit, q.before)
+    let found = jobs::admin::list(&state.pool, &state.queue, &filter, limit, q.before)
         .await
         .map_err(ApiError::from)?;
     let next_before = (found.len() as i64 == limit)
@@ -66,7 +66,7 @@ pub async fn list(
 }
 
 pub async fn stats(_: AdminAuth, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let stats = jobs::admin::stats(&state.pool)
+    let stats = jobs::admin::stats(&state.pool, &state.queue)
         .await
         .map_err(ApiError::from)?;
     Ok(Json(json!({ "queues": stats })))
