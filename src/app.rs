@@ -12,7 +12,7 @@ use crate::{
     admin,
     cli::{
         AccountsCommand, BatchesCommand, Command, IntegrationsCommand, JobsCommand, KeysCommand,
-        MappingsCommand, SyncsCommand, TenantsCommand,
+        MappingsCommand, SyncsCommand, TenantsCommand, TokensCommand,
     },
     config::Config,
     db::{self, Database, Readiness},
@@ -303,6 +303,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             );
             println!("{}", created.key.plaintext);
         }
+        Command::Tokens(command) => tokens_command(pool, command).await?,
         Command::Accounts(AccountsCommand::Add {
             tenant,
             name,
@@ -467,6 +468,73 @@ fn waiting_for(s: &crate::sync::SyncSummary) -> String {
         " (no final batch of {})",
         crate::domain::DataType::list(&missing)
     )
+}
+
+async fn tokens_command(pool: &PgPool, command: TokensCommand) -> Result<()> {
+    match command {
+        TokensCommand::Create {
+            tenant,
+            name,
+            read_only,
+        } => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let created =
+                admin::tokens::create(pool, tenant.id, name.as_deref(), read_only).await?;
+            eprintln!(
+                "created {} token {} for tenant `{}`; it is shown once and only its hash is stored. \
+                 Callers send it as `Authorization: Bearer <token>`",
+                if read_only {
+                    "a read-only"
+                } else {
+                    "a read-write"
+                },
+                created.info.prefix,
+                tenant.name
+            );
+            println!("{}", created.token.plaintext);
+        }
+        TokensCommand::List { tenant, json } => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let tokens = admin::tokens::list(pool, tenant.id).await?;
+            if json {
+                for t in &tokens {
+                    println!("{}", serde_json::to_string(t)?);
+                }
+            } else {
+                let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map_or("-".to_string(), |t| t.to_rfc3339())
+                };
+                println!("id\tprefix\tname\taccess\tcreated\tlast_used\trevoked");
+                for t in &tokens {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        t.id,
+                        t.prefix,
+                        t.name.as_deref().unwrap_or("-"),
+                        if t.read_only {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        },
+                        t.created_at.to_rfc3339(),
+                        time(t.last_used_at),
+                        time(t.revoked_at)
+                    );
+                }
+            }
+        }
+        TokensCommand::Revoke { tenant, token } => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let Some(revoked) = admin::tokens::revoke(pool, tenant.id, token).await? else {
+                bail!("tenant `{}` has no token {token}", tenant.name);
+            };
+            eprintln!(
+                "token {} of tenant `{}` is revoked; it stops working at once",
+                revoked.prefix, tenant.name
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand) -> Result<()> {

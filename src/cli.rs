@@ -39,6 +39,9 @@ pub enum Command {
     /// API keys n8n presents when delivering to an integration.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Tenant API tokens the platform's backend calls the API with, on behalf of one tenant.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// The tenant's customer accounts that records are matched to.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -362,6 +365,40 @@ pub enum KeysCommand {
         /// A label to tell keys apart (e.g. "n8n production").
         #[arg(long)]
         name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Creates a tenant API token and prints it once; only its hash is stored.
+    Create {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// A label to tell tokens apart (e.g. "platform backend").
+        #[arg(long)]
+        name: Option<String>,
+        /// The token may read and change nothing.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Lists the tenant's tokens, newest first: id, prefix, name, access, created, last used,
+    /// revoked. Never the token itself.
+    List {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token: it stops working at once.
+    Revoke {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// The token's id (from `tokens list`).
+        token: Uuid,
     },
 }
 

@@ -6,6 +6,7 @@
 //! tenant-scoped transaction, so row level security checks it like any other tenant write.
 
 pub mod settings;
+pub mod tokens;
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;

@@ -16,6 +16,7 @@ pub mod schedule_ticks;
 pub mod sweeps;
 pub mod sync_errors;
 pub mod sync_logs;
+pub mod tenant_tokens;
 pub mod tenants;
 pub mod vocab;
 

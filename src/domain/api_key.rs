@@ -1,14 +1,34 @@
-//! Integration API keys: how they are made, what is stored of them, and how one is checked.
+//! Secret credentials we issue (integration API keys, tenant API tokens): how they are made, what
+//! is stored of them, and how one is checked.
 //!
-//! A key looks like `sbk_<id>_<secret>`. `sbk_<id>` is its public prefix, stored in clear to find
-//! the row; the whole key is stored only as its SHA-256. A slow password hash is not needed: the
+//! A key looks like `<scheme>_<id>_<secret>`: `sbk` for an integration's key (n8n delivers with
+//! it), `sbt` for a tenant's API token (the platform's backend calls with it), so neither is ever
+//! taken for the other. `<scheme>_<id>` is its public prefix, stored in clear to find the row; the
+//! whole key is stored only as its SHA-256. A slow password hash is not needed: the
 //! secret part carries about 238 bits of randomness, so the hash cannot be brute-forced.
 
 use rand::{Rng, distr::Alphanumeric};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-const SCHEME: &str = "sbk";
+/// What a credential opens, named by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// An integration's webhook key (`sbk_…`).
+    IntegrationKey,
+    /// A tenant's API token (`sbt_…`).
+    TenantToken,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::IntegrationKey => "sbk",
+            Self::TenantToken => "sbt",
+        }
+    }
+}
+
 const ID_LEN: usize = 10;
 const SECRET_LEN: usize = 40;
 
@@ -30,7 +50,13 @@ impl std::fmt::Debug for NewApiKey {
 }
 
 impl NewApiKey {
+    /// A new integration key.
     pub fn generate() -> Self {
+        Self::generate_for(Scheme::IntegrationKey)
+    }
+
+    /// A new credential of `scheme`.
+    pub fn generate_for(scheme: Scheme) -> Self {
         let mut rng = rand::rng();
         let mut random = |n: usize| -> String {
             (&mut rng)
@@ -39,7 +65,7 @@ impl NewApiKey {
                 .map(char::from)
                 .collect()
         };
-        let prefix = format!("{SCHEME}_{}", random(ID_LEN));
+        let prefix = format!("{}_{}", scheme.as_str(), random(ID_LEN));
         let plaintext = format!("{prefix}_{}", random(SECRET_LEN));
         let hash = hash_key(&plaintext);
         Self {
@@ -50,15 +76,22 @@ impl NewApiKey {
     }
 }
 
-/// The public prefix of a presented key, or `None` when it is not shaped like one of ours.
+/// The public prefix of a presented integration key, or `None` when it is not shaped like one.
 pub fn prefix_of(presented: &str) -> Option<&str> {
-    let prefix_len = SCHEME.len() + 1 + ID_LEN;
+    prefix_of_scheme(presented, Scheme::IntegrationKey)
+}
+
+/// The public prefix of a presented credential of `scheme`, or `None` when it is not shaped like
+/// one.
+pub fn prefix_of_scheme(presented: &str, scheme: Scheme) -> Option<&str> {
+    let scheme = scheme.as_str();
+    let prefix_len = scheme.len() + 1 + ID_LEN;
     let well_formed = presented.len() == prefix_len + 1 + SECRET_LEN
         && presented.is_char_boundary(prefix_len)
-        && presented.starts_with(SCHEME)
-        && presented.as_bytes()[SCHEME.len()] == b'_'
+        && presented.starts_with(scheme)
+        && presented.as_bytes()[scheme.len()] == b'_'
         && presented.as_bytes()[prefix_len] == b'_'
-        && presented[SCHEME.len() + 1..]
+        && presented[scheme.len() + 1..]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     well_formed.then(|| &presented[..prefix_len])
@@ -120,5 +153,18 @@ mod tests {
     fn debug_never_prints_the_key() {
         let key = NewApiKey::generate();
         assert!(!format!("{key:?}").contains(&key.plaintext));
+    }
+
+    #[test]
+    fn a_tenant_token_is_never_taken_for_an_integration_key_or_back() {
+        let token = NewApiKey::generate_for(Scheme::TenantToken);
+        assert!(token.plaintext.starts_with("sbt_"));
+        assert_eq!(
+            prefix_of_scheme(&token.plaintext, Scheme::TenantToken),
+            Some(token.prefix.as_str())
+        );
+        assert_eq!(prefix_of(&token.plaintext), None);
+        let key = NewApiKey::generate();
+        assert_eq!(prefix_of_scheme(&key.plaintext, Scheme::TenantToken), None);
     }
 }

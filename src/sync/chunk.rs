@@ -118,6 +118,9 @@ pub async fn settle_dead_chunks(pool: &PgPool, queue: &jobs::Queue) -> anyhow::R
             .into_iter()
             .map(|u| (u.id, u))
             .collect();
+    if dead.is_empty() {
+        return Ok(0);
+    }
     let job_ids: Vec<i64> = dead.keys().copied().collect();
     let mut settled = 0;
     for chunk in batches::lock_chunks_of_jobs(&mut tx, &job_ids, 1_000).await? {

@@ -11,6 +11,7 @@ mod n8n_templates;
 mod pipeline;
 mod rls;
 mod scheduler;
+mod tokens;
 mod truth;
 mod vocabularies;
 mod webhooks;
