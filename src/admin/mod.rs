@@ -6,6 +6,7 @@
 //! tenant-scoped transaction, so row level security checks it like any other tenant write.
 
 pub mod settings;
+pub mod tenant_api;
 pub mod tokens;
 
 use anyhow::{Context, Result, bail};
@@ -51,6 +52,14 @@ pub async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>> {
     let tenants = db::tenants::list(&mut tx).await?;
     tx.commit().await?;
     Ok(tenants)
+}
+
+/// Whether a tenant with this id exists.
+pub async fn tenant_exists(pool: &PgPool, id: Uuid) -> Result<bool> {
+    let mut tx = system_tx(pool).await?;
+    let found = db::tenants::by_id(&mut tx, id).await?.is_some();
+    tx.commit().await?;
+    Ok(found)
 }
 
 /// A tenant by id or, failing that, by name (case-insensitive).

@@ -82,3 +82,50 @@ pub async fn touch(conn: &mut PgConnection, key_id: Uuid) -> Result<(), sqlx::Er
     .await?;
     Ok(())
 }
+
+/// An integration key as its tenant's admins see it: never its secret.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The integration's keys, newest first, revoked ones included.
+pub async fn list(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+) -> Result<Vec<KeyInfo>, sqlx::Error> {
+    sqlx::query_as!(
+        KeyInfo,
+        "SELECT id, integration_id, name, key_prefix AS prefix, created_at, last_used_at, revoked_at
+         FROM integration_api_keys WHERE integration_id = $1 ORDER BY created_at DESC, id",
+        integration_id
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Revokes one key of the integration (revoking twice keeps the first time); `None` when the
+/// integration has no such key.
+pub async fn revoke(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+    key_id: Uuid,
+) -> Result<Option<KeyInfo>, sqlx::Error> {
+    sqlx::query_as!(
+        KeyInfo,
+        "UPDATE integration_api_keys SET revoked_at = COALESCE(revoked_at, now())
+         WHERE id = $1 AND integration_id = $2
+         RETURNING id, integration_id, name, key_prefix AS prefix, created_at, last_used_at,
+                   revoked_at",
+        key_id,
+        integration_id
+    )
+    .fetch_optional(conn)
+    .await
+}

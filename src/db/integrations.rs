@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
-use crate::domain::{DataType, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode};
+use crate::domain::{
+    DataType, IntegrationStatus, MissedTicks, OnRunning, SourceType, SyncMode, SyncStatus,
+};
 
 /// An integration as operators list it.
 #[derive(Debug, Clone)]
@@ -345,6 +347,60 @@ pub async fn scheduled(conn: &mut PgConnection) -> Result<Vec<Scheduled>, sqlx::
            LEFT JOIN LATERAL (SELECT max(tick_at) AS last_tick FROM integration_schedule_ticks
                               WHERE integration_id = i.id) t ON true
            WHERE i.sync_schedule IS NOT NULL AND i.status = 'active'"#
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// An integration as the API lists it: what it is, its schedule, its last sync and how many
+/// syncs and live records it has.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub id: Uuid,
+    pub source_type: SourceType,
+    pub name: String,
+    pub description: Option<String>,
+    pub status: IntegrationStatus,
+    pub schedule: Option<String>,
+    pub timezone: String,
+    pub webhook_url_set: bool,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_sync_status: Option<SyncStatus>,
+    pub last_sync_log_id: Option<Uuid>,
+    pub total_syncs: i64,
+    pub failed_syncs: i64,
+    pub contacts: i64,
+    pub tickets: i64,
+    pub deals: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The summaries of the integrations the transaction sees (its tenant's), by name, or of the
+/// one `only` names. The record counts are of live (not soft-deleted) rows, each an index scan
+/// of the external table's sweep index (`(integration_id, last_synced_at) WHERE deleted_at IS
+/// NULL`).
+pub async fn summaries(
+    conn: &mut PgConnection,
+    only: Option<Uuid>,
+) -> Result<Vec<Summary>, sqlx::Error> {
+    sqlx::query_as!(
+        Summary,
+        r#"SELECT i.id, i.source_type AS "source_type: SourceType", i.name, i.description,
+                  i.status AS "status: IntegrationStatus", i.sync_schedule AS schedule,
+                  i.sync_timezone AS timezone, i.n8n_webhook_url IS NOT NULL AS "webhook_url_set!",
+                  i.last_sync_at, i.last_sync_status AS "last_sync_status: SyncStatus",
+                  i.last_sync_log_id, i.total_syncs, i.failed_syncs,
+                  (SELECT count(*) FROM external_contacts r
+                   WHERE r.integration_id = i.id AND r.deleted_at IS NULL) AS "contacts!",
+                  (SELECT count(*) FROM external_tickets r
+                   WHERE r.integration_id = i.id AND r.deleted_at IS NULL) AS "tickets!",
+                  (SELECT count(*) FROM external_deals r
+                   WHERE r.integration_id = i.id AND r.deleted_at IS NULL) AS "deals!",
+                  i.created_at
+           FROM integration_sources i
+           WHERE $1::uuid IS NULL OR i.id = $1
+           ORDER BY i.name, i.id"#,
+        only
     )
     .fetch_all(conn)
     .await

@@ -1,6 +1,7 @@
 //! The web process: the axum router, its shared state, and serving with graceful shutdown.
 
 mod admin;
+pub mod api;
 pub mod error;
 mod extract;
 mod health;
@@ -87,6 +88,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(admin::routes())
+        .merge(api::routes())
         .route("/api/webhooks/n8n", post(webhooks::receive))
         .route("/api/batches/{id}", get(webhooks::batch_status))
         .layer(axum::extract::DefaultBodyLimit::max(

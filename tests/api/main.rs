@@ -9,6 +9,7 @@ mod helpers;
 mod layers;
 mod n8n_templates;
 mod pipeline;
+mod platform;
 mod rls;
 mod scheduler;
 mod tokens;

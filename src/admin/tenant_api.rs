@@ -1,0 +1,137 @@
+//! What one tenant sees and does through the platform API: its integrations (summaries with the
+//! next scheduled tick) and their API keys. Every function runs in a transaction scoped to the
+//! caller's tenant, so row level security decides what exists: another tenant's id is simply
+//! not found, never forbidden, and ids do not leak.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use crate::db::{api_keys::KeyInfo, integrations::Summary};
+use crate::{
+    db::{self, tenant_tx},
+    domain::{IntegrationStatus, api_key::NewApiKey, schedule::Schedule},
+};
+
+/// An integration as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntegrationView {
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// The next tick of its schedule (before its jitter), when it has one and is active.
+    pub next_tick: Option<DateTime<Utc>>,
+}
+
+impl IntegrationView {
+    fn new(summary: Summary, now: DateTime<Utc>) -> Self {
+        let next_tick = summary
+            .schedule
+            .as_deref()
+            .filter(|_| summary.status == IntegrationStatus::Active)
+            .and_then(|s| Schedule::parse(s, &summary.timezone).ok())
+            .and_then(|s| s.next_tick(now));
+        Self { summary, next_tick }
+    }
+}
+
+/// The tenant's integrations, by name.
+pub async fn integrations(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<IntegrationView>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let summaries = db::integrations::summaries(&mut tx, None).await?;
+    tx.commit().await?;
+    let now = Utc::now();
+    Ok(summaries
+        .into_iter()
+        .map(|s| IntegrationView::new(s, now))
+        .collect())
+}
+
+/// One of the tenant's integrations; `None` when the tenant has no such integration.
+pub async fn integration(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+) -> Result<Option<IntegrationView>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let summary = db::integrations::summaries(&mut tx, Some(integration_id))
+        .await?
+        .pop();
+    tx.commit().await?;
+    Ok(summary.map(|s| IntegrationView::new(s, Utc::now())))
+}
+
+/// A key just made: `key.plaintext` is shown once.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub info: KeyInfo,
+    pub key: NewApiKey,
+}
+
+/// Makes an API key for one of the tenant's integrations; `None` when it has no such integration.
+pub async fn create_key(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    name: Option<&str>,
+) -> Result<Option<CreatedKey>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    if db::integrations::by_id(&mut tx, integration_id)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let key = NewApiKey::generate();
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    let id = db::api_keys::insert(
+        &mut tx,
+        tenant_id,
+        integration_id,
+        name,
+        &key.prefix,
+        &key.hash[..],
+    )
+    .await?;
+    let info = db::api_keys::list(&mut tx, integration_id)
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .expect("the key just inserted is the integration's");
+    tx.commit().await?;
+    Ok(Some(CreatedKey { info, key }))
+}
+
+/// The keys of one of the tenant's integrations, newest first; `None` when it has no such
+/// integration.
+pub async fn keys(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+) -> Result<Option<Vec<KeyInfo>>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    if db::integrations::by_id(&mut tx, integration_id)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let keys = db::api_keys::list(&mut tx, integration_id).await?;
+    tx.commit().await?;
+    Ok(Some(keys))
+}
+
+/// Revokes one key of one of the tenant's integrations: deliveries with it are refused at once.
+/// `None` when there is no such key there.
+pub async fn revoke_key(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    key_id: Uuid,
+) -> Result<Option<KeyInfo>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let revoked = db::api_keys::revoke(&mut tx, integration_id, key_id).await?;
+    tx.commit().await?;
+    Ok(revoked)
+}

@@ -1,0 +1,191 @@
+//! `/api/v1/…`: the platform API, on behalf of one tenant. Who calls is a [`Caller`]: the
+//! platform's backend with a tenant API token (`sbt_…`, its tenant's, optionally read-only), or
+//! an operator with the admin token, who names the tenant in a `Syncbridge-Tenant` header (as
+//! Stripe's `Stripe-Account`). Every handler takes a [`TenantScope`] and runs its queries in that
+//! tenant's transaction, so another tenant's ids are 404, never 403.
+
+mod integrations;
+mod tokens;
+
+use axum::{
+    Router,
+    extract::FromRequestParts,
+    http::{Method, StatusCode, request::Parts},
+    routing::{delete, get},
+};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::{
+    AppState,
+    error::{ApiError, ErrorCode},
+};
+use crate::admin::tokens::{self as tenant_tokens, TokenPrincipal, TokenRefusal};
+
+/// The header an admin-token caller names the tenant in.
+pub const TENANT_HEADER: &str = "syncbridge-tenant";
+
+/// The platform API's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/integrations", get(integrations::list))
+        .route(
+            "/api/v1/integrations/{integration_id}",
+            get(integrations::get),
+        )
+        .route(
+            "/api/v1/integrations/{integration_id}/keys",
+            get(integrations::list_keys).post(integrations::create_key),
+        )
+        .route(
+            "/api/v1/integrations/{integration_id}/keys/{key_id}",
+            delete(integrations::revoke_key),
+        )
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{token_id}", delete(tokens::revoke))
+}
+
+/// Who is calling: the install's operator (admin token) or a tenant's token.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Install,
+    Tenant(TokenPrincipal),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::bearer_token);
+        let Some(token) = presented else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::MissingToken,
+                "send `Authorization: Bearer <token>`: a tenant API token (sbt_…) or the admin token",
+            ));
+        };
+        if let Some(admin) = &state.admin_token
+            && bool::from(token.as_bytes().ct_eq(admin.expose_secret().as_bytes()))
+        {
+            return Ok(Caller::Install);
+        }
+        match tenant_tokens::authenticate(&state.pool, token).await? {
+            Ok(principal) => Ok(Caller::Tenant(principal)),
+            Err(TokenRefusal::Revoked) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::TokenRevoked,
+                "the token was revoked; create another with `syncbridge tokens create`",
+            )),
+            Err(_) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidToken,
+                "the token is neither a valid tenant API token nor the admin token",
+            )),
+        }
+    }
+}
+
+/// The tenant a request acts for, and whether it may change anything. A read-only token's
+/// requests other than GET and HEAD are 403 `read_only_token`; an admin-token request without a
+/// valid `Syncbridge-Tenant` header is 400 (`tenant_required`, `invalid_tenant_id`) or 404
+/// (`tenant_not_found`).
+#[derive(Debug, Clone)]
+pub struct TenantScope {
+    pub tenant_id: Uuid,
+    pub caller: Caller,
+}
+
+impl FromRequestParts<AppState> for TenantScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let tenant_id = match &caller {
+            Caller::Tenant(principal) => {
+                let reads = matches!(parts.method, Method::GET | Method::HEAD);
+                if principal.read_only && !reads {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        ErrorCode::ReadOnlyToken,
+                        "this token is read-only: it may read its tenant's data and change nothing",
+                    ));
+                }
+                principal.tenant_id
+            }
+            Caller::Install => {
+                let Some(value) = parts.headers.get(TENANT_HEADER) else {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::TenantRequired,
+                        "with the admin token, name the tenant in a `Syncbridge-Tenant: <tenant id>` header",
+                    ));
+                };
+                let text = value.to_str().unwrap_or_default().trim();
+                let id: Uuid = text.parse().map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::InvalidTenantId,
+                        format!("{text:?} in `Syncbridge-Tenant` is not a tenant id (a UUID)"),
+                    )
+                })?;
+                if crate::admin::tenant_exists(&state.pool, id).await? {
+                    id
+                } else {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        ErrorCode::TenantNotFound,
+                        format!("tenant {id} does not exist"),
+                    ));
+                }
+            }
+        };
+        Ok(TenantScope { tenant_id, caller })
+    }
+}
+
+/// The UUIDs of a route's path, by parameter name: `integration_id` is 400
+/// `invalid_integration_id` when malformed, any other 400 `invalid_path` naming the parameter.
+pub struct PathIds(Vec<(String, Uuid)>);
+
+impl PathIds {
+    /// The parameter `name` (the route declares it, so it is there).
+    pub fn get(&self, name: &str) -> Uuid {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
+            .unwrap_or_default()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = super::extract::path_params(parts, state).await?;
+        let mut ids = Vec::new();
+        for (name, value) in &params {
+            let id = value.parse().map_err(|_| {
+                let code = if name == "integration_id" {
+                    ErrorCode::InvalidIntegrationId
+                } else {
+                    ErrorCode::InvalidPath
+                };
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    code,
+                    format!("{value:?} is not a valid `{name}` (a UUID)"),
+                )
+                .with_details(json!({ "parameter": name }))
+            })?;
+            ids.push((name.to_string(), id));
+        }
+        Ok(PathIds(ids))
+    }
+}

@@ -1,0 +1,436 @@
+//! The platform API (`/api/v1`) through HTTP: who may call (tenant tokens, read-only tokens, the
+//! admin token naming a tenant), what each tenant sees (its own integrations, keys and tokens,
+//! another tenant's ids being 404), and keys and tokens made, listed and revoked.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use syncbridge::admin::{self, tokens};
+use uuid::Uuid;
+
+use crate::helpers::{self, ADMIN_TOKEN, HubspotIntegration, TestApp, test_config};
+
+/// A request to the platform API with `token`, and the answer's status and JSON body.
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    tenant_header: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = app.client.request(method, app.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(tenant) = tenant_header {
+        request = request.header("Syncbridge-Tenant", tenant);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// `GET path` with `token`.
+async fn get(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
+    call(app, Method::GET, path, Some(token), None, None).await
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+struct Tenant {
+    hubspot: HubspotIntegration,
+    token: String,
+    token_id: Uuid,
+}
+
+async fn tenant(app: &TestApp, name: &str) -> Tenant {
+    let hubspot = helpers::hubspot_integration(&app.db.pool, name).await;
+    let created = tokens::create(&app.db.pool, hubspot.tenant_id, Some("backend"), false)
+        .await
+        .unwrap();
+    Tenant {
+        hubspot,
+        token: created.token.plaintext,
+        token_id: created.info.id,
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_token_sees_its_tenant_and_every_foreign_id_is_not_found() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (tenant(&app, "Alpha").await, tenant(&app, "Beta").await);
+
+    let (status, body) = get(&app, "/api/v1/integrations", &a.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = body["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{body}");
+    let one = &listed[0];
+    assert_eq!(one["id"], json!(a.hubspot.integration_id));
+    assert_eq!(
+        (&one["name"], &one["source_type"], &one["status"]),
+        (&json!("HubSpot"), &json!("hubspot"), &json!("active"))
+    );
+    assert_eq!(
+        (&one["total_syncs"], &one["contacts"]),
+        (&json!(0), &json!(0))
+    );
+    assert_eq!(
+        (&one["last_sync_at"], &one["next_tick"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    let (_, body) = get(&app, "/api/v1/integrations", &b.token).await;
+    assert_eq!(body["data"][0]["id"], json!(b.hubspot.integration_id));
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+
+    // Every route, with A's token and B's ids: not found, as if they did not exist.
+    let b_key = admin::tenant_api::create_key(
+        &app.db.pool,
+        b.hubspot.tenant_id,
+        b.hubspot.integration_id,
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let bi = b.hubspot.integration_id;
+    for (method, path, body, expected) in [
+        (
+            Method::GET,
+            format!("/api/v1/integrations/{bi}"),
+            None,
+            "integration_not_found",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/integrations/{bi}/keys"),
+            None,
+            "integration_not_found",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/integrations/{bi}/keys"),
+            Some(json!({})),
+            "integration_not_found",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/integrations/{bi}/keys/{}", b_key.info.id),
+            None,
+            "api_key_not_found",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/tokens/{}", b.token_id),
+            None,
+            "token_not_found",
+        ),
+    ] {
+        let (status, answer) = call(&app, method.clone(), &path, Some(&a.token), None, body).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::NOT_FOUND, expected),
+            "{method} {path}"
+        );
+    }
+    // B's key and token were not touched.
+    let (status, _) = get(&app, "/api/v1/tokens", &b.token).await;
+    assert_eq!(status, StatusCode::OK);
+    let keys = admin::tenant_api::keys(&app.db.pool, b.hubspot.tenant_id, bi)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(keys.iter().all(|k| k.revoked_at.is_none()));
+
+    // Malformed ids are 400 naming the parameter.
+    let (status, body) = get(&app, "/api/v1/integrations/nope", &a.token).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_integration_id")
+    );
+    let path = format!(
+        "/api/v1/integrations/{}/keys/nope",
+        a.hubspot.integration_id
+    );
+    let (status, body) = call(&app, Method::DELETE, &path, Some(&a.token), None, None).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_path")
+    );
+    assert_eq!(body["error"]["details"]["parameter"], "key_id");
+}
+
+#[tokio::test]
+async fn who_may_call_and_what_a_refusal_says() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "Alpha").await;
+    let reader = tokens::create(&app.db.pool, a.hubspot.tenant_id, None, true)
+        .await
+        .unwrap();
+    let revoked = tokens::create(&app.db.pool, a.hubspot.tenant_id, None, false)
+        .await
+        .unwrap();
+    tokens::revoke(&app.db.pool, a.hubspot.tenant_id, revoked.info.id)
+        .await
+        .unwrap();
+    let list = "/api/v1/integrations";
+
+    for (token, expected) in [
+        (None, "missing_token"),
+        (Some("not-a-token"), "invalid_token"),
+        (Some(a.hubspot.key.as_str()), "invalid_token"),
+        (Some(revoked.token.plaintext.as_str()), "token_revoked"),
+    ] {
+        let (status, body) = call(&app, Method::GET, list, token, None, None).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNAUTHORIZED, expected),
+            "{token:?}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+
+    // A read-only token reads, and changes nothing.
+    let (status, _) = get(&app, list, &reader.token.plaintext).await;
+    assert_eq!(status, StatusCode::OK);
+    let writes = [
+        (Method::POST, "/api/v1/tokens".to_string()),
+        (Method::DELETE, format!("/api/v1/tokens/{}", a.token_id)),
+        (
+            Method::POST,
+            format!("/api/v1/integrations/{}/keys", a.hubspot.integration_id),
+        ),
+    ];
+    for (method, path) in &writes {
+        let (status, body) = call(
+            &app,
+            method.clone(),
+            path,
+            Some(&reader.token.plaintext),
+            None,
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "read_only_token"),
+            "{method} {path}"
+        );
+    }
+    let (_, body) = get(&app, "/api/v1/tokens", &a.token).await;
+    assert_eq!(
+        body["data"].as_array().unwrap().len(),
+        3,
+        "nothing was created or revoked"
+    );
+
+    // The admin token acts for the tenant it names.
+    let tenant_id = a.hubspot.tenant_id.to_string();
+    for (header, status, expected) in [
+        (None, StatusCode::BAD_REQUEST, "tenant_required"),
+        (Some("acme"), StatusCode::BAD_REQUEST, "invalid_tenant_id"),
+        (
+            Some(&*Uuid::new_v4().to_string()),
+            StatusCode::NOT_FOUND,
+            "tenant_not_found",
+        ),
+    ] {
+        let (got, body) = call(&app, Method::GET, list, Some(ADMIN_TOKEN), header, None).await;
+        assert_eq!((got, code(&body)), (status, expected), "{header:?}");
+    }
+    let (status, body) = call(
+        &app,
+        Method::GET,
+        list,
+        Some(ADMIN_TOKEN),
+        Some(&tenant_id),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"][0]["id"], json!(a.hubspot.integration_id));
+}
+
+#[tokio::test]
+async fn keys_and_tokens_are_shown_once_listed_and_revoked() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "Alpha").await;
+    let keys = format!("/api/v1/integrations/{}/keys", a.hubspot.integration_id);
+
+    let (status, created) = call(
+        &app,
+        Method::POST,
+        &keys,
+        Some(&a.token),
+        None,
+        Some(json!({"name": "n8n prod"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with(created["prefix"].as_str().unwrap()));
+    assert_eq!(created["name"], "n8n prod");
+
+    // The key delivers, and its use shows in the list (which never shows a secret).
+    let mut body = helpers::sample("hubspot_contacts");
+    body["integration_id"] = json!(a.hubspot.integration_id);
+    body.as_object_mut().unwrap().remove("sync_log_id");
+    body.as_object_mut().unwrap().remove("api_key");
+    let deliver = |key: String, body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/api/webhooks/n8n"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        deliver(key.clone(), body.clone()).await,
+        StatusCode::ACCEPTED
+    );
+    let (_, listed) = get(&app, &keys, &a.token).await;
+    let listed = listed["data"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2, "the fixture's key and the new one");
+    assert_eq!(listed[0]["id"], created["id"], "newest first");
+    assert!(listed[0]["last_used_at"].is_string());
+    assert!(
+        !serde_json::to_string(&listed)
+            .unwrap()
+            .contains(key.rsplit('_').next().unwrap())
+    );
+    assert!(listed.iter().all(|k| k.get("key").is_none()));
+
+    // Revoked: deliveries with it are refused at once; revoking again changes nothing.
+    let one = format!("{keys}/{}", created["id"].as_str().unwrap());
+    let (status, revoked) = call(&app, Method::DELETE, &one, Some(&a.token), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(deliver(key, body).await, StatusCode::UNAUTHORIZED);
+    let (_, again) = call(&app, Method::DELETE, &one, Some(&a.token), None, None).await;
+    assert_eq!(again["revoked_at"], revoked["revoked_at"]);
+
+    // Tokens: made over the API (shown once), usable, and revoked by a token of the tenant.
+    let (status, made) = call(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(&a.token),
+        None,
+        Some(json!({"name": "reports", "read_only": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
+    assert_eq!(made["read_only"], true);
+    let (status, _) = get(&app, "/api/v1/integrations", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(&a.token),
+        None,
+        Some(json!({"scope": "all"})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+    );
+    let path = format!("/api/v1/tokens/{}", made["id"].as_str().unwrap());
+    let (status, _) = call(&app, Method::DELETE, &path, Some(&a.token), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = get(&app, "/api/v1/integrations", &token).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "token_revoked")
+    );
+}
+
+/// The summary counts what the integration did: its syncs, its last sync and its live records,
+/// and shows when its schedule fires next.
+#[tokio::test]
+async fn an_integration_summary_shows_its_syncs_records_and_next_tick() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "Alpha").await;
+    let mut body = helpers::sample("hubspot_contacts");
+    body["integration_id"] = json!(a.hubspot.integration_id);
+    body["final"] = json!(true);
+    body.as_object_mut().unwrap().remove("sync_log_id");
+    body.as_object_mut().unwrap().remove("api_key");
+    let records = body["records"].as_array().unwrap().len();
+    let response = app
+        .client
+        .post(app.url("/api/webhooks/n8n"))
+        .bearer_auth(&a.hubspot.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let sync_log_id = response.json::<Value>().await.unwrap()["sync_log_id"].clone();
+    let mut config = test_config();
+    config.worker.poll_interval_ms = 20;
+    helpers::work_until_done(
+        &app.db,
+        &config,
+        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
+    )
+    .await;
+    let n8n = wiremock::MockServer::start().await;
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/admin/integrations/{}", a.hubspot.integration_id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"webhook_url": format!("{}/webhook/hubspot", n8n.uri()), "schedule": "0 3 * * *"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{:?}",
+        response.text().await
+    );
+
+    let path = format!("/api/v1/integrations/{}", a.hubspot.integration_id);
+    let (status, one) = get(&app, &path, &a.token).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(
+        (&one["total_syncs"], &one["failed_syncs"]),
+        (&json!(1), &json!(0))
+    );
+    assert_eq!(one["last_sync_status"], "success");
+    assert_eq!(one["last_sync_log_id"], sync_log_id);
+    assert_eq!(
+        (&one["contacts"], &one["deals"]),
+        (&json!(records), &json!(0))
+    );
+    assert_eq!(one["webhook_url_set"], true);
+    assert_eq!(one["schedule"], "0 3 * * *");
+    let next: chrono::DateTime<chrono::Utc> = one["next_tick"].as_str().unwrap().parse().unwrap();
+    assert!(next > chrono::Utc::now());
+    assert_eq!(
+        next.format("%H:%M").to_string(),
+        "03:00",
+        "UTC is the default time zone"
+    );
+}
