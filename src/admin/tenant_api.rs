@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// An integration as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IntegrationView {
     #[serde(flatten)]
     pub summary: Summary,

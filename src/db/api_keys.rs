@@ -84,7 +84,7 @@ pub async fn touch(conn: &mut PgConnection, key_id: Uuid) -> Result<(), sqlx::Er
 }
 
 /// An integration key as its tenant's admins see it: never its secret.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: Uuid,
     pub integration_id: Uuid,

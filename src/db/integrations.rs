@@ -354,7 +354,7 @@ pub async fn scheduled(conn: &mut PgConnection) -> Result<Vec<Scheduled>, sqlx::
 
 /// An integration as the API lists it: what it is, its schedule, its last sync and how many
 /// syncs and live records it has.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub id: Uuid,
     pub source_type: SourceType,

@@ -27,7 +27,7 @@ pub async fn insert(
 }
 
 /// A token as its tenant's admins see it: never its secret.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: Uuid,
     pub tenant_id: Uuid,

@@ -8,11 +8,14 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 
 /// Defines a string-backed enum with `as_str`, `Display`, `FromStr` (naming the valid values on
-/// error) and serde, so each vocabulary is declared once.
+/// error), serde and its OpenAPI schema (the values), so each vocabulary is declared once.
 macro_rules! vocabulary {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+            utoipa::ToSchema,
+        )]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }

@@ -11,11 +11,26 @@ use crate::db::{Readiness, readiness};
 
 /// Alive: the process answers. Never touches the database, so a slow database does not get
 /// healthy processes restarted.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`: the process answers", body = Object))
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready: the database answers and every migration this binary expects is applied.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
+        (status = 503, description = "`database_unavailable`, `migrations_pending` (`details.applied`, `details.expected`)", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     match readiness(&state.pool, &state.queue).await {
         Readiness::Ready => Ok(Json(json!({ "status": "ready" }))),

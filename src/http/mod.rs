@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 mod extract;
 mod health;
+pub mod openapi;
 pub mod webhook_auth;
 mod webhooks;
 
@@ -87,6 +88,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .merge(admin::routes())
         .merge(api::routes())
         .route("/api/webhooks/n8n", post(webhooks::receive))

@@ -59,6 +59,33 @@ struct Prepared {
 /// compression. A caller whose key is in the body is only known once the body is read and the key
 /// found in it: at most `ingest.max_unauthenticated_bodies` such bodies are handled at once, so
 /// bodies with no valid key cannot take the memory deliveries need.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/n8n",
+    tag = "webhooks",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "The n8n execution and page; a repeat answers the first batch with `duplicate: true`"),
+        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks: the message id (an idempotency key when `Idempotency-Key` is absent)"),
+        ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks: seconds since the epoch"),
+        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks: `v1,<base64 HMAC-SHA256>`, required when the integration has a signing secret"),
+        ("X-API-Key" = Option<String>, Header, description = "The integration key, when not in `Authorization`"),
+    ),
+    request_body(content = Object, description = "`{integration_id, sync_log_id?, data_type, source_type, sync_mode?, final?, batch_count?, records: [...], error?}` (see the README); gzip accepted", content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Stored durably with its jobs: `{batch_id, sync_log_id, records, jobs, duplicate, status_url}`", body = Object),
+        (status = 400, description = "`invalid_body`, `invalid_gzip`, `body_unreadable`, `invalid_idempotency_key`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_authorization`, `signature_required`, `invalid_signature`, `signature_expired`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`integration_forbidden`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`integration_not_found`, `sync_log_not_found`", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`integration_paused`, `sync_log_closed`", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`, `too_many_records`", body = crate::http::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_data_type`, `invalid_sync_mode`, `source_type_mismatch`, `data_type_not_supported`, `data_type_not_enabled`, `data_type_mismatch`", body = crate::http::error::ErrorBody),
+        (status = 429, description = "`rate_limited` (with `Retry-After`)", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`backlog_full`, `database_unavailable` (with `Retry-After`)", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -478,6 +505,20 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// The progress of one batch, for the key of its integration (or the global key).
+#[utoipa::path(
+    get,
+    path = "/api/batches/{id}",
+    tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "The batch (`batch_id` of the 202)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The batch's progress and counts", body = Object),
+        (status = 400, description = "`invalid_batch_id`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_authorization`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`batch_not_found`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn batch_status(
     State(state): State<AppState>,
     headers: HeaderMap,

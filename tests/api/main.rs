@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod layers;
 mod n8n_templates;
+mod openapi;
 mod pipeline;
 mod platform;
 mod rls;

@@ -93,6 +93,23 @@ impl From<SyncRequestError> for ApiError {
     }
 }
 
+/// An integration's sync settings: webhook URL, whether credentials are set (never them),
+/// schedule, mode, data types, cursors and the next tick.
+#[utoipa::path(
+    get,
+    path = "/api/admin/integrations/{id}",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The integration")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The integration's sync settings (never its credentials)", body = Object),
+        (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn get(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -102,6 +119,28 @@ pub async fn get(
     Ok(Json(sync_settings::get(&state.pool, id).await?))
 }
 
+/// Changes an integration's sync settings; each field given is validated (422 naming the
+/// problem) and the row is locked while it is written, so concurrent changes do not lose each
+/// other's fields.
+#[utoipa::path(
+    patch,
+    path = "/api/admin/integrations/{id}",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The integration")),
+    request_body(content = Object, description = "Any of `webhook_url`, `credentials`, `schedule`, `timezone`, `sync_mode`, `data_types`, `missed_ticks`, `on_running`, `jitter_secs`, `sweep_min_seen_percent` (see the README)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The settings as they now are", body = Object),
+        (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`encryption_key_missing`", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_schedule`, `invalid_timezone`, `invalid_jitter`, `invalid_sweep_share`, `data_type_not_supported`, `invalid_credentials`, `invalid_webhook_url`, `webhook_url_denied`, `webhook_url_required`, `invalid_body`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn update(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -127,7 +166,27 @@ pub struct ManualSync {
     retry_of: Option<Uuid>,
 }
 
-/// `POST /api/admin/integrations/{id}/sync` → 202 with the new sync log's id.
+/// Starts a sync of the integration now: a worker asks its n8n workflow to run (202 with the new
+/// sync log's id).
+#[utoipa::path(
+    post,
+    path = "/api/admin/integrations/{id}/sync",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The integration")),
+    request_body(content = Object, description = "Optional: `{mode, data_types, force, retry_of}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "`{sync_log_id, job_id}`: a worker asks n8n to start the sync", body = Object),
+        (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`integration_not_found`, `sync_log_not_found`", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`integration_paused`, `webhook_url_missing`, `sync_in_progress`, `sync_not_retryable`", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_sync_mode`, `data_type_not_supported`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn sync(
     _: AdminAuth,
     State(state): State<AppState>,

@@ -36,6 +36,26 @@ fn bad_filter(e: jobs::Error) -> ApiError {
     )
 }
 
+/// Jobs matching a filter, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/admin/jobs",
+    tag = "admin",
+    params(
+        ("state" = Option<String>, Query, description = "A job state, or `dead` (= `failed`)"),
+        ("queue" = Option<String>, Query), ("kind" = Option<String>, Query), ("tag" = Option<String>, Query),
+        ("limit" = Option<i64>, Query, description = "At most this many, newest first"),
+        ("before" = Option<i64>, Query, description = "Only jobs older than this id (`next_before` of the previous page)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{jobs: [...], next_before}`", body = Object),
+        (status = 400, description = "`invalid_query`, `invalid_filter`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn list(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -65,6 +85,19 @@ pub async fn list(
     Ok(Json(json!({ "jobs": found, "next_before": next_before })))
 }
 
+/// Jobs per queue and state, with the age of the oldest available job of each queue.
+#[utoipa::path(
+    get,
+    path = "/api/admin/jobs/stats",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Jobs per queue and state, the oldest available job's age, paused queues", body = Object),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn stats(_: AdminAuth, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let stats = jobs::admin::stats(&state.pool, &state.queue)
         .await
@@ -129,6 +162,23 @@ async fn bulk(
         .map_err(ApiError::from)
 }
 
+/// Retries the jobs named by ids and/or a filter (dead, cancelled, retryable or scheduled ones),
+/// server-side in batches.
+#[utoipa::path(
+    post,
+    path = "/api/admin/jobs/retry",
+    tag = "admin",
+    request_body(content = Object, description = "`{ids: [...], filter: {states, queue, kind, tag}}`: ids, a filter, or both"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{matched, changed}`", body = Object),
+        (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_body`, `empty_selection`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn retry(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -138,6 +188,22 @@ pub async fn retry(
     Ok(Json(json!({ "retried": retried })))
 }
 
+/// Cancels the unfinished jobs named by ids and/or a filter, server-side in batches.
+#[utoipa::path(
+    post,
+    path = "/api/admin/jobs/cancel",
+    tag = "admin",
+    request_body(content = Object, description = "`{ids: [...], filter: {states, queue, kind, tag}}`: ids, a filter, or both"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{matched, changed}`", body = Object),
+        (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_body`, `empty_selection`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn cancel(
     _: AdminAuth,
     State(state): State<AppState>,

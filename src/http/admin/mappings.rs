@@ -37,6 +37,22 @@ impl From<MappingError> for ApiError {
     }
 }
 
+/// The integration's mappings per data type: preset, overrides and the effective mapping.
+#[utoipa::path(
+    get,
+    path = "/api/admin/integrations/{id}/mappings",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The integration")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Per data type: the preset, the overrides and the effective mapping", body = Object),
+        (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn list(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -51,6 +67,25 @@ pub async fn list(
     })))
 }
 
+/// Sets the mapping of one target column of one data type (validated; 422 names the problem).
+#[utoipa::path(
+    put,
+    path = "/api/admin/integrations/{id}/mappings/{data_type}/{target}",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The integration"), ("data_type" = crate::domain::DataType, Path, description = "`contacts`, `tickets` or `deals`"), ("target" = String, Path, description = "The column the mapping fills")),
+    request_body(content = Object, description = "The mapping of one target (see the README's mapping language)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The stored mapping", body = Object),
+        (status = 400, description = "`invalid_integration_id`, `invalid_data_type`, `invalid_path`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_mapping` (`details.target`, `details.problem`), `invalid_body`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn set(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -98,6 +133,25 @@ impl From<PreviewError> for ApiError {
     }
 }
 
+/// Runs a mapping (the stored one, or one given) over records given, without storing anything.
+#[utoipa::path(
+    post,
+    path = "/api/admin/integrations/{id}/mappings/{data_type}/preview",
+    tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The integration"), ("data_type" = crate::domain::DataType, Path, description = "`contacts`, `tickets` or `deals`")),
+    request_body(content = Object, description = "`{records: [...], mapping?}` or an array of records (at most 100)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Each record as the mapping makes it a row, with its problems", body = Object),
+        (status = 400, description = "`invalid_integration_id`, `invalid_data_type`, `invalid_path`", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`too_many_records`, `payload_too_large`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_mapping`, `invalid_body`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn preview(
     _: AdminAuth,
     State(state): State<AppState>,

@@ -2,9 +2,9 @@
 //! behind one extractor, [`AdminAuth`], which checks the admin token. Per-tenant admin access
 //! comes with a later issue.
 
-mod integrations;
-mod jobs;
-mod mappings;
+pub(crate) mod integrations;
+pub(crate) mod jobs;
+pub(crate) mod mappings;
 
 use axum::{
     Router,

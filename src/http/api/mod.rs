@@ -4,8 +4,8 @@
 //! Stripe's `Stripe-Account`). Every handler takes a [`TenantScope`] and runs its queries in that
 //! tenant's transaction, so another tenant's ids are 404, never 403.
 
-mod integrations;
-mod tokens;
+pub(crate) mod integrations;
+pub(crate) mod tokens;
 
 use axum::{
     Router,

@@ -1,0 +1,99 @@
+//! The OpenAPI 3.1 document of the HTTP API (`GET /api/openapi.json`), generated from the
+//! handlers' `#[utoipa::path]` annotations and the types they answer with, so it cannot describe
+//! a body the code does not send. `tests/api/openapi.rs` checks that every route the router
+//! serves is in it, with the methods the router takes.
+
+use std::sync::OnceLock;
+
+use axum::{Json, http::header, response::IntoResponse};
+use serde_json::Value;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{Http, HttpAuthScheme, SecurityScheme},
+};
+
+use super::api;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "syncbridge",
+        description = "Brings customer data from external systems, delivered by n8n, into the \
+                       customer-success platform. Every refusal is an `Error` with a \
+                       machine-readable `code`; the codes an operation can answer are listed \
+                       with its responses.",
+    ),
+    paths(
+        openapi_json,
+        super::health::healthz,
+        super::health::readyz,
+        super::webhooks::receive,
+        super::webhooks::batch_status,
+        super::admin::jobs::list,
+        super::admin::jobs::stats,
+        super::admin::jobs::retry,
+        super::admin::jobs::cancel,
+        super::admin::integrations::get,
+        super::admin::integrations::update,
+        super::admin::integrations::sync,
+        super::admin::mappings::list,
+        super::admin::mappings::set,
+        super::admin::mappings::preview,
+        api::integrations::list,
+        api::integrations::get,
+        api::integrations::list_keys,
+        api::integrations::create_key,
+        api::integrations::revoke_key,
+        api::tokens::list,
+        api::tokens::create,
+        api::tokens::revoke,
+    ),
+    // Types used only as parameters are not collected from the handlers.
+    components(schemas(crate::domain::DataType)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "integrations", description = "A tenant's integrations and their API keys"),
+        (name = "tokens", description = "A tenant's API tokens"),
+        (name = "webhooks", description = "Deliveries from n8n, with an integration's API key"),
+        (name = "admin", description = "Install-wide operations, with the admin token"),
+        (name = "health", description = "Liveness and readiness"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The `bearer` security scheme: a tenant API token, the admin token or an integration key,
+/// as each operation says.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The document, built once.
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+    })
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object))
+)]
+pub async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(document()),
+    )
+}
