@@ -135,3 +135,110 @@ pub async fn revoke_key(
     tx.commit().await?;
     Ok(revoked)
 }
+
+pub use crate::db::{
+    batches::BatchProgress,
+    sync_errors::SyncError,
+    sync_logs::{SyncFilter, SyncLog},
+};
+
+/// A page of the tenant's sync logs, newest first, after the previous page's last (its
+/// `(created_at, id)`); with one more asked for to know whether another page follows.
+pub async fn sync_logs(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    filter: &SyncFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<(Vec<SyncLog>, bool)> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let mut page = db::sync_logs::page(&mut tx, filter, after, limit + 1).await?;
+    tx.commit().await?;
+    let more = page.len() as i64 > limit;
+    page.truncate(limit as usize);
+    Ok((page, more))
+}
+
+/// A sync log with its batches and the first page of its errors.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SyncDetail {
+    #[serde(flatten)]
+    pub sync: SyncLog,
+    /// Whether `records_received` equals `created + updated + unchanged + skipped + failed`:
+    /// always once the sync has closed; while it runs, the difference is still in flight.
+    pub accounted: bool,
+    pub batches: Vec<BatchProgress>,
+    pub errors: Vec<SyncError>,
+    /// Pass as `cursor` to `/errors` for the errors after these; `None` when there are no more.
+    pub errors_next_cursor: Option<String>,
+}
+
+/// One of the tenant's sync logs with its batches and first `errors` errors; `None` when the
+/// tenant has no such sync.
+pub async fn sync_detail(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    sync_log_id: Uuid,
+    errors: i64,
+) -> Result<Option<SyncDetail>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let Some(sync) = db::sync_logs::one(&mut tx, sync_log_id).await? else {
+        return Ok(None);
+    };
+    let batches = db::batches::progress_of_sync(&mut tx, sync_log_id).await?;
+    let (errors, next) = error_page(&mut tx, sync_log_id, None, errors).await?;
+    tx.commit().await?;
+    let accounted = sync.records_received
+        == sync.records_created
+            + sync.records_updated
+            + sync.records_unchanged
+            + sync.records_skipped
+            + sync.records_failed;
+    Ok(Some(SyncDetail {
+        sync,
+        accounted,
+        batches,
+        errors,
+        errors_next_cursor: next.map(|id| id.to_string()),
+    }))
+}
+
+/// A page of a sync's errors, oldest first, after error id `after`; `None` when the tenant has
+/// no such sync. The second value is the cursor of the next page, if there is one.
+pub async fn sync_errors(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    sync_log_id: Uuid,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Option<(Vec<SyncError>, Option<i64>)>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    if db::sync_logs::one(&mut tx, sync_log_id).await?.is_none() {
+        return Ok(None);
+    }
+    let page = error_page(&mut tx, sync_log_id, after, limit).await?;
+    tx.commit().await?;
+    Ok(Some(page))
+}
+
+async fn error_page(
+    conn: &mut sqlx::PgConnection,
+    sync_log_id: Uuid,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<SyncError>, Option<i64>)> {
+    let mut errors = db::sync_errors::page(conn, sync_log_id, after, limit + 1).await?;
+    let more = errors.len() as i64 > limit;
+    errors.truncate(limit as usize);
+    let next = more.then(|| errors.last().map(|e| e.id)).flatten();
+    Ok((errors, next))
+}
+
+/// Whether the tenant has this sync log (before acting on it with the lifecycle's functions,
+/// which find their sync across tenants).
+pub async fn owns_sync(pool: &PgPool, tenant_id: Uuid, sync_log_id: Uuid) -> Result<bool> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let found = db::sync_logs::one(&mut tx, sync_log_id).await?.is_some();
+    tx.commit().await?;
+    Ok(found)
+}

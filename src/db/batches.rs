@@ -631,3 +631,43 @@ pub async fn progress(conn: &mut PgConnection, id: Uuid) -> Result<Option<Progre
     .fetch_optional(conn)
     .await
 }
+
+/// A batch of a sync and how far its processing is, as the platform API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct BatchProgress {
+    pub id: Uuid,
+    pub data_type: DataType,
+    pub state: BatchState,
+    pub is_final: bool,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub record_count: i32,
+    pub records_processed: i32,
+    pub records_created: i32,
+    pub records_updated: i32,
+    pub records_unchanged: i32,
+    pub records_skipped: i32,
+    pub records_failed: i32,
+    /// Its chunks (one job each), how many are done, and how many were settled as failed.
+    pub jobs_total: i32,
+    pub jobs_done: i32,
+    pub chunks_failed: i32,
+}
+
+/// The batches of a sync the transaction sees, in delivery order, with their progress.
+pub async fn progress_of_sync(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+) -> Result<Vec<BatchProgress>, sqlx::Error> {
+    sqlx::query_as!(
+        BatchProgress,
+        r#"SELECT id, data_type AS "data_type: DataType", state AS "state: BatchState", is_final,
+                  received_at, processed_at, record_count, records_processed, records_created,
+                  records_updated, records_unchanged, records_skipped, records_failed,
+                  jobs_total, jobs_done, chunks_failed
+           FROM ingest_batches WHERE sync_log_id = $1 ORDER BY delivery_seq"#,
+        sync_log_id
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -142,3 +142,40 @@ pub async fn insert_for_records(
 fn storable_text(s: &str) -> String {
     s.replace('\0', "\u{fffd}")
 }
+
+/// A per-record error, as the platform API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SyncError {
+    pub id: i64,
+    pub batch_id: Option<Uuid>,
+    /// The record's place in its batch.
+    pub record_index: Option<i32>,
+    pub external_id: Option<String>,
+    /// The field at fault, when one is.
+    pub field: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Up to `limit` errors of a sync the transaction sees, oldest first, after id `after` (a
+/// keyset page over the sync log's index).
+pub async fn page(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<SyncError>, sqlx::Error> {
+    sqlx::query_as!(
+        SyncError,
+        "SELECT id, batch_id, record_index, external_id, field, code, message, created_at
+         FROM integration_sync_errors
+         WHERE sync_log_id = $1 AND ($2::bigint IS NULL OR id > $2)
+         ORDER BY id LIMIT $3",
+        sync_log_id,
+        after,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}

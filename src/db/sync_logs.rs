@@ -691,3 +691,121 @@ pub async fn trigger_target(
     .fetch_optional(conn)
     .await
 }
+
+/// A sync log with every count, as the platform API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SyncLog {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub trigger: SyncTrigger,
+    pub sync_mode: SyncMode,
+    pub status: SyncStatus,
+    /// Why it failed as a whole, when it did.
+    pub failure_reason: Option<FailureReason>,
+    pub error_summary: Option<String>,
+    /// The data types asked for, and those whose final batch has arrived.
+    pub data_types: Vec<DataType>,
+    pub final_data_types: Vec<DataType>,
+    /// The sync this one replays (trigger `replay`).
+    pub replay_of: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub last_batch_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub records_per_second: Option<f64>,
+    pub batches_received: i32,
+    pub batches_processed: i32,
+    /// Chunks settled as failed (their job died, or their batch was discarded).
+    pub chunks_failed: i32,
+    /// `received = created + updated + unchanged + skipped + failed` once the sync has closed.
+    pub records_received: i64,
+    pub records_created: i64,
+    pub records_updated: i64,
+    pub records_unchanged: i64,
+    pub records_skipped: i64,
+    pub records_failed: i64,
+    /// Of the stored records, those no account matched.
+    pub records_unmatched: i64,
+}
+
+/// Which sync logs a page holds; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct SyncFilter {
+    pub integration_id: Option<Uuid>,
+    pub statuses: Option<Vec<SyncStatus>>,
+    pub trigger: Option<SyncTrigger>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Up to `limit` sync logs the transaction sees (its tenant's) matching `filter`, newest first,
+/// after the `(created_at, id)` of the previous page's last: a keyset page, stable while new
+/// syncs are created (they sort before every page already read).
+pub async fn page(
+    conn: &mut PgConnection,
+    filter: &SyncFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<SyncLog>, sqlx::Error> {
+    let statuses: Option<Vec<String>> = filter
+        .statuses
+        .as_ref()
+        .map(|s| s.iter().map(|s| s.as_str().to_string()).collect());
+    let (after_at, after_id) = after.unzip();
+    sqlx::query_as!(
+        SyncLog,
+        r#"SELECT id, integration_id, trigger AS "trigger: SyncTrigger",
+                sync_mode AS "sync_mode: SyncMode", status AS "status: SyncStatus",
+                failure_reason AS "failure_reason: FailureReason", error_summary,
+                COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END, '{}')
+                    AS "data_types!: Vec<DataType>",
+                final_data_types AS "final_data_types: Vec<DataType>", replay_of,
+                created_at, started_at, completed_at, last_batch_at, duration_ms,
+                records_per_second, batches_received, batches_processed, chunks_failed,
+                records_received, records_created, records_updated, records_unchanged,
+                records_skipped, records_failed, records_unmatched
+         FROM integration_sync_logs
+         WHERE ($1::uuid IS NULL OR integration_id = $1)
+           AND ($2::text[] IS NULL OR status = ANY($2))
+           AND ($3::text IS NULL OR trigger = $3)
+           AND ($4::timestamptz IS NULL OR created_at >= $4)
+           AND ($5::timestamptz IS NULL OR created_at < $5)
+           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $8"#,
+        filter.integration_id,
+        statuses.as_deref(),
+        filter.trigger.map(|t| t.as_str()),
+        filter.since,
+        filter.until,
+        after_at,
+        after_id,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// One sync log the transaction sees, by id.
+pub async fn one(conn: &mut PgConnection, id: Uuid) -> Result<Option<SyncLog>, sqlx::Error> {
+    sqlx::query_as!(
+        SyncLog,
+        r#"SELECT id, integration_id, trigger AS "trigger: SyncTrigger",
+                sync_mode AS "sync_mode: SyncMode", status AS "status: SyncStatus",
+                failure_reason AS "failure_reason: FailureReason", error_summary,
+                COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END, '{}')
+                    AS "data_types!: Vec<DataType>",
+                final_data_types AS "final_data_types: Vec<DataType>", replay_of,
+                created_at, started_at, completed_at, last_batch_at, duration_ms,
+                records_per_second, batches_received, batches_processed, chunks_failed,
+                records_received, records_created, records_updated, records_unchanged,
+                records_skipped, records_failed, records_unmatched
+         FROM integration_sync_logs WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}

@@ -5,13 +5,14 @@
 //! tenant's transaction, so another tenant's ids are 404, never 403.
 
 pub(crate) mod integrations;
+pub(crate) mod syncs;
 pub(crate) mod tokens;
 
 use axum::{
     Router,
     extract::FromRequestParts,
     http::{Method, StatusCode, request::Parts},
-    routing::{delete, get},
+    routing::{delete, get, post},
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -43,6 +44,11 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/integrations/{integration_id}/keys/{key_id}",
             delete(integrations::revoke_key),
         )
+        .route("/api/v1/syncs", get(syncs::list))
+        .route("/api/v1/syncs/{sync_id}", get(syncs::get))
+        .route("/api/v1/syncs/{sync_id}/errors", get(syncs::errors))
+        .route("/api/v1/syncs/{sync_id}/close", post(syncs::close))
+        .route("/api/v1/syncs/{sync_id}/reprocess", post(syncs::reprocess))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{token_id}", delete(tokens::revoke))
 }
