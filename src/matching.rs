@@ -46,24 +46,8 @@ pub fn registrable(domain: &str) -> Option<&str> {
     psl::domain_str(domain)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    ExactDomain,
-    RegistrableDomain,
-    Name,
-    None,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::ExactDomain => "exact_domain",
-            Method::RegistrableDomain => "registrable_domain",
-            Method::Name => "name",
-            Method::None => "none",
-        }
-    }
-}
+/// How a record matched: the domain's vocabulary, so what is stored is what is read back.
+pub use crate::domain::MatchMethod as Method;
 
 /// The outcome for one record; `reason` says why nothing matched.
 #[derive(Debug, Clone, PartialEq, Eq)]

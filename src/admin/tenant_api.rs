@@ -242,3 +242,36 @@ pub async fn owns_sync(pool: &PgPool, tenant_id: Uuid, sync_log_id: Uuid) -> Res
     tx.commit().await?;
     Ok(found)
 }
+
+pub use crate::db::records::{Deleted, Record, RecordFilter};
+
+/// A page of the tenant's records of `data_type` by (updated_at, id), after the previous page's
+/// last; whether another page follows.
+pub async fn records(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    data_type: crate::domain::DataType,
+    filter: &RecordFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<(Vec<Record>, bool)> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let mut page = db::records::page(&mut tx, data_type, filter, after, limit + 1).await?;
+    tx.commit().await?;
+    let more = page.len() as i64 > limit;
+    page.truncate(limit as usize);
+    Ok((page, more))
+}
+
+/// One of the tenant's records, with its raw payload; `None` when it has no such record.
+pub async fn record(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    data_type: crate::domain::DataType,
+    id: Uuid,
+) -> Result<Option<Record>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let record = db::records::one(&mut tx, data_type, id).await?;
+    tx.commit().await?;
+    Ok(record)
+}

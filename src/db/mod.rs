@@ -12,6 +12,7 @@ pub mod cursors;
 pub mod external_rows;
 pub mod integrations;
 pub mod mappings;
+pub mod records;
 pub mod schedule_ticks;
 pub mod sweeps;
 pub mod sync_errors;

@@ -10,8 +10,8 @@ use sqlx::{
 };
 
 use crate::domain::{
-    BatchState, DataType, FailureReason, IntegrationStatus, OnRunning, SourceType, SweepState,
-    SyncMode, SyncStatus, SyncTrigger, TickOutcome,
+    BatchState, DataType, FailureReason, IntegrationStatus, MatchMethod, OnRunning, SourceType,
+    SweepState, SyncMode, SyncStatus, SyncTrigger, TickOutcome,
 };
 
 macro_rules! text_columns {
@@ -51,6 +51,7 @@ text_columns!(
     DataType,
     FailureReason,
     IntegrationStatus,
+    MatchMethod,
     OnRunning,
     SourceType,
     SweepState,

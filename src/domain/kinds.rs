@@ -107,6 +107,16 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// How a record was matched to an account (`none`: it was not; the row says why).
+    MatchMethod, "match method" {
+        ExactDomain => "exact_domain",
+        RegistrableDomain => "registrable_domain",
+        Name => "name",
+        None => "none",
+    }
+);
+
 impl DataType {
     /// `contacts, deals`: data types as messages name them.
     pub fn list(types: &[DataType]) -> String {

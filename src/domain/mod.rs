@@ -7,6 +7,6 @@ pub mod schedule;
 pub mod sweep;
 
 pub use kinds::{
-    BatchState, DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType,
-    SweepState, SyncMode, SyncStatus, SyncTrigger, TickOutcome,
+    BatchState, DataType, FailureReason, IntegrationStatus, MatchMethod, MissedTicks, OnRunning,
+    SourceType, SweepState, SyncMode, SyncStatus, SyncTrigger, TickOutcome,
 };

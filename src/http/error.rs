@@ -91,6 +91,7 @@ error_codes! {
     PayloadTooLarge => "payload_too_large",
     RateLimited => "rate_limited",
     ReadOnlyToken => "read_only_token",
+    RecordNotFound => "record_not_found",
     RequestTimeout => "request_timeout",
     SignatureExpired => "signature_expired",
     SignatureRequired => "signature_required",

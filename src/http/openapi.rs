@@ -44,6 +44,8 @@ use super::api;
         api::integrations::list_keys,
         api::integrations::create_key,
         api::integrations::revoke_key,
+        api::records::list,
+        api::records::get,
         api::syncs::list,
         api::syncs::get,
         api::syncs::errors,
@@ -58,6 +60,7 @@ use super::api;
     modifiers(&BearerAuth),
     tags(
         (name = "integrations", description = "A tenant's integrations and their API keys"),
+        (name = "records", description = "A tenant's contacts, tickets and deals"),
         (name = "syncs", description = "A tenant's sync history, each sync's counts, batches and errors"),
         (name = "tokens", description = "A tenant's API tokens"),
         (name = "webhooks", description = "Deliveries from n8n, with an integration's API key"),

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use syncbridge::{
     domain::{
-        BatchState, DataType, FailureReason, IntegrationStatus, MissedTicks, OnRunning, SourceType,
-        SweepState, SyncMode, SyncStatus, SyncTrigger, TickOutcome,
+        BatchState, DataType, FailureReason, IntegrationStatus, MatchMethod, MissedTicks,
+        OnRunning, SourceType, SweepState, SyncMode, SyncStatus, SyncTrigger, TickOutcome,
     },
     mapping,
 };
@@ -44,6 +44,21 @@ async fn check_values(db: &TestDb, table: &str, column: &str) -> BTreeSet<String
 async fn every_check_list_is_its_enum() {
     let db = TestDb::migrated().await;
     let cases: Vec<(&str, &str, BTreeSet<String>)> = vec![
+        (
+            "external_contacts",
+            "match_method",
+            names(MatchMethod::ALL, MatchMethod::as_str),
+        ),
+        (
+            "external_tickets",
+            "match_method",
+            names(MatchMethod::ALL, MatchMethod::as_str),
+        ),
+        (
+            "external_deals",
+            "match_method",
+            names(MatchMethod::ALL, MatchMethod::as_str),
+        ),
         (
             "integration_sources",
             "source_type",

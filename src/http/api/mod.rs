@@ -5,6 +5,7 @@
 //! tenant's transaction, so another tenant's ids are 404, never 403.
 
 pub(crate) mod integrations;
+pub(crate) mod records;
 pub(crate) mod syncs;
 pub(crate) mod tokens;
 
@@ -44,6 +45,8 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/integrations/{integration_id}/keys/{key_id}",
             delete(integrations::revoke_key),
         )
+        .route("/api/v1/records/{data_type}", get(records::list))
+        .route("/api/v1/records/{data_type}/{record_id}", get(records::get))
         .route("/api/v1/syncs", get(syncs::list))
         .route("/api/v1/syncs/{sync_id}", get(syncs::get))
         .route("/api/v1/syncs/{sync_id}/errors", get(syncs::errors))
@@ -155,11 +158,17 @@ impl FromRequestParts<AppState> for TenantScope {
     }
 }
 
-/// The UUIDs of a route's path, by parameter name: `integration_id` is 400
-/// `invalid_integration_id` when malformed, any other 400 `invalid_path` naming the parameter.
-pub struct PathIds(Vec<(String, Uuid)>);
+/// The ids of a route's path, by parameter name: `integration_id` is 400
+/// `invalid_integration_id` when malformed, `data_type` 400 `invalid_data_type` when not
+/// `contacts`, `tickets` or `deals`, any other 400 `invalid_path` naming the parameter.
+pub struct PathIds(Vec<(String, Uuid)>, Option<crate::domain::DataType>);
 
 impl PathIds {
+    /// The `data_type` parameter (the route declares it, so it is there).
+    pub fn data_type(&self) -> crate::domain::DataType {
+        self.1.unwrap_or(crate::domain::DataType::Contacts)
+    }
+
     /// The parameter `name` (the route declares it, so it is there).
     pub fn get(&self, name: &str) -> Uuid {
         self.0
@@ -176,7 +185,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = super::extract::path_params(parts, state).await?;
         let mut ids = Vec::new();
+        let mut data_type = None;
         for (name, value) in &params {
+            if name == "data_type" {
+                data_type = Some(value.parse().map_err(
+                    |e: crate::domain::kinds::UnknownValue| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::InvalidDataType,
+                            e.to_string(),
+                        )
+                    },
+                )?);
+                continue;
+            }
             let id = value.parse().map_err(|_| {
                 let code = if name == "integration_id" {
                     ErrorCode::InvalidIntegrationId
@@ -192,6 +214,60 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             })?;
             ids.push((name.to_string(), id));
         }
-        Ok(PathIds(ids))
+        Ok(PathIds(ids, data_type))
     }
+}
+
+/// Most items one page holds.
+pub(crate) const MAX_PAGE: i64 = 200;
+/// Items a page holds unless `limit` says otherwise.
+pub(crate) const DEFAULT_PAGE: i64 = 50;
+
+pub(crate) fn invalid_query(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, message)
+}
+
+pub(crate) fn invalid_cursor() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidCursor,
+        "the cursor is not one this API gave out; pass `next_cursor` as it came",
+    )
+}
+
+/// The page size asked for, 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when not given.
+pub(crate) fn page_limit(asked: Option<i64>) -> Result<i64, ApiError> {
+    match asked {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(invalid_query(format!(
+            "limit must be between 1 and {MAX_PAGE}, not {n}"
+        ))),
+    }
+}
+
+/// The cursor after an item of a list ordered by a time and an id: opaque to callers (base64
+/// of both), so the order's columns can change without breaking their code.
+pub(crate) fn time_cursor(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD.encode(format!("{}/{id}", at.timestamp_micros()))
+}
+
+/// [`time_cursor`] read back; anything else is 400 `invalid_cursor`.
+pub(crate) fn parse_time_cursor(
+    cursor: &str,
+) -> Result<(chrono::DateTime<chrono::Utc>, Uuid), ApiError> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let text = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid_cursor)?;
+    let (micros, id) = text.split_once('/').ok_or_else(invalid_cursor)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(invalid_cursor)?;
+    Ok((at, id.parse().map_err(|_| invalid_cursor())?))
 }

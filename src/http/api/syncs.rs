@@ -3,14 +3,16 @@
 //! open sync, reprocess a closed one from its stored chunks.
 
 use axum::{Json, extract::State, http::StatusCode};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{PathIds, TenantScope};
+use super::{
+    DEFAULT_PAGE, PathIds, TenantScope, invalid_cursor, invalid_query, page_limit,
+    parse_time_cursor, time_cursor,
+};
 use crate::{
     admin::tenant_api::{self, SyncDetail, SyncError, SyncFilter, SyncLog},
     domain::{SyncStatus, SyncTrigger},
@@ -21,11 +23,6 @@ use crate::{
     },
     sync::SyncAdminError,
 };
-
-/// Most items one page holds.
-const MAX_PAGE: i64 = 200;
-/// Items a page holds unless `limit` says otherwise.
-const DEFAULT_PAGE: i64 = 50;
 
 /// The filters and paging of `GET /api/v1/syncs`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -55,51 +52,6 @@ pub struct SyncPage {
     pub data: Vec<SyncLog>,
     /// Pass as `cursor` for the next page; `null` on the last.
     pub next_cursor: Option<String>,
-}
-
-fn invalid_query(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, message)
-}
-
-fn limit(asked: Option<i64>) -> Result<i64, ApiError> {
-    match asked {
-        None => Ok(DEFAULT_PAGE),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(n) => Err(invalid_query(format!(
-            "limit must be between 1 and {MAX_PAGE}, not {n}"
-        ))),
-    }
-}
-
-/// The cursor after a sync log: opaque to callers (base64 of its creation time and id).
-fn sync_cursor(sync: &SyncLog) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}/{}",
-        sync.created_at.timestamp_micros(),
-        sync.id
-    ))
-}
-
-fn parse_sync_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidCursor,
-            "the cursor is not one this API gave out; pass `next_cursor` as it came",
-        )
-    };
-    let text = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(invalid)?;
-    let (micros, id) = text.split_once('/').ok_or_else(invalid)?;
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    Ok((at, id.parse().map_err(|_| invalid())?))
 }
 
 impl SyncQuery {
@@ -161,11 +113,13 @@ pub async fn list(
     ApiQuery(query): ApiQuery<SyncQuery>,
 ) -> Result<Json<SyncPage>, ApiError> {
     let filter = query.filter()?;
-    let limit = limit(query.limit)?;
-    let after = query.cursor.as_deref().map(parse_sync_cursor).transpose()?;
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.as_deref().map(parse_time_cursor).transpose()?;
     let (data, more) =
         tenant_api::sync_logs(&state.pool, scope.tenant_id, &filter, after, limit).await?;
-    let next_cursor = more.then(|| data.last().map(sync_cursor)).flatten();
+    let next_cursor = more
+        .then(|| data.last().map(|s| time_cursor(s.created_at, s.id)))
+        .flatten();
     Ok(Json(SyncPage { data, next_cursor }))
 }
 
@@ -254,19 +208,11 @@ pub async fn errors(
     ApiQuery(query): ApiQuery<ErrorQuery>,
 ) -> Result<Json<ErrorPage>, ApiError> {
     let id = ids.get("sync_id");
-    let limit = limit(query.limit)?;
+    let limit = page_limit(query.limit)?;
     let after = query
         .cursor
         .as_deref()
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidCursor,
-                    "the cursor is not one this API gave out; pass `next_cursor` as it came",
-                )
-            })
-        })
+        .map(|c| c.parse::<i64>().map_err(|_| invalid_cursor()))
         .transpose()?;
     let (data, next) = tenant_api::sync_errors(&state.pool, scope.tenant_id, id, after, limit)
         .await?
