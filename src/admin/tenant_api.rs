@@ -275,3 +275,173 @@ pub async fn record(
     tx.commit().await?;
     Ok(record)
 }
+
+pub use crate::db::accounts::AccountView;
+
+/// Why an account write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// A field is not valid: `field` names it (`name`, `domains[2]`).
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("no account {0}")]
+    NotFound(Uuid),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for AccountError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+/// Something the caller should know about an account it wrote, though the write succeeded.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AccountWarning {
+    /// `domain_claimed` or `name_claimed`.
+    pub code: String,
+    /// The other account.
+    pub account_id: Uuid,
+    pub message: String,
+}
+
+/// An account just written, and what the caller should know about it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WrittenAccount {
+    #[serde(flatten)]
+    pub account: AccountView,
+    /// Other accounts that claim one of its domains or its name: records of those then match
+    /// neither account (matching never guesses between two).
+    pub warnings: Vec<AccountWarning>,
+}
+
+/// The tenant's accounts by name, with their matched live records.
+pub async fn accounts(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<AccountView>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let accounts = db::accounts::views(&mut tx, None).await?;
+    tx.commit().await?;
+    Ok(accounts)
+}
+
+fn account_name(name: &str) -> Result<String, AccountError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(AccountError::Invalid {
+            field: "name".into(),
+            message: "an account name is 1 to 200 characters, not blank".into(),
+        });
+    }
+    Ok(name.to_string())
+}
+
+fn account_domains(domains: &[String]) -> Result<Vec<String>, AccountError> {
+    let mut normalized = Vec::with_capacity(domains.len());
+    for (i, domain) in domains.iter().enumerate() {
+        let domain = crate::domain::domain_name::normalize_domain(domain).map_err(|e| {
+            AccountError::Invalid {
+                field: format!("domains[{i}]"),
+                message: e.to_string(),
+            }
+        })?;
+        if !normalized.contains(&domain) {
+            normalized.push(domain);
+        }
+    }
+    Ok(normalized)
+}
+
+async fn written(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    name: &str,
+    domains: &[String],
+) -> Result<WrittenAccount, AccountError> {
+    let mut warnings = Vec::new();
+    for claim in db::accounts::claims(conn, Some(id), name, domains).await? {
+        for domain in &claim.domains {
+            warnings.push(AccountWarning {
+                code: "domain_claimed".into(),
+                account_id: claim.account_id,
+                message: format!(
+                    "account `{}` claims {domain} too: records of {domain} match neither",
+                    claim.account_name
+                ),
+            });
+        }
+        if claim.same_name {
+            warnings.push(AccountWarning {
+                code: "name_claimed".into(),
+                account_id: claim.account_id,
+                message: format!(
+                    "account `{}` has this name too: records matched by company name match neither",
+                    claim.account_name
+                ),
+            });
+        }
+    }
+    let account = db::accounts::views(conn, Some(id))
+        .await?
+        .pop()
+        .ok_or(AccountError::NotFound(id))?;
+    Ok(WrittenAccount { account, warnings })
+}
+
+/// Adds an account to the tenant (domains normalised: `https://www.Northwind.io/` →
+/// `northwind.io`); records of its domains match it from their next sync on.
+pub async fn create_account(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name: &str,
+    domains: &[String],
+) -> Result<WrittenAccount, AccountError> {
+    let name = account_name(name)?;
+    let domains = account_domains(domains)?;
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let account = db::accounts::insert(&mut tx, tenant_id, &name, &domains).await?;
+    let written = written(&mut tx, account.id, &name, &domains).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(written)
+}
+
+/// Renames an account or replaces its domains (what is not given stays); records already
+/// stored keep their match until their next sync matches them afresh.
+pub async fn update_account(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: Uuid,
+    name: Option<&str>,
+    domains: Option<&[String]>,
+) -> Result<WrittenAccount, AccountError> {
+    let name = name.map(account_name).transpose()?;
+    let domains = domains.map(account_domains).transpose()?;
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let current = db::accounts::views(&mut tx, Some(id))
+        .await?
+        .pop()
+        .ok_or(AccountError::NotFound(id))?;
+    let name = name.unwrap_or(current.name);
+    let domains = domains.unwrap_or(current.domains);
+    db::accounts::update(&mut tx, id, &name, &domains).await?;
+    let written = written(&mut tx, id, &name, &domains).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(written)
+}
+
+/// Deletes an account: the records it matched are unmatched at once (`match_method: none`,
+/// `match_reason: account_deleted`) and match afresh on their next sync. Answers the account as
+/// it was, with the counts of records it had matched.
+pub async fn delete_account(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<AccountView, AccountError> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let account = db::accounts::views(&mut tx, Some(id))
+        .await?
+        .pop()
+        .ok_or(AccountError::NotFound(id))?;
+    db::accounts::delete(&mut tx, id).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(account)
+}

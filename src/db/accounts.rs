@@ -74,3 +74,100 @@ pub async fn matching_version(
     .fetch_one(conn)
     .await
 }
+
+/// An account as the platform API shows it, with how many live records it matched.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AccountView {
+    pub id: Uuid,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub contacts: i64,
+    pub tickets: i64,
+    pub deals: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The accounts the transaction sees (its tenant's) by name, or the one `only` names, with
+/// their matched live records (each count an index scan of `(tenant_id, account_id)`).
+pub async fn views(
+    conn: &mut PgConnection,
+    only: Option<Uuid>,
+) -> Result<Vec<AccountView>, sqlx::Error> {
+    sqlx::query_as!(
+        AccountView,
+        r#"SELECT a.id, a.name, a.domains,
+                  (SELECT count(*) FROM external_contacts r WHERE r.tenant_id = a.tenant_id
+                     AND r.account_id = a.id AND r.deleted_at IS NULL) AS "contacts!",
+                  (SELECT count(*) FROM external_tickets r WHERE r.tenant_id = a.tenant_id
+                     AND r.account_id = a.id AND r.deleted_at IS NULL) AS "tickets!",
+                  (SELECT count(*) FROM external_deals r WHERE r.tenant_id = a.tenant_id
+                     AND r.account_id = a.id AND r.deleted_at IS NULL) AS "deals!",
+                  a.created_at, a.updated_at
+           FROM accounts a
+           WHERE $1::uuid IS NULL OR a.id = $1
+           ORDER BY lower(a.name), a.id"#,
+        only
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Sets the account's name and domains; false when the transaction sees no such account.
+pub async fn update(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    domains: &[String],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "UPDATE accounts SET name = $2, domains = $3 WHERE id = $1",
+        id,
+        name,
+        domains
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes the account (its matched rows are unmatched by a trigger, reason `account_deleted`);
+/// false when the transaction sees no such account.
+pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!("DELETE FROM accounts WHERE id = $1", id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Other accounts of the transaction's tenant that claim one of `domains` or the name `name`
+/// (case-insensitive): matching then picks neither for those records.
+pub struct Claim {
+    pub account_id: Uuid,
+    pub account_name: String,
+    pub domains: Vec<String>,
+    pub same_name: bool,
+}
+
+pub async fn claims(
+    conn: &mut PgConnection,
+    except: Option<Uuid>,
+    name: &str,
+    domains: &[String],
+) -> Result<Vec<Claim>, sqlx::Error> {
+    sqlx::query_as!(
+        Claim,
+        r#"SELECT id AS account_id, name AS account_name,
+                  ARRAY(SELECT unnest(domains) INTERSECT SELECT unnest($3::text[])) AS "domains!",
+                  lower(name) = lower($2) AS "same_name!"
+           FROM accounts
+           WHERE ($1::uuid IS NULL OR id <> $1)
+             AND (domains && $3 OR lower(name) = lower($2))
+           ORDER BY lower(name), id"#,
+        except,
+        name,
+        domains
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -42,6 +42,7 @@ macro_rules! error_codes {
 }
 
 error_codes! {
+    AccountNotFound => "account_not_found",
     AdminDisabled => "admin_disabled",
     ApiKeyNotFound => "api_key_not_found",
     BacklogFull => "backlog_full",
@@ -66,6 +67,7 @@ error_codes! {
     InvalidCredentials => "invalid_credentials",
     InvalidCursor => "invalid_cursor",
     InvalidDataType => "invalid_data_type",
+    InvalidField => "invalid_field",
     InvalidFilter => "invalid_filter",
     InvalidGzip => "invalid_gzip",
     InvalidIdempotencyKey => "invalid_idempotency_key",

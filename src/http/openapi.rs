@@ -39,6 +39,10 @@ use super::api;
         super::admin::mappings::list,
         super::admin::mappings::set,
         super::admin::mappings::preview,
+        api::accounts::list,
+        api::accounts::create,
+        api::accounts::update,
+        api::accounts::delete,
         api::integrations::list,
         api::integrations::get,
         api::integrations::list_keys,
@@ -59,6 +63,7 @@ use super::api;
     components(schemas(crate::domain::DataType)),
     modifiers(&BearerAuth),
     tags(
+        (name = "accounts", description = "A tenant's customer accounts, which records are matched to"),
         (name = "integrations", description = "A tenant's integrations and their API keys"),
         (name = "records", description = "A tenant's contacts, tickets and deals"),
         (name = "syncs", description = "A tenant's sync history, each sync's counts, batches and errors"),

@@ -11,6 +11,7 @@ mod n8n_templates;
 mod openapi;
 mod pipeline;
 mod platform;
+mod platform_accounts;
 mod platform_records;
 mod platform_syncs;
 mod rls;

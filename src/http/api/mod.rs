@@ -4,6 +4,7 @@
 //! Stripe's `Stripe-Account`). Every handler takes a [`TenantScope`] and runs its queries in that
 //! tenant's transaction, so another tenant's ids are 404, never 403.
 
+pub(crate) mod accounts;
 pub(crate) mod integrations;
 pub(crate) mod records;
 pub(crate) mod syncs;
@@ -32,6 +33,14 @@ pub const TENANT_HEADER: &str = "syncbridge-tenant";
 /// The platform API's routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(
+            "/api/v1/accounts",
+            get(accounts::list).post(accounts::create),
+        )
+        .route(
+            "/api/v1/accounts/{account_id}",
+            axum::routing::patch(accounts::update).delete(accounts::delete),
+        )
         .route("/api/v1/integrations", get(integrations::list))
         .route(
             "/api/v1/integrations/{integration_id}",
