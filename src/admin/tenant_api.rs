@@ -445,3 +445,117 @@ pub async fn delete_account(
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok(account)
 }
+
+/// The dashboard's numbers for one tenant, in one answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub integrations: IntegrationStats,
+    /// Live (not soft-deleted) records per type.
+    pub records: RecordStats,
+    pub syncs_last_24h: i64,
+    pub failed_syncs_last_7d: i64,
+    /// Of the syncs created in the last 7 days that have closed, the share that succeeded
+    /// (`partial` and `failed` are not successes); `null` when none has closed.
+    pub success_rate_last_7d: Option<f64>,
+    /// The window of `days` and `received`, in UTC days, today included.
+    pub window_days: i64,
+    /// Records and bytes delivered over the window.
+    pub received: Received,
+    /// Each day of the window, oldest first, zeros included (for a chart).
+    pub days: Vec<DayStats>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IntegrationStats {
+    pub total: i64,
+    pub active: i64,
+    pub paused: i64,
+    /// Status `error`.
+    pub failing: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RecordStats {
+    pub contacts: i64,
+    pub tickets: i64,
+    pub deals: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Received {
+    pub records: i64,
+    /// As delivered, after transport decompression.
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DayStats {
+    pub day: chrono::NaiveDate,
+    /// Syncs created that day, and how they stand now.
+    pub syncs: i64,
+    pub succeeded: i64,
+    pub partial: i64,
+    pub failed: i64,
+    pub open: i64,
+    pub records_received: i64,
+    pub bytes_received: i64,
+}
+
+/// The tenant's dashboard numbers over the last `window_days` UTC days (today included).
+pub async fn stats(pool: &PgPool, tenant_id: Uuid, window_days: i64) -> Result<Stats> {
+    let now = Utc::now();
+    let today = now.date_naive();
+    let first = today - chrono::Days::new(window_days.max(1) as u64 - 1);
+    let window_start = first.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let integrations = db::stats::integrations(&mut tx, tenant_id).await?;
+    let records = db::stats::records(&mut tx, tenant_id).await?;
+    let (last_day, ..) =
+        db::stats::syncs_since(&mut tx, tenant_id, now - chrono::Duration::hours(24)).await?;
+    let (_, failed_week, closed_week, succeeded_week) =
+        db::stats::syncs_since(&mut tx, tenant_id, now - chrono::Duration::days(7)).await?;
+    let syncs = db::stats::syncs_per_day(&mut tx, tenant_id, window_start).await?;
+    let received = db::stats::received_per_day(&mut tx, tenant_id, window_start).await?;
+    tx.commit().await?;
+
+    let days: Vec<DayStats> = first
+        .iter_days()
+        .take_while(|d| *d <= today)
+        .map(|day| {
+            let s = syncs.iter().find(|s| s.day == day);
+            let r = received.iter().find(|r| r.day == day);
+            DayStats {
+                day,
+                syncs: s.map_or(0, |s| s.syncs),
+                succeeded: s.map_or(0, |s| s.succeeded),
+                partial: s.map_or(0, |s| s.partial),
+                failed: s.map_or(0, |s| s.failed),
+                open: s.map_or(0, |s| s.open),
+                records_received: r.map_or(0, |r| r.records),
+                bytes_received: r.map_or(0, |r| r.bytes),
+            }
+        })
+        .collect();
+    Ok(Stats {
+        integrations: IntegrationStats {
+            total: integrations.total,
+            active: integrations.active,
+            paused: integrations.paused,
+            failing: integrations.failing,
+        },
+        records: RecordStats {
+            contacts: records.contacts,
+            tickets: records.tickets,
+            deals: records.deals,
+        },
+        syncs_last_24h: last_day,
+        failed_syncs_last_7d: failed_week,
+        success_rate_last_7d: (closed_week > 0).then(|| succeeded_week as f64 / closed_week as f64),
+        window_days: days.len() as i64,
+        received: Received {
+            records: days.iter().map(|d| d.records_received).sum(),
+            bytes: days.iter().map(|d| d.bytes_received).sum(),
+        },
+        days,
+    })
+}

@@ -400,6 +400,8 @@ pub struct NewBatchRow<'a> {
     pub jobs_total: i32,
     /// On a final batch: how many batches its data type has in the sync.
     pub batch_count: Option<i32>,
+    /// The delivery's bytes as received (after transport decompression).
+    pub body_bytes: i64,
 }
 
 /// Inserts the batch (processed at once when it holds no record); `None` when a concurrent copy
@@ -412,10 +414,10 @@ pub async fn insert(
         "INSERT INTO ingest_batches
              (tenant_id, integration_id, sync_log_id, data_type, source_type, sync_mode,
               idempotency_key, content_hash, is_final, record_count, jobs_total, state, processed_at,
-              batch_count)
+              batch_count, body_bytes)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
                  CASE WHEN $10 = 0 THEN 'processed' ELSE 'received' END,
-                 CASE WHEN $10 = 0 THEN now() END, $12)
+                 CASE WHEN $10 = 0 THEN now() END, $12, $13)
          ON CONFLICT DO NOTHING
          RETURNING id",
         batch.tenant_id,
@@ -429,7 +431,8 @@ pub async fn insert(
         batch.is_final,
         batch.record_count,
         batch.jobs_total,
-        batch.batch_count
+        batch.batch_count,
+        batch.body_bytes
     )
     .fetch_optional(conn)
     .await

@@ -14,6 +14,7 @@ pub mod integrations;
 pub mod mappings;
 pub mod records;
 pub mod schedule_ticks;
+pub mod stats;
 pub mod sweeps;
 pub mod sync_errors;
 pub mod sync_logs;

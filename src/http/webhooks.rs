@@ -164,6 +164,7 @@ pub async fn receive(
     drop(unauthenticated);
 
     let (per_job, max_records) = (hooks.config.records_per_job, hooks.config.max_records);
+    let body_bytes = body.len();
     let prepared = {
         let (hooks, integration, headers) = (hooks.clone(), integration.clone(), headers.clone());
         tokio::task::spawn_blocking(move || {
@@ -188,6 +189,7 @@ pub async fn receive(
         content_hash: prepared.content_hash,
         record_count: prepared.record_count,
         chunks: &prepared.chunks,
+        body_bytes,
     };
     let limits = Limits {
         max_pending_records_per_tenant: hooks.config.max_pending_records_per_tenant,

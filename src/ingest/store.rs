@@ -40,6 +40,8 @@ pub struct NewBatch<'a> {
     pub content_hash: [u8; 32],
     pub record_count: usize,
     pub chunks: &'a [Chunk],
+    /// The delivery's bytes as received (after transport decompression).
+    pub body_bytes: usize,
 }
 
 pub use crate::db::batches::Receipt;
@@ -187,6 +189,7 @@ pub async fn store(
             .then_some(batch.batch_count)
             .flatten()
             .map(|n| n as i32),
+        body_bytes: i64::try_from(batch.body_bytes).unwrap_or(i64::MAX),
     };
     let inserted = db::batches::insert(&mut tx, &row).await?;
     let Some(batch_id) = inserted else {

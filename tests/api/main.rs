@@ -13,6 +13,7 @@ mod pipeline;
 mod platform;
 mod platform_accounts;
 mod platform_records;
+mod platform_stats;
 mod platform_syncs;
 mod rls;
 mod scheduler;

@@ -7,6 +7,7 @@
 pub(crate) mod accounts;
 pub(crate) mod integrations;
 pub(crate) mod records;
+pub(crate) mod stats;
 pub(crate) mod syncs;
 pub(crate) mod tokens;
 
@@ -56,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/records/{data_type}", get(records::list))
         .route("/api/v1/records/{data_type}/{record_id}", get(records::get))
+        .route("/api/v1/stats", get(stats::get))
         .route("/api/v1/syncs", get(syncs::list))
         .route("/api/v1/syncs/{sync_id}", get(syncs::get))
         .route("/api/v1/syncs/{sync_id}/errors", get(syncs::errors))
