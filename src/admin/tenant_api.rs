@@ -559,3 +559,141 @@ pub async fn stats(pool: &PgPool, tenant_id: Uuid, window_days: i64) -> Result<S
         days,
     })
 }
+
+pub use crate::db::integrations::Footprint;
+
+/// Why an integration write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    /// A field is not valid: `field` names it.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("this tenant already has an integration named `{0}`")]
+    NameTaken(String),
+    #[error("integration {0} does not exist")]
+    NotFound(Uuid),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for IntegrationError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+fn integration_name(name: &str) -> Result<String, IntegrationError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(IntegrationError::Invalid {
+            field: "name".into(),
+            message: "an integration name is 1 to 200 characters, not blank".into(),
+        });
+    }
+    Ok(name.to_string())
+}
+
+fn name_taken(e: sqlx::Error, name: &str) -> IntegrationError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            IntegrationError::NameTaken(name.to_string())
+        }
+        _ => e.into(),
+    }
+}
+
+/// Adds an integration of `source_type` to the tenant (active, no schedule: settings are a
+/// separate write).
+pub async fn create_integration(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    source_type: crate::domain::SourceType,
+    name: &str,
+    description: Option<&str>,
+) -> Result<IntegrationView, IntegrationError> {
+    let name = integration_name(name)?;
+    let description = description.map(str::trim).filter(|d| !d.is_empty());
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let integration = db::integrations::insert(&mut tx, tenant_id, source_type, &name, description)
+        .await
+        .map_err(|e| name_taken(e, &name))?;
+    let summary = db::integrations::summaries(&mut tx, Some(integration.id))
+        .await?
+        .pop()
+        .ok_or(IntegrationError::NotFound(integration.id))?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(IntegrationView::new(summary, Utc::now()))
+}
+
+/// Renames an integration or changes its description (`Some(None)` removes it), its row locked.
+pub async fn rename_integration(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: Uuid,
+    name: Option<&str>,
+    description: Option<Option<&str>>,
+) -> Result<(), IntegrationError> {
+    let name = name.map(integration_name).transpose()?;
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    if !db::integrations::lock(&mut tx, id).await? {
+        return Err(IntegrationError::NotFound(id));
+    }
+    let current = db::integrations::summaries(&mut tx, Some(id))
+        .await?
+        .pop()
+        .ok_or(IntegrationError::NotFound(id))?;
+    let name = name.unwrap_or(current.name);
+    let description = match description {
+        Some(d) => d.map(str::trim).filter(|d| !d.is_empty()).map(String::from),
+        None => current.description,
+    };
+    db::integrations::rename(&mut tx, id, &name, description.as_deref())
+        .await
+        .map_err(|e| name_taken(e, &name))?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
+/// Whether the tenant has this integration (before acting on it with functions that find it
+/// across tenants).
+pub async fn owns_integration(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<bool> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let found = db::integrations::by_id(&mut tx, id).await?.is_some();
+    tx.commit().await?;
+    Ok(found)
+}
+
+/// Deletes one of the tenant's integrations with everything it holds: its records, syncs,
+/// batches and stored chunks, errors, mappings and keys (deliveries with them get 401 at once);
+/// its unfinished jobs are cancelled. Answers what it removed.
+pub async fn delete_integration(
+    pool: &PgPool,
+    queue: &jobs::Queue,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Footprint, IntegrationError> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    if !db::integrations::lock(&mut tx, id).await? {
+        return Err(IntegrationError::NotFound(id));
+    }
+    let footprint = db::integrations::footprint(&mut tx, id).await?;
+    db::integrations::delete(&mut tx, id).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    // Their chunks are gone, so a job that ran now would find nothing to do; cancelling them
+    // keeps them out of the queue's counts and the trigger job from calling n8n.
+    let tagged = jobs::JobFilter {
+        tag: Some(crate::sync::job_tag(tenant_id, id)),
+        ..jobs::JobFilter::default()
+    };
+    jobs::admin::apply(
+        pool,
+        queue,
+        jobs::BulkAction::Cancel,
+        &tagged,
+        5_000,
+        |_| {},
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
+    Ok(footprint)
+}

@@ -405,3 +405,57 @@ pub async fn summaries(
     .fetch_all(conn)
     .await
 }
+
+/// Sets the integration's name and description (the caller has locked its row); false when the
+/// transaction sees no such integration.
+pub async fn rename(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    description: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "UPDATE integration_sources SET name = $2, description = $3 WHERE id = $1",
+        id,
+        name,
+        description
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes the integration; its keys, mappings, syncs, batches and errors go with it (foreign
+/// keys), its records by trigger. False when the transaction sees no such integration.
+pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!("DELETE FROM integration_sources WHERE id = $1", id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What deleting an integration removes, counted before it does.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Footprint {
+    pub contacts: i64,
+    pub tickets: i64,
+    pub deals: i64,
+    pub syncs: i64,
+    pub batches: i64,
+    pub api_keys: i64,
+}
+
+pub async fn footprint(conn: &mut PgConnection, id: Uuid) -> Result<Footprint, sqlx::Error> {
+    sqlx::query_as!(
+        Footprint,
+        r#"SELECT (SELECT count(*) FROM external_contacts WHERE integration_id = $1) AS "contacts!",
+                  (SELECT count(*) FROM external_tickets WHERE integration_id = $1) AS "tickets!",
+                  (SELECT count(*) FROM external_deals WHERE integration_id = $1) AS "deals!",
+                  (SELECT count(*) FROM integration_sync_logs WHERE integration_id = $1) AS "syncs!",
+                  (SELECT count(*) FROM ingest_batches WHERE integration_id = $1) AS "batches!",
+                  (SELECT count(*) FROM integration_api_keys WHERE integration_id = $1) AS "api_keys!""#,
+        id
+    )
+    .fetch_one(conn)
+    .await
+}

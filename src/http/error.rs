@@ -56,6 +56,7 @@ error_codes! {
     EmptySelection => "empty_selection",
     EncryptionKeyMissing => "encryption_key_missing",
     IntegrationForbidden => "integration_forbidden",
+    IntegrationNameTaken => "integration_name_taken",
     IntegrationNotFound => "integration_not_found",
     IntegrationPaused => "integration_paused",
     InternalError => "internal_error",

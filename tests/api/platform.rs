@@ -434,3 +434,215 @@ async fn an_integration_summary_shows_its_syncs_records_and_next_tick() {
         "UTC is the default time zone"
     );
 }
+
+#[tokio::test]
+async fn integrations_are_created_changed_paused_and_deleted_with_what_they_hold() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "Alpha").await;
+    let b = tenant(&app, "Beta").await;
+    let (status, made) = call(
+        &app,
+        Method::POST,
+        "/api/v1/integrations",
+        Some(&a.token),
+        None,
+        Some(json!({"source_type": "zendesk", "name": " Zendesk EU ", "description": "support"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(
+        (&made["name"], &made["source_type"], &made["status"]),
+        (&json!("Zendesk EU"), &json!("zendesk"), &json!("active"))
+    );
+    for (body, status, expected) in [
+        (
+            json!({"source_type": "zendesk", "name": "zendesk eu"}),
+            StatusCode::CONFLICT,
+            "integration_name_taken",
+        ),
+        (
+            json!({"source_type": "notion", "name": "N"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            json!({"source_type": "jira", "name": "  "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "No type"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+    ] {
+        let (got, err) = call(
+            &app,
+            Method::POST,
+            "/api/v1/integrations",
+            Some(&a.token),
+            None,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!((got, code(&err)), (status, expected), "{body}");
+    }
+
+    // Changed: name, description and sync settings in one PATCH; what is not given stays.
+    let n8n = wiremock::MockServer::start().await;
+    let path = format!("/api/v1/integrations/{}", a.hubspot.integration_id);
+    let (status, changed) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&a.token),
+        None,
+        Some(json!({
+        "name": "HubSpot EU", "description": "contacts and deals",
+        "webhook_url": format!("{}/webhook/hubspot", n8n.uri()), "schedule": "@hourly"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(
+        (&changed["name"], &changed["description"]),
+        (&json!("HubSpot EU"), &json!("contacts and deals"))
+    );
+    assert_eq!(
+        (&changed["schedule"], &changed["webhook_url_set"]),
+        (&json!("@hourly"), &json!(true))
+    );
+    assert!(changed["next_tick"].is_string());
+    let (_, kept) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&a.token),
+        None,
+        Some(json!({"description": null})),
+    )
+    .await;
+    assert_eq!(
+        (&kept["name"], &kept["description"], &kept["schedule"]),
+        (&json!("HubSpot EU"), &Value::Null, &json!("@hourly"))
+    );
+    for (body, expected) in [
+        (json!({"colour": "red"}), "invalid_body"),
+        (json!({"name": null}), "invalid_field"),
+        (json!({"schedule": "61 * * * *"}), "invalid_schedule"),
+    ] {
+        let (status, err) = call(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(&a.token),
+            None,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::UNPROCESSABLE_ENTITY, expected),
+            "{body}"
+        );
+    }
+    let (status, err) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&a.token),
+        None,
+        Some(json!({"name": "Zendesk EU"})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "integration_name_taken")
+    );
+
+    // Paused: deliveries are refused until it is resumed.
+    let deliver = || async {
+        app.client
+            .post(app.url("/api/webhooks/n8n"))
+            .bearer_auth(&a.hubspot.key)
+            .json(
+                &json!({"integration_id": a.hubspot.integration_id, "data_type": "contacts",
+                          "source_type": "hubspot", "final": true,
+                          "records": [{"id": "c1", "properties": {"email": "c1@northwind.io"}}]}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let (_, paused) = call(
+        &app,
+        Method::POST,
+        &format!("{path}/pause"),
+        Some(&a.token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(paused["status"], "paused");
+    assert_eq!(deliver().await, StatusCode::CONFLICT);
+    let (_, resumed) = call(
+        &app,
+        Method::POST,
+        &format!("{path}/resume"),
+        Some(&a.token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(resumed["status"], "active");
+    assert_eq!(deliver().await, StatusCode::ACCEPTED);
+    let mut config = test_config();
+    config.worker.poll_interval_ms = 20;
+    helpers::work_until_done(&app.db, &config,
+        "SELECT count(*) FROM jobs WHERE queue = 'ingest' AND state IN ('available', 'scheduled', 'running', 'retryable')").await;
+
+    // Deleted, with what it held; another tenant cannot.
+    for method in [Method::DELETE, Method::PATCH] {
+        let (status, err) = call(&app, method, &path, Some(&b.token), None, Some(json!({}))).await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::NOT_FOUND, "integration_not_found")
+        );
+    }
+    let (status, removed) = call(&app, Method::DELETE, &path, Some(&a.token), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{removed}");
+    assert_eq!(
+        removed,
+        json!({"contacts": 1, "tickets": 0, "deals": 0, "syncs": 1, "batches": 1, "api_keys": 1})
+    );
+    let (status, err) = call(&app, Method::GET, &path, Some(&a.token), None, None).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "integration_not_found")
+    );
+    assert_eq!(
+        deliver().await,
+        StatusCode::UNAUTHORIZED,
+        "its keys went with it"
+    );
+    let (_, records) = call(
+        &app,
+        Method::GET,
+        "/api/v1/records/contacts",
+        Some(&a.token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(records["data"], json!([]));
+    let (_, syncs) = call(
+        &app,
+        Method::GET,
+        "/api/v1/syncs",
+        Some(&a.token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(syncs["data"], json!([]));
+}

@@ -7,7 +7,11 @@ use utoipa::ToSchema;
 
 use super::{PathIds, TenantScope};
 use crate::{
-    admin::tenant_api::{self, IntegrationView, KeyInfo},
+    admin::{
+        settings::{self, SettingsChange},
+        tenant_api::{self, Footprint, IntegrationView, KeyInfo},
+    },
+    domain::IntegrationStatus,
     http::{
         AppState,
         error::{ApiError, ErrorBody, ErrorCode},
@@ -205,4 +209,282 @@ pub struct CreatedKeyBody {
     pub info: KeyInfo,
     /// The key itself (`sbk_…`), shown this once: only its hash is kept.
     pub key: String,
+}
+
+impl From<tenant_api::IntegrationError> for ApiError {
+    fn from(e: tenant_api::IntegrationError) -> Self {
+        let message = e.to_string();
+        match e {
+            tenant_api::IntegrationError::Invalid { field, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidField,
+                message,
+            )
+            .with_details(serde_json::json!({ "field": field })),
+            tenant_api::IntegrationError::NameTaken(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::IntegrationNameTaken,
+                message,
+            ),
+            tenant_api::IntegrationError::NotFound(id) => integration_not_found(id),
+            tenant_api::IntegrationError::Other(inner) => ApiError::from(inner),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewIntegration {
+    /// `zoho_crm`, `zoho_desk`, `jira`, `salesforce`, `hubspot`, `zendesk`, `intercom`, `slack`
+    /// or `custom`.
+    source_type: String,
+    name: String,
+    description: Option<String>,
+}
+
+/// Adds an integration (active, no schedule; set its webhook URL, schedule and credentials with
+/// `PATCH`). Then make it a key: `POST /api/v1/integrations/{id}/keys`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations",
+    tag = "integrations",
+    params(("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for")),
+    request_body = NewIntegration,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The integration", body = IntegrationView),
+        (status = 400, description = "`tenant_required`, `invalid_tenant_id`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`read_only_token`", body = ErrorBody),
+        (status = 404, description = "`tenant_not_found`", body = ErrorBody),
+        (status = 409, description = "`integration_name_taken`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (`details.field` names it), `invalid_body`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    scope: TenantScope,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewIntegration>,
+) -> Result<(StatusCode, Json<IntegrationView>), ApiError> {
+    let source_type =
+        body.source_type
+            .parse()
+            .map_err(|e: crate::domain::kinds::UnknownValue| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::InvalidField,
+                    e.to_string(),
+                )
+                .with_details(serde_json::json!({ "field": "source_type" }))
+            })?;
+    let view = tenant_api::create_integration(
+        &state.pool,
+        scope.tenant_id,
+        source_type,
+        &body.name,
+        body.description.as_deref(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Changes an integration: `name` and `description`, and any of its sync settings (`webhook_url`,
+/// `credentials` (write-only), `schedule`, `timezone`, `sync_mode`, `data_types`,
+/// `missed_ticks`, `on_running`, `jitter_secs`, `sweep_min_seen_percent`; see the README). What
+/// is not given stays; `null` removes the URL, schedule or description.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/integrations/{integration_id}",
+    tag = "integrations",
+    params(("integration_id" = uuid::Uuid, Path, description = "The integration"), ("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for")),
+    request_body(content = Object, description = "`{name?, description?, webhook_url?, credentials?, schedule?, timezone?, sync_mode?, data_types?, missed_ticks?, on_running?, jitter_secs?, sweep_min_seen_percent?}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The integration as it now is", body = IntegrationView),
+        (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`read_only_token`", body = ErrorBody),
+        (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
+        (status = 409, description = "`integration_name_taken`, `encryption_key_missing`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`, `invalid_body`, `invalid_schedule`, `invalid_timezone`, `invalid_jitter`, `invalid_sweep_share`, `data_type_not_supported`, `invalid_credentials`, `invalid_webhook_url`, `webhook_url_denied`, `webhook_url_required`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn update(
+    scope: TenantScope,
+    ids: PathIds,
+    State(state): State<AppState>,
+    ApiJson(mut body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    let id = ids.get("integration_id");
+    if !tenant_api::owns_integration(&state.pool, scope.tenant_id, id).await? {
+        return Err(integration_not_found(id));
+    }
+    let text = |field: &str, value: serde_json::Value| -> Result<Option<String>, ApiError> {
+        match value {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) => Ok(Some(s)),
+            _ => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidField,
+                format!("`{field}` is a string"),
+            )
+            .with_details(serde_json::json!({ "field": field }))),
+        }
+    };
+    let name = body.remove("name").map(|v| text("name", v)).transpose()?;
+    let description = body
+        .remove("description")
+        .map(|v| text("description", v))
+        .transpose()?;
+    let name = match name {
+        Some(None) => {
+            return Err(tenant_api::IntegrationError::Invalid {
+                field: "name".into(),
+                message: "an integration name cannot be removed".into(),
+            }
+            .into());
+        }
+        Some(Some(n)) => Some(n),
+        None => None,
+    };
+    let change: SettingsChange = serde_path_to_error::deserialize(serde_json::Value::Object(body))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidBody,
+                format!("the body is not valid: {e}"),
+            )
+        })?;
+    if name.is_some() || description.is_some() {
+        tenant_api::rename_integration(
+            &state.pool,
+            scope.tenant_id,
+            id,
+            name.as_deref(),
+            description.as_ref().map(|d| d.as_deref()),
+        )
+        .await?;
+    }
+    settings::update(
+        &state.pool,
+        &state.sync.policy,
+        state.sync.sealer.as_ref(),
+        id,
+        &change,
+    )
+    .await?;
+    let view = tenant_api::integration(&state.pool, scope.tenant_id, id)
+        .await?
+        .ok_or_else(|| integration_not_found(id))?;
+    Ok(Json(view))
+}
+
+/// Deletes an integration with everything it holds: its records, syncs, batches and stored
+/// chunks, errors, mappings and API keys (deliveries with them get 401 at once); its unfinished
+/// jobs are cancelled. Answers what was removed.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/integrations/{integration_id}",
+    tag = "integrations",
+    params(("integration_id" = uuid::Uuid, Path, description = "The integration"), ("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What was removed", body = Footprint),
+        (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`read_only_token`", body = ErrorBody),
+        (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    scope: TenantScope,
+    ids: PathIds,
+    State(state): State<AppState>,
+) -> Result<Json<Footprint>, ApiError> {
+    let id = ids.get("integration_id");
+    let removed =
+        tenant_api::delete_integration(&state.pool, &state.queue, scope.tenant_id, id).await?;
+    Ok(Json(removed))
+}
+
+async fn set_status(
+    scope: &TenantScope,
+    state: &AppState,
+    id: uuid::Uuid,
+    status: IntegrationStatus,
+) -> Result<Json<IntegrationView>, ApiError> {
+    if !tenant_api::owns_integration(&state.pool, scope.tenant_id, id).await? {
+        return Err(integration_not_found(id));
+    }
+    crate::admin::set_integration_status(&state.pool, id, status).await?;
+    let view = tenant_api::integration(&state.pool, scope.tenant_id, id)
+        .await?
+        .ok_or_else(|| integration_not_found(id))?;
+    Ok(Json(view))
+}
+
+/// Pauses an integration: deliveries are refused (409 `integration_paused`) and its schedule
+/// does not fire until it is resumed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations/{integration_id}/pause",
+    tag = "integrations",
+    params(("integration_id" = uuid::Uuid, Path, description = "The integration"), ("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The integration as it now is", body = IntegrationView),
+        (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`read_only_token`", body = ErrorBody),
+        (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn pause(
+    scope: TenantScope,
+    ids: PathIds,
+    State(state): State<AppState>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    set_status(
+        &scope,
+        &state,
+        ids.get("integration_id"),
+        IntegrationStatus::Paused,
+    )
+    .await
+}
+
+/// Resumes a paused integration: deliveries are taken and its schedule fires again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations/{integration_id}/resume",
+    tag = "integrations",
+    params(("integration_id" = uuid::Uuid, Path, description = "The integration"), ("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The integration as it now is", body = IntegrationView),
+        (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`read_only_token`", body = ErrorBody),
+        (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn resume(
+    scope: TenantScope,
+    ids: PathIds,
+    State(state): State<AppState>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    set_status(
+        &scope,
+        &state,
+        ids.get("integration_id"),
+        IntegrationStatus::Active,
+    )
+    .await
 }

@@ -42,10 +42,23 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/accounts/{account_id}",
             axum::routing::patch(accounts::update).delete(accounts::delete),
         )
-        .route("/api/v1/integrations", get(integrations::list))
+        .route(
+            "/api/v1/integrations",
+            get(integrations::list).post(integrations::create),
+        )
         .route(
             "/api/v1/integrations/{integration_id}",
-            get(integrations::get),
+            get(integrations::get)
+                .patch(integrations::update)
+                .delete(integrations::delete),
+        )
+        .route(
+            "/api/v1/integrations/{integration_id}/pause",
+            post(integrations::pause),
+        )
+        .route(
+            "/api/v1/integrations/{integration_id}/resume",
+            post(integrations::resume),
         )
         .route(
             "/api/v1/integrations/{integration_id}/keys",
