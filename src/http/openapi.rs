@@ -50,6 +50,7 @@ use super::api;
         api::integrations::delete,
         api::integrations::pause,
         api::integrations::resume,
+        api::integrations::start_sync,
         api::integrations::list_keys,
         api::integrations::create_key,
         api::integrations::revoke_key,

@@ -646,3 +646,116 @@ async fn integrations_are_created_changed_paused_and_deleted_with_what_they_hold
     .await;
     assert_eq!(syncs["data"], json!([]));
 }
+
+/// A manual sync over the API: started at once (202, still open), refused while one is open, and
+/// with `wait_secs` answered when it closes.
+#[tokio::test]
+async fn a_sync_started_over_the_api_can_be_waited_for() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "Alpha").await;
+    let n8n = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&n8n)
+        .await;
+    let path = format!("/api/v1/integrations/{}", a.hubspot.integration_id);
+    let (status, _) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&a.token),
+        None,
+        Some(json!({"webhook_url": format!("{}/webhook/hubspot", n8n.uri())})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let sync = format!("{path}/sync");
+
+    let (status, started) = call(&app, Method::POST, &sync, Some(&a.token), None, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(
+        (&started["closed"], &started["sync"]["status"]),
+        (&json!(false), &json!("pending"))
+    );
+    assert_eq!(started["sync"]["trigger"], "manual");
+    let (status, refused) = call(&app, Method::POST, &sync, Some(&a.token), None, None).await;
+    assert_eq!(
+        (status, code(&refused)),
+        (StatusCode::CONFLICT, "sync_in_progress")
+    );
+    assert_eq!(
+        refused["error"]["details"]["sync_log_id"],
+        started["sync_log_id"]
+    );
+    let (status, err) = call(
+        &app,
+        Method::POST,
+        &sync,
+        Some(&a.token),
+        None,
+        Some(json!({"wait_secs": 60})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+    );
+
+    // Waited for: n8n delivers the sync's final batch while the request waits.
+    let waiting = call(
+        &app,
+        Method::POST,
+        &sync,
+        Some(&a.token),
+        None,
+        Some(json!({"force": true, "wait_secs": 20, "data_types": ["contacts"]})),
+    );
+    let deliver = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let sync_log_id: uuid::Uuid = loop {
+            let newest: Option<uuid::Uuid> = sqlx::query_scalar(
+                "SELECT id FROM integration_sync_logs WHERE integration_id = $1 AND id <> $2
+                 ORDER BY created_at DESC LIMIT 1",
+            )
+            .bind(a.hubspot.integration_id)
+            .bind(uuid::Uuid::parse_str(started["sync_log_id"].as_str().unwrap()).unwrap())
+            .fetch_optional(&mut app.db.owner().await)
+            .await
+            .unwrap();
+            if let Some(id) = newest {
+                break id;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waited-for sync never appeared"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let response = app
+            .client
+            .post(app.url("/api/webhooks/n8n"))
+            .bearer_auth(&a.hubspot.key)
+            .json(
+                &json!({"integration_id": a.hubspot.integration_id, "sync_log_id": sync_log_id,
+                          "data_type": "contacts", "source_type": "hubspot", "final": true,
+                          "records": [{"id": "c1", "properties": {"email": "c1@northwind.io"}}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let mut config = test_config();
+        config.worker.poll_interval_ms = 20;
+        helpers::work_until_done(&app.db, &config,
+            "SELECT count(*) FROM jobs WHERE queue = 'ingest' AND state IN ('available', 'scheduled', 'running', 'retryable')").await;
+        sync_log_id
+    };
+    let ((status, answer), sync_log_id) = tokio::join!(waiting, deliver);
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["sync_log_id"], json!(sync_log_id));
+    assert_eq!(
+        (&answer["closed"], &answer["sync"]["status"]),
+        (&json!(true), &json!("success"))
+    );
+    assert_eq!(answer["sync"]["records_created"], 1);
+}

@@ -488,3 +488,126 @@ pub async fn resume(
     )
     .await
 }
+
+/// A manual sync: what to fetch, and whether to wait for it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartSync {
+    /// `incremental` (default: the integration's mode) or `full`.
+    #[schema(value_type = Option<String>)]
+    sync_mode: Option<crate::domain::SyncMode>,
+    /// The data types to fetch (default: the integration's).
+    #[schema(value_type = Option<Vec<String>>)]
+    data_types: Option<Vec<crate::domain::DataType>>,
+    /// Start even while another sync of the integration is open.
+    #[serde(default)]
+    force: bool,
+    /// Repeat this failed or partial sync (trigger `retry`).
+    retry_of: Option<uuid::Uuid>,
+    /// Wait up to this many seconds (at most 25) for the sync to close before answering.
+    #[serde(default)]
+    wait_secs: u32,
+}
+
+/// A sync just started, and how it stands.
+#[derive(Serialize, ToSchema)]
+pub struct StartedSync {
+    pub sync_log_id: uuid::Uuid,
+    /// The job that asks n8n to start it.
+    pub job_id: i64,
+    /// Whether it closed within `wait_secs`.
+    pub closed: bool,
+    /// The sync as it stood when answered.
+    pub sync: tenant_api::SyncLog,
+}
+
+/// Longest `wait_secs`: under the request timeout (30 s by default), so an answer always comes.
+const MAX_WAIT_SECS: u32 = 25;
+
+/// Starts a sync now: a worker asks the integration's n8n workflow to run. With `wait_secs`, the
+/// answer waits until the sync closes (200) or the time is up (202), like `syncbridge sync
+/// --wait`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations/{integration_id}/sync",
+    tag = "integrations",
+    params(("integration_id" = uuid::Uuid, Path, description = "The integration"), ("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for")),
+    request_body(content = StartSync, description = "Optional; an empty body is `{}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Started and closed within `wait_secs`", body = StartedSync),
+        (status = 202, description = "Started; still open", body = StartedSync),
+        (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`read_only_token`", body = ErrorBody),
+        (status = 404, description = "`integration_not_found`, `sync_log_not_found`, `tenant_not_found`", body = ErrorBody),
+        (status = 409, description = "`integration_paused`, `webhook_url_missing`, `sync_in_progress` (`details.sync_log_id`), `sync_not_retryable`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_field`, `data_type_not_supported`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn start_sync(
+    scope: TenantScope,
+    ids: PathIds,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<StartSync>,
+) -> Result<(StatusCode, Json<StartedSync>), ApiError> {
+    let id = ids.get("integration_id");
+    if body.wait_secs > MAX_WAIT_SECS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidField,
+            format!("wait_secs is at most {MAX_WAIT_SECS}"),
+        )
+        .with_details(serde_json::json!({ "field": "wait_secs" })));
+    }
+    if !tenant_api::owns_integration(&state.pool, scope.tenant_id, id).await? {
+        return Err(integration_not_found(id));
+    }
+    let request = crate::sync::SyncRequest {
+        trigger: crate::domain::SyncTrigger::Manual,
+        sync_mode: body.sync_mode,
+        data_types: body.data_types,
+        scheduled_for: None,
+        retry_of: body.retry_of,
+    };
+    let (sync_log_id, job_id) = crate::sync::request_sync(
+        &state.pool,
+        &state.queue,
+        id,
+        &request,
+        body.force,
+        state.sync.trigger_max_attempts,
+    )
+    .await?;
+    // Long-poll: the sync's row is read every quarter second until it closes or time is up. A
+    // LISTEN would answer sooner, but a closed sync is rare within one request and polling one
+    // indexed row costs little.
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_secs(body.wait_secs.into());
+    loop {
+        let sync = tenant_api::sync_detail(&state.pool, scope.tenant_id, sync_log_id, 0)
+            .await?
+            .ok_or_else(|| integration_not_found(id))?
+            .sync;
+        let closed = !sync.status.is_open();
+        if closed || tokio::time::Instant::now() >= deadline {
+            let status = if closed {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            return Ok((
+                status,
+                Json(StartedSync {
+                    sync_log_id,
+                    job_id,
+                    closed,
+                    sync,
+                }),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

@@ -61,6 +61,10 @@ pub fn routes() -> Router<AppState> {
             post(integrations::resume),
         )
         .route(
+            "/api/v1/integrations/{integration_id}/sync",
+            post(integrations::start_sync),
+        )
+        .route(
             "/api/v1/integrations/{integration_id}/keys",
             get(integrations::list_keys).post(integrations::create_key),
         )
