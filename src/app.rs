@@ -304,6 +304,98 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             println!("{}", created.key.plaintext);
         }
         Command::Tokens(command) => tokens_command(pool, command).await?,
+        Command::Stats { tenant, days } => {
+            if !(1..=90).contains(&days) {
+                bail!("--days must be between 1 and 90");
+            }
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let stats = admin::tenant_api::stats(pool, tenant.id, days).await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+        }
+        Command::Keys(KeysCommand::List { integration, json }) => {
+            let found = admin::find_integration(pool, integration).await?;
+            let keys = admin::tenant_api::keys(pool, found.tenant_id, integration)
+                .await?
+                .with_context(|| format!("no integration {integration}"))?;
+            if json {
+                for k in &keys {
+                    println!("{}", serde_json::to_string(k)?);
+                }
+            } else {
+                println!("id\tprefix\tname\tcreated\tlast_used\trevoked");
+                for k in &keys {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        k.id,
+                        k.prefix,
+                        k.name.as_deref().unwrap_or("-"),
+                        k.created_at.to_rfc3339(),
+                        k.last_used_at.map_or("-".into(), |t| t.to_rfc3339()),
+                        k.revoked_at.map_or("-".into(), |t| t.to_rfc3339())
+                    );
+                }
+            }
+        }
+        Command::Keys(KeysCommand::Revoke { integration, key }) => {
+            let found = admin::find_integration(pool, integration).await?;
+            let Some(revoked) =
+                admin::tenant_api::revoke_key(pool, found.tenant_id, integration, key).await?
+            else {
+                bail!("integration {integration} has no key {key}");
+            };
+            eprintln!(
+                "key {} revoked; deliveries with it are refused at once",
+                revoked.prefix
+            );
+        }
+        Command::Accounts(AccountsCommand::List { tenant, json }) => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let accounts = admin::tenant_api::accounts(pool, tenant.id).await?;
+            if json {
+                for a in &accounts {
+                    println!("{}", serde_json::to_string(a)?);
+                }
+            } else {
+                println!("id\tname\tdomains\tcontacts\ttickets\tdeals");
+                for a in &accounts {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        a.id,
+                        a.name,
+                        a.domains.join(","),
+                        a.contacts,
+                        a.tickets,
+                        a.deals
+                    );
+                }
+            }
+        }
+        Command::Accounts(AccountsCommand::Remove { tenant, account }) => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let removed = admin::tenant_api::delete_account(pool, tenant.id, account)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "account `{}` removed; {} contacts, {} tickets and {} deals it matched are unmatched",
+                removed.name, removed.contacts, removed.tickets, removed.deals
+            );
+        }
+        Command::Integrations(IntegrationsCommand::Delete { integration }) => {
+            let found = admin::find_integration(pool, integration).await?;
+            let removed = admin::tenant_api::delete_integration(
+                pool,
+                &config.jobs.queue(),
+                found.tenant_id,
+                integration,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "integration `{}` deleted with everything it held",
+                found.name
+            );
+            println!("{}", serde_json::to_string(&removed)?);
+        }
         Command::Accounts(AccountsCommand::Add {
             tenant,
             name,

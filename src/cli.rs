@@ -39,6 +39,15 @@ pub enum Command {
     /// API keys n8n presents when delivering to an integration.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A tenant's dashboard numbers (as `GET /api/v1/stats`), as JSON.
+    Stats {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// The chart's window in days (1 to 90).
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
     /// Tenant API tokens the platform's backend calls the API with, on behalf of one tenant.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -263,6 +272,9 @@ pub enum IntegrationsCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Deletes an integration with its records, syncs, batches, errors, mappings and keys;
+    /// prints what was removed.
+    Delete { integration: Uuid },
     /// Sets (or rotates, or removes) the Standard Webhooks signing secret of an integration and
     /// prints the new secret once. While one is set, every delivery must be signed with it.
     /// Needs SYNCBRIDGE_ENCRYPTION_KEY: the secret is stored sealed.
@@ -366,6 +378,20 @@ pub enum KeysCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Lists an integration's keys, newest first: id, prefix, name, created, last used, revoked.
+    List {
+        #[arg(long)]
+        integration: Uuid,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a key: deliveries with it are refused at once.
+    Revoke {
+        #[arg(long)]
+        integration: Uuid,
+        key: Uuid,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -414,6 +440,22 @@ pub enum AccountsCommand {
         /// An email domain or website of the account; repeat for several.
         #[arg(long = "domain")]
         domains: Vec<String>,
+    },
+    /// Lists a tenant's accounts: id, name, domains, matched contacts, tickets and deals.
+    List {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes an account; the records it matched are unmatched at once.
+    Remove {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        account: Uuid,
     },
 }
 

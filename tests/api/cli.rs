@@ -590,3 +590,96 @@ async fn operators_set_the_webhook_schedule_and_credentials_and_start_a_sync() {
     .unwrap();
     assert_ne!(forced, sync_log);
 }
+
+/// The operator's read and clean-up commands: keys listed and revoked, accounts listed and
+/// removed, a tenant's numbers, an integration deleted with what it held.
+#[tokio::test]
+async fn keys_accounts_stats_and_deletion_from_the_command_line() {
+    let db = TestDb::migrated().await;
+    ok(&db, &["tenants", "create", "Delta"]);
+    let integration = ok(
+        &db,
+        &[
+            "integrations",
+            "create",
+            "--tenant",
+            "Delta",
+            "--source",
+            "hubspot",
+            "--name",
+            "H",
+        ],
+    );
+    let key = ok(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--integration",
+            &integration,
+            "--name",
+            "prod",
+        ],
+    );
+    let table = ok(&db, &["keys", "list", "--integration", &integration]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "id\tprefix\tname\tcreated\tlast_used\trevoked");
+    assert_eq!(lines.len(), 2);
+    let fields: Vec<&str> = lines[1].split('\t').collect();
+    assert!(
+        key.starts_with(fields[1]) && fields[2] == "prod" && fields[5] == "-",
+        "{table}"
+    );
+    assert!(
+        !table.contains(key.rsplit('_').next().unwrap()),
+        "never the key itself"
+    );
+    ok(
+        &db,
+        &["keys", "revoke", "--integration", &integration, fields[0]],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&ok(
+        &db,
+        &["keys", "list", "--integration", &integration, "--json"],
+    ))
+    .unwrap();
+    assert!(listed["revoked_at"].is_string());
+
+    let account = ok(
+        &db,
+        &[
+            "accounts",
+            "add",
+            "--tenant",
+            "Delta",
+            "--name",
+            "Northwind",
+            "--domain",
+            "northwind.io",
+        ],
+    );
+    let table = ok(&db, &["accounts", "list", "--tenant", "Delta"]);
+    assert_eq!(
+        table.lines().nth(1).unwrap(),
+        format!("{account}\tNorthwind\tnorthwind.io\t0\t0\t0")
+    );
+    ok(&db, &["accounts", "remove", "--tenant", "Delta", &account]);
+    assert_eq!(
+        ok(&db, &["accounts", "list", "--tenant", "Delta"])
+            .lines()
+            .count(),
+        1
+    );
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["stats", "--tenant", "Delta", "--days", "7"])).unwrap();
+    assert_eq!(stats["integrations"]["total"], 1);
+    assert_eq!(stats["days"].as_array().unwrap().len(), 7);
+
+    let removed: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["integrations", "delete", &integration])).unwrap();
+    assert_eq!(removed["api_keys"], 1);
+    assert_eq!(ok(&db, &["integrations", "list", "--tenant", "Delta"]), "");
+    let again = syncbridge(&db, &["integrations", "delete", &integration]);
+    assert!(!again.status.success());
+}
