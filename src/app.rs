@@ -40,6 +40,18 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
 async fn run_on(database: &Database, command: Command, config: &Config) -> Result<()> {
     // The embedded database is private to this installation, so every command may migrate it;
     // a shared server is migrated only by the release step (`migrate`) or `serve`.
+    // An operator's command run from another directory than the service's would otherwise start
+    // a new private database there and answer, truthfully, about an empty one.
+    if database.created && !command.is_long_running() && !matches!(command, Command::Migrate) {
+        let dir = std::path::absolute(&config.database.embedded.data_dir)
+            .unwrap_or_else(|_| config.database.embedded.data_dir.clone());
+        eprintln!(
+            "note: there was no private database in {}, so a new, empty one was created: this \
+             command sees none of the service's data. Run it in the directory the service runs \
+             in, or set DATABASE_URL.",
+            dir.display()
+        );
+    }
     let migrate_now =
         matches!(command, Command::Migrate | Command::Serve) || database.embedded.is_some();
     if migrate_now {

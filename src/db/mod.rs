@@ -52,6 +52,8 @@ pub const SYSTEM_ROLE: &str = "syncbridge_system";
 pub struct Database {
     pub connect_options: PgConnectOptions,
     pub embedded: Option<EmbeddedPostgres>,
+    /// The embedded server's data directory was created by this start: it holds nothing yet.
+    pub created: bool,
 }
 
 impl Database {
@@ -63,6 +65,7 @@ impl Database {
             return Ok(Self {
                 connect_options,
                 embedded: None,
+                created: false,
             });
         }
         let embedded_config = &config.embedded;
@@ -74,6 +77,7 @@ impl Database {
             database: embedded_config.database.clone(),
             durable: true,
         };
+        let created = !embedded_config.data_dir.join("PG_VERSION").is_file();
         let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
             .await?
             .context("cannot start the embedded PostgreSQL")?;
@@ -82,6 +86,7 @@ impl Database {
         Ok(Self {
             connect_options,
             embedded: Some(server),
+            created,
         })
     }
 

@@ -165,3 +165,28 @@ async fn a_bad_configuration_key_stops_the_start_naming_the_key() {
         "nothing may start before the config is valid"
     );
 }
+
+/// An operator's command run where no private database exists says that it made a new, empty
+/// one (it would otherwise list nothing, truthfully, about the wrong database); run again there,
+/// it no longer says so.
+#[tokio::test]
+async fn a_command_that_makes_a_new_private_database_says_so() {
+    let dir = scratch_dir();
+    let out = syncbridge_in(dir.path(), &["tenants", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a new, empty one was created"), "{stderr}");
+    assert!(stderr.contains(".syncbridge/postgres"), "{stderr}");
+    let again = syncbridge_in(dir.path(), &["tenants", "list"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("new, empty"));
+    assert!(!server_is_running(&dir.path().join(".syncbridge/postgres")));
+}
