@@ -697,3 +697,96 @@ pub async fn delete_integration(
     .map_err(anyhow::Error::from)?;
     Ok(footprint)
 }
+
+/// One target of an integration's effective mapping, and where it comes from.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MappingEntry {
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub mapping: serde_json::Value,
+    /// `preset` (the source's default) or `override` (set for this integration).
+    pub origin: String,
+}
+
+/// What fills an integration's rows of one data type: its source's preset with its overrides.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EffectiveMapping {
+    pub integration_id: Uuid,
+    pub data_type: crate::domain::DataType,
+    /// Every target filled, in the preset's order, then the overrides' new targets.
+    pub effective: Vec<MappingEntry>,
+    /// Preset targets an override turned off.
+    pub disabled: Vec<String>,
+}
+
+/// The effective mapping of one of the tenant's integrations; `None` when it has no such
+/// integration.
+pub async fn effective_mapping(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    data_type: crate::domain::DataType,
+) -> Result<Option<EffectiveMapping>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    let Some(integration) = db::integrations::by_id(&mut tx, integration_id).await? else {
+        return Ok(None);
+    };
+    let stored = db::mappings::of_data_type(&mut tx, integration_id, data_type).await?;
+    tx.commit().await?;
+    let mut effective: Vec<MappingEntry> =
+        crate::mapping::presets::preset(integration.source_type, data_type)
+            .into_iter()
+            .map(|(target, mapping)| MappingEntry {
+                target,
+                mapping,
+                origin: "preset".into(),
+            })
+            .collect();
+    let mut disabled = Vec::new();
+    for m in stored {
+        let at = effective.iter().position(|e| e.target == m.target);
+        match (m.enabled, at) {
+            (false, Some(i)) => {
+                effective.remove(i);
+                disabled.push(m.target);
+            }
+            (false, None) => disabled.push(m.target),
+            (true, Some(i)) => {
+                effective[i].mapping = m.mapping;
+                effective[i].origin = "override".into();
+            }
+            (true, None) => effective.push(MappingEntry {
+                target: m.target,
+                mapping: m.mapping,
+                origin: "override".into(),
+            }),
+        }
+    }
+    Ok(Some(EffectiveMapping {
+        integration_id,
+        data_type,
+        effective,
+        disabled,
+    }))
+}
+
+/// Removes the override of one target, so the preset (or nothing) fills it again; `None` when
+/// the tenant has no such integration, `Some(false)` when the target had no override.
+pub async fn delete_mapping(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    data_type: crate::domain::DataType,
+    target: &str,
+) -> Result<Option<bool>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    if db::integrations::by_id(&mut tx, integration_id)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let deleted = db::mappings::delete(&mut tx, integration_id, data_type, target).await?;
+    tx.commit().await?;
+    Ok(Some(deleted))
+}

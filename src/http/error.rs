@@ -85,6 +85,7 @@ error_codes! {
     InvalidTimezone => "invalid_timezone",
     InvalidToken => "invalid_token",
     InvalidWebhookUrl => "invalid_webhook_url",
+    MappingNotFound => "mapping_not_found",
     MethodNotAllowed => "method_not_allowed",
     MigrationsPending => "migrations_pending",
     MissingAdminToken => "missing_admin_token",

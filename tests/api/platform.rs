@@ -759,3 +759,113 @@ async fn a_sync_started_over_the_api_can_be_waited_for() {
     );
     assert_eq!(answer["sync"]["records_created"], 1);
 }
+
+/// An integration's mapping over the API: the preset with its overrides, one target overridden
+/// (validated) and returned to the preset.
+#[tokio::test]
+async fn the_effective_mapping_shows_preset_and_overrides_and_a_target_returns_to_the_preset() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "Alpha").await;
+    let b = tenant(&app, "Beta").await;
+    let base = format!(
+        "/api/v1/integrations/{}/mappings/contacts",
+        a.hubspot.integration_id
+    );
+    let email = |m: &Value| {
+        m["effective"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["target"] == "email")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (status, preset) = call(&app, Method::GET, &base, Some(&a.token), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{preset}");
+    assert_eq!(email(&preset)["origin"], "preset");
+    let preset_email = email(&preset)["mapping"].clone();
+
+    let spec = json!({"source": "properties.work_email"});
+    let (status, changed) = call(
+        &app,
+        Method::PUT,
+        &format!("{base}/email"),
+        Some(&a.token),
+        None,
+        Some(spec.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(
+        email(&changed),
+        json!({"target": "email", "mapping": spec, "origin": "override"})
+    );
+    let (status, err) = call(
+        &app,
+        Method::PUT,
+        &format!("{base}/email"),
+        Some(&a.token),
+        None,
+        Some(json!({"source": "properties.x", "transform": "lowercase"})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_mapping")
+    );
+
+    let (status, back) = call(
+        &app,
+        Method::DELETE,
+        &format!("{base}/email"),
+        Some(&a.token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&email(&back)["origin"], &email(&back)["mapping"]),
+        (&json!("preset"), &preset_email)
+    );
+    let (status, err) = call(
+        &app,
+        Method::DELETE,
+        &format!("{base}/email"),
+        Some(&a.token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "mapping_not_found")
+    );
+
+    for (method, body) in [
+        (Method::GET, None),
+        (Method::PUT, Some(spec.clone())),
+        (Method::DELETE, None),
+    ] {
+        let path = if method == Method::GET {
+            base.clone()
+        } else {
+            format!("{base}/email")
+        };
+        let (status, err) = call(&app, method.clone(), &path, Some(&b.token), None, body).await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::NOT_FOUND, "integration_not_found"),
+            "{method}"
+        );
+    }
+    let path = format!(
+        "/api/v1/integrations/{}/mappings/leads",
+        a.hubspot.integration_id
+    );
+    let (status, err) = call(&app, Method::GET, &path, Some(&a.token), None, None).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "invalid_data_type")
+    );
+}

@@ -6,6 +6,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod integrations;
+pub(crate) mod mappings;
 pub(crate) mod records;
 pub(crate) mod stats;
 pub(crate) mod syncs;
@@ -71,6 +72,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/v1/integrations/{integration_id}/keys/{key_id}",
             delete(integrations::revoke_key),
+        )
+        .route(
+            "/api/v1/integrations/{integration_id}/mappings/{data_type}",
+            get(mappings::effective),
+        )
+        .route(
+            "/api/v1/integrations/{integration_id}/mappings/{data_type}/{target}",
+            axum::routing::put(mappings::set).delete(mappings::delete),
         )
         .route("/api/v1/records/{data_type}", get(records::list))
         .route("/api/v1/records/{data_type}/{record_id}", get(records::get))
@@ -189,9 +198,18 @@ impl FromRequestParts<AppState> for TenantScope {
 /// The ids of a route's path, by parameter name: `integration_id` is 400
 /// `invalid_integration_id` when malformed, `data_type` 400 `invalid_data_type` when not
 /// `contacts`, `tickets` or `deals`, any other 400 `invalid_path` naming the parameter.
-pub struct PathIds(Vec<(String, Uuid)>, Option<crate::domain::DataType>);
+pub struct PathIds(
+    Vec<(String, Uuid)>,
+    Option<crate::domain::DataType>,
+    Option<String>,
+);
 
 impl PathIds {
+    /// The `target` parameter of a mapping route (the route declares it, so it is there).
+    pub fn target(&self) -> &str {
+        self.2.as_deref().unwrap_or_default()
+    }
+
     /// The `data_type` parameter (the route declares it, so it is there).
     pub fn data_type(&self) -> crate::domain::DataType {
         self.1.unwrap_or(crate::domain::DataType::Contacts)
@@ -214,7 +232,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
         let params = super::extract::path_params(parts, state).await?;
         let mut ids = Vec::new();
         let mut data_type = None;
+        let mut target = None;
         for (name, value) in &params {
+            if name == "target" {
+                target = Some(value.to_string());
+                continue;
+            }
             if name == "data_type" {
                 data_type = Some(value.parse().map_err(
                     |e: crate::domain::kinds::UnknownValue| {
@@ -242,7 +265,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             })?;
             ids.push((name.to_string(), id));
         }
-        Ok(PathIds(ids, data_type))
+        Ok(PathIds(ids, data_type, target))
     }
 }
 
