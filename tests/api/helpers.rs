@@ -407,3 +407,38 @@ pub async fn hubspot_integration(pool: &PgPool, tenant: &str) -> HubspotIntegrat
         key: key.key.plaintext,
     }
 }
+
+/// Runs a worker until no job is pending (the application's job kinds, fast polling).
+pub async fn drain(db: &TestDb) {
+    let mut config = test_config();
+    config.worker.poll_interval_ms = 20;
+    work_until_done(
+        db,
+        &config,
+        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
+    )
+    .await;
+}
+
+/// Delivers `records` of `data_type` to `h` as one batch of a new sync (final unless `open`),
+/// expecting 202; the receipt.
+pub async fn deliver(
+    app: &TestApp,
+    h: &HubspotIntegration,
+    data_type: &str,
+    records: Vec<serde_json::Value>,
+    open: bool,
+) -> serde_json::Value {
+    let body = serde_json::json!({"integration_id": h.integration_id, "data_type": data_type,
+                                  "source_type": "hubspot", "final": !open, "records": records});
+    let response = app
+        .client
+        .post(app.url("/api/webhooks/n8n"))
+        .bearer_auth(&h.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    response.json().await.unwrap()
+}

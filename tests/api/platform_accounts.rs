@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use syncbridge::admin::tokens;
 
-use crate::helpers::{self, HubspotIntegration, TestApp, test_config};
+use crate::helpers::{self, HubspotIntegration, TestApp};
 
 async fn call(
     app: &TestApp,
@@ -29,25 +29,8 @@ async fn deliver(app: &TestApp, h: &HubspotIntegration, emails: &[&str]) {
         .enumerate()
         .map(|(n, e)| json!({"id": format!("c{n}"), "properties": {"email": e}}))
         .collect();
-    let body = json!({"integration_id": h.integration_id, "data_type": "contacts",
-                      "source_type": "hubspot", "final": true, "records": records});
-    let response = app
-        .client
-        .post(app.url("/api/webhooks/n8n"))
-        .bearer_auth(&h.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let mut config = test_config();
-    config.worker.poll_interval_ms = 20;
-    helpers::work_until_done(
-        &app.db,
-        &config,
-        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
-    )
-    .await;
+    helpers::deliver(app, h, "contacts", records, false).await;
+    helpers::drain(&app.db).await;
 }
 
 fn code(body: &Value) -> (&str, &Value) {

@@ -9,28 +9,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use syncbridge::admin::{self, tokens};
 
-use crate::helpers::{self, HubspotIntegration, TestApp, test_config};
+use crate::helpers::{self, HubspotIntegration, TestApp};
 
 async fn deliver(app: &TestApp, h: &HubspotIntegration, data_type: &str, records: Vec<Value>) {
-    let body = json!({"integration_id": h.integration_id, "data_type": data_type,
-                      "source_type": "hubspot", "final": true, "records": records});
-    let response = app
-        .client
-        .post(app.url("/api/webhooks/n8n"))
-        .bearer_auth(&h.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let mut config = test_config();
-    config.worker.poll_interval_ms = 20;
-    helpers::work_until_done(
-        &app.db,
-        &config,
-        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
-    )
-    .await;
+    helpers::deliver(app, h, data_type, records, false).await;
+    helpers::drain(&app.db).await;
 }
 
 fn contact(n: usize, email: &str) -> Value {

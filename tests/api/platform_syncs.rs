@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use syncbridge::admin::tokens;
 use uuid::Uuid;
 
-use crate::helpers::{self, HubspotIntegration, TestApp, test_config};
+use crate::helpers::{self, HubspotIntegration, TestApp};
 
 struct Tenant {
     hubspot: HubspotIntegration,
@@ -33,32 +33,14 @@ fn contact(n: usize, first_name: &str) -> Value {
 
 /// Delivers `records` as one batch of a new sync (final unless `open`); the sync log id.
 async fn deliver(app: &TestApp, t: &Tenant, records: Vec<Value>, open: bool) -> String {
-    let body = json!({"integration_id": t.hubspot.integration_id, "data_type": "contacts",
-                      "source_type": "hubspot", "final": !open, "records": records});
-    let response = app
-        .client
-        .post(app.url("/api/webhooks/n8n"))
-        .bearer_auth(&t.hubspot.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    response.json::<Value>().await.unwrap()["sync_log_id"]
+    helpers::deliver(app, &t.hubspot, "contacts", records, open).await["sync_log_id"]
         .as_str()
         .unwrap()
         .to_string()
 }
 
 async fn work(app: &TestApp) {
-    let mut config = test_config();
-    config.worker.poll_interval_ms = 20;
-    helpers::work_until_done(
-        &app.db,
-        &config,
-        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'running', 'retryable')",
-    )
-    .await;
+    helpers::drain(&app.db).await;
 }
 
 async fn get(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
