@@ -437,6 +437,18 @@ async fn set_integration(
     args: crate::cli::SetIntegration,
 ) -> Result<crate::admin::settings::SyncSettings> {
     use crate::n8n::Credentials;
+    if args.name.is_some() || args.description.is_some() {
+        let found = admin::find_integration(pool, args.integration).await?;
+        admin::tenant_api::rename_integration(
+            pool,
+            found.tenant_id,
+            args.integration,
+            args.name.as_deref(),
+            args.description.as_deref().map(Some),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let credentials = match args.auth.as_deref() {
         None => None,
         Some("none") => Some(Credentials::None),
@@ -530,6 +542,23 @@ async fn syncs_command(pool: &PgPool, queue: &jobs::Queue, command: SyncsCommand
             let status = crate::sync::close_open_sync(pool, sync_log_id, &reason).await?;
             eprintln!("sync {sync_log_id} closed as {status} (closed_by_admin)");
             println!("{status}");
+        }
+        SyncsCommand::Show {
+            sync_log_id,
+            errors,
+        } => {
+            let tenant_id = crate::sync::tenant_of_sync(pool, sync_log_id)
+                .await?
+                .with_context(|| format!("no sync log {sync_log_id}"))?;
+            let detail = admin::tenant_api::sync_detail(
+                pool,
+                tenant_id,
+                sync_log_id,
+                errors.clamp(0, 10_000),
+            )
+            .await?
+            .with_context(|| format!("no sync log {sync_log_id}"))?;
+            println!("{}", serde_json::to_string_pretty(&detail)?);
         }
         SyncsCommand::Reprocess { sync_log_id } => {
             let replay = crate::sync::replay::reprocess(pool, queue, sync_log_id).await?;

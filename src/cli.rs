@@ -86,6 +86,14 @@ pub enum SyncsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Shows one sync as JSON (as `GET /api/v1/syncs/{id}`): every count and whether they add
+    /// up, timing, its batches' progress and its first errors.
+    Show {
+        sync_log_id: Uuid,
+        /// How many of its errors to include (the API pages the rest).
+        #[arg(long, default_value_t = 50)]
+        errors: i64,
+    },
     /// Closes an open sync now (partial if it stored records, else failed; reason
     /// closed_by_admin), so the integration can sync again. Batches in flight still count.
     Close {
@@ -142,6 +150,12 @@ pub const N8N_SECRET_ENV: &str = "SYNCBRIDGE_N8N_AUTH_SECRET";
 pub struct SetIntegration {
     /// The integration's id.
     pub integration: Uuid,
+    /// A new name (unique within the tenant).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A new description (`--description ""` removes it).
+    #[arg(long)]
+    pub description: Option<String>,
     /// The n8n Webhook trigger's URL (http or https) that starts this integration's workflow.
     #[arg(long, conflicts_with = "no_webhook_url")]
     pub webhook_url: Option<String>,

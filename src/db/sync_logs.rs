@@ -809,3 +809,13 @@ pub async fn one(conn: &mut PgConnection, id: Uuid) -> Result<Option<SyncLog>, s
     .fetch_optional(conn)
     .await
 }
+
+/// The tenant of a sync log (system work: the caller names only the sync).
+pub async fn tenant_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT tenant_id FROM integration_sync_logs WHERE id = $1",
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}

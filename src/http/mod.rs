@@ -51,6 +51,8 @@ pub struct SyncAdmin {
     pub policy: crate::n8n::UrlPolicy,
     pub sealer: Option<Sealer>,
     pub trigger_max_attempts: i32,
+    /// `http.request_timeout_secs`: a request that waits for a sync must answer before it.
+    pub request_timeout_secs: u64,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
                 policy: crate::n8n::UrlPolicy::configured(&config.n8n)?,
                 sealer,
                 trigger_max_attempts: config.n8n.trigger_attempts(),
+                request_timeout_secs: config.http.request_timeout_secs,
             }),
             previews: Arc::new(tokio::sync::Semaphore::new(PREVIEWS_AT_ONCE)),
             queue: config.jobs.queue(),

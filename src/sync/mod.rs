@@ -319,6 +319,14 @@ pub async fn list_syncs(
     Ok(syncs)
 }
 
+/// The tenant of a sync log, for an operator who names only the sync.
+pub async fn tenant_of_sync(pool: &PgPool, sync_log_id: Uuid) -> anyhow::Result<Option<Uuid>> {
+    let mut tx = crate::db::system_tx(pool).await?;
+    let tenant = db::sync_logs::tenant_of(&mut tx, sync_log_id).await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
 /// Why an operator's action on a sync was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncAdminError {

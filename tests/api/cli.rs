@@ -676,6 +676,49 @@ async fn keys_accounts_stats_and_deletion_from_the_command_line() {
     assert_eq!(stats["integrations"]["total"], 1);
     assert_eq!(stats["days"].as_array().unwrap().len(), 7);
 
+    // Renamed, and one sync shown as the API shows it.
+    ok(
+        &db,
+        &[
+            "integrations",
+            "set",
+            &integration,
+            "--name",
+            "HubSpot EU",
+            "--description",
+            "eu",
+        ],
+    );
+    let listed = ok(&db, &["integrations", "list", "--tenant", "Delta"]);
+    assert!(listed.ends_with("\tHubSpot EU"), "{listed}");
+    let mut system = db.owner().await;
+    sqlx::query("SET ROLE syncbridge_system")
+        .execute(&mut system)
+        .await
+        .unwrap();
+    let sync_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO integration_sync_logs (tenant_id, integration_id, trigger, status,
+                                            records_received, records_created, records_failed)
+         SELECT tenant_id, id, 'manual', 'partial', 3, 2, 1 FROM integration_sources WHERE id = $1
+         RETURNING id",
+    )
+    .bind(Uuid::parse_str(&integration).unwrap())
+    .fetch_one(&mut system)
+    .await
+    .unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["syncs", "show", &sync_id.to_string()])).unwrap();
+    assert_eq!(
+        (&shown["status"], &shown["accounted"]),
+        (&serde_json::json!("partial"), &serde_json::json!(true))
+    );
+    assert_eq!(shown["batches"], serde_json::json!([]));
+    assert!(
+        !syncbridge(&db, &["syncs", "show", &Uuid::new_v4().to_string()])
+            .status
+            .success()
+    );
+
     let removed: serde_json::Value =
         serde_json::from_str(&ok(&db, &["integrations", "delete", &integration])).unwrap();
     assert_eq!(removed["api_keys"], 1);

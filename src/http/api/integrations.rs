@@ -504,7 +504,8 @@ pub struct StartSync {
     force: bool,
     /// Repeat this failed or partial sync (trigger `retry`).
     retry_of: Option<uuid::Uuid>,
-    /// Wait up to this many seconds (at most 25) for the sync to close before answering.
+    /// Wait up to this many seconds (at most 25, and 2 less than the request timeout) for the
+    /// sync to close before answering.
     #[serde(default)]
     wait_secs: u32,
 }
@@ -521,7 +522,8 @@ pub struct StartedSync {
     pub sync: tenant_api::SyncLog,
 }
 
-/// Longest `wait_secs`: under the request timeout (30 s by default), so an answer always comes.
+/// Longest `wait_secs`: under the request timeout (30 s by default), so an answer always comes
+/// (a lower `http.request_timeout_secs` lowers it too).
 const MAX_WAIT_SECS: u32 = 25;
 
 /// Starts a sync now: a worker asks the integration's n8n workflow to run. With `wait_secs`, the
@@ -554,11 +556,14 @@ pub async fn start_sync(
     ApiJson(body): ApiJson<StartSync>,
 ) -> Result<(StatusCode, Json<StartedSync>), ApiError> {
     let id = ids.get("integration_id");
-    if body.wait_secs > MAX_WAIT_SECS {
+    let longest = MAX_WAIT_SECS.min(
+        u32::try_from(state.sync.request_timeout_secs.saturating_sub(2)).unwrap_or(MAX_WAIT_SECS),
+    );
+    if body.wait_secs > longest {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::InvalidField,
-            format!("wait_secs is at most {MAX_WAIT_SECS}"),
+            format!("wait_secs is at most {longest} (below the request timeout)"),
         )
         .with_details(serde_json::json!({ "field": "wait_secs" })));
     }
