@@ -358,29 +358,51 @@ pub async fn run_all_jobs(app: &TestApp) {
 /// Runs a worker (and the queue's maintenance, which promotes retries) on `pool` with `config`
 /// until `pending_sql` (a `SELECT count(*)`) counts nothing, at most 60 s.
 pub async fn work_until_done(db: &TestDb, config: &Config, pending_sql: &str) {
-    let worker = jobs::Worker::new(
-        db.pool.clone(),
-        syncbridge::tasks::JobContext::new(db.pool.clone(), config).unwrap(),
-        syncbridge::tasks::registry(&config.worker),
-        syncbridge::tasks::worker_config(config),
-    );
-    let maintenance = jobs::Maintenance::new(
-        db.pool.clone(),
-        jobs::MaintenanceConfig {
-            interval: Duration::from_millis(20),
-            ..syncbridge::tasks::maintenance_config(&config.jobs)
-        },
-        Vec::new(),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let maintaining = tokio::spawn(maintenance.run(shutdown.clone()));
+    let jobs = RunningJobs::start(db, config);
     if let Err(left) = until_none_left(db, pending_sql, Duration::from_secs(60)).await {
         panic!("{left} jobs still pending: {pending_sql}");
     }
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
-    maintaining.await.unwrap();
+    jobs.stop().await;
+}
+
+/// The application's worker and a fast maintenance loop over `db`, running until [`stop`].
+///
+/// [`stop`]: RunningJobs::stop
+pub struct RunningJobs {
+    shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<Result<(), jobs::Error>>,
+    maintenance: tokio::task::JoinHandle<()>,
+}
+
+impl RunningJobs {
+    pub fn start(db: &TestDb, config: &Config) -> Self {
+        let worker = jobs::Worker::new(
+            db.pool.clone(),
+            syncbridge::tasks::JobContext::new(db.pool.clone(), config).unwrap(),
+            syncbridge::tasks::registry(&config.worker),
+            syncbridge::tasks::worker_config(config),
+        );
+        let maintenance = jobs::Maintenance::new(
+            db.pool.clone(),
+            jobs::MaintenanceConfig {
+                interval: Duration::from_millis(20),
+                ..syncbridge::tasks::maintenance_config(&config.jobs)
+            },
+            Vec::new(),
+        );
+        let shutdown = CancellationToken::new();
+        Self {
+            worker: tokio::spawn(worker.run(shutdown.clone())),
+            maintenance: tokio::spawn(maintenance.run(shutdown.clone())),
+            shutdown,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.worker.await.unwrap().unwrap();
+        self.maintenance.await.unwrap();
+    }
 }
 
 /// A tenant named `tenant` with one HubSpot integration and its API key, the setup most webhook

@@ -653,9 +653,18 @@ async fn integrations_are_created_changed_paused_and_deleted_with_what_they_hold
 async fn a_sync_started_over_the_api_can_be_waited_for() {
     let app = TestApp::spawn().await;
     let a = tenant(&app, "Alpha").await;
+    // n8n: answers every trigger and hands its sync log id to the test, as a workflow would
+    // start fetching for it.
+    let (triggered, mut triggers) = tokio::sync::mpsc::unbounded_channel::<String>();
     let n8n = wiremock::MockServer::start().await;
     wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200))
+        .respond_with(move |request: &wiremock::Request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            if let Some(id) = body["sync_log_id"].as_str() {
+                let _ = triggered.send(id.to_string());
+            }
+            wiremock::ResponseTemplate::new(200)
+        })
         .mount(&n8n)
         .await;
     let path = format!("/api/v1/integrations/{}", a.hubspot.integration_id);
@@ -701,7 +710,11 @@ async fn a_sync_started_over_the_api_can_be_waited_for() {
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
     );
 
-    // Waited for: n8n delivers the sync's final batch while the request waits.
+    // Waited for: once n8n is asked to start the sync, it delivers its final batch while the
+    // request waits.
+    let mut config = test_config();
+    config.worker.poll_interval_ms = 20;
+    let jobs = helpers::RunningJobs::start(&app.db, &config);
     let waiting = call(
         &app,
         Method::POST,
@@ -711,25 +724,15 @@ async fn a_sync_started_over_the_api_can_be_waited_for() {
         Some(json!({"force": true, "wait_secs": 20, "data_types": ["contacts"]})),
     );
     let deliver = async {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let sync_log_id: uuid::Uuid = loop {
-            let newest: Option<uuid::Uuid> = sqlx::query_scalar(
-                "SELECT id FROM integration_sync_logs WHERE integration_id = $1 AND id <> $2
-                 ORDER BY created_at DESC LIMIT 1",
-            )
-            .bind(a.hubspot.integration_id)
-            .bind(uuid::Uuid::parse_str(started["sync_log_id"].as_str().unwrap()).unwrap())
-            .fetch_optional(&mut app.db.owner().await)
-            .await
-            .unwrap();
-            if let Some(id) = newest {
+        let first = started["sync_log_id"].as_str().unwrap();
+        let sync_log_id = loop {
+            let id = tokio::time::timeout(std::time::Duration::from_secs(20), triggers.recv())
+                .await
+                .expect("n8n is asked to start the waited-for sync within 20 s")
+                .expect("the n8n mock is alive");
+            if id != first {
                 break id;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the waited-for sync never appeared"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
         let response = app
             .client
@@ -744,13 +747,10 @@ async fn a_sync_started_over_the_api_can_be_waited_for() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let mut config = test_config();
-        config.worker.poll_interval_ms = 20;
-        helpers::work_until_done(&app.db, &config,
-            "SELECT count(*) FROM jobs WHERE queue = 'ingest' AND state IN ('available', 'scheduled', 'running', 'retryable')").await;
         sync_log_id
     };
     let ((status, answer), sync_log_id) = tokio::join!(waiting, deliver);
+    jobs.stop().await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["sync_log_id"], json!(sync_log_id));
     assert_eq!(
