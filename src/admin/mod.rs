@@ -136,7 +136,8 @@ pub async fn create_api_key(
         &key.prefix,
         &key.hash[..],
     )
-    .await?;
+    .await?
+    .id;
     tx.commit().await?;
     Ok(CreatedKey {
         id,

@@ -85,7 +85,7 @@ pub async fn create_key(
     }
     let key = NewApiKey::generate();
     let name = name.map(str::trim).filter(|n| !n.is_empty());
-    let id = db::api_keys::insert(
+    let info = db::api_keys::insert(
         &mut tx,
         tenant_id,
         integration_id,
@@ -94,11 +94,6 @@ pub async fn create_key(
         &key.hash[..],
     )
     .await?;
-    let info = db::api_keys::list(&mut tx, integration_id)
-        .await?
-        .into_iter()
-        .find(|k| k.id == id)
-        .expect("the key just inserted is the integration's");
     tx.commit().await?;
     Ok(Some(CreatedKey { info, key }))
 }
@@ -234,13 +229,17 @@ async fn error_page(
     Ok((errors, next))
 }
 
-/// Whether the tenant has this sync log (before acting on it with the lifecycle's functions,
-/// which find their sync across tenants).
-pub async fn owns_sync(pool: &PgPool, tenant_id: Uuid, sync_log_id: Uuid) -> Result<bool> {
+/// One of the tenant's sync logs, the row alone (to act on it with the lifecycle's functions,
+/// which find their sync across tenants, or to follow it while it runs).
+pub async fn sync_log(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    sync_log_id: Uuid,
+) -> Result<Option<SyncLog>> {
     let mut tx = tenant_tx(pool, tenant_id).await?;
-    let found = db::sync_logs::one(&mut tx, sync_log_id).await?.is_some();
+    let sync = db::sync_logs::one(&mut tx, sync_log_id).await?;
     tx.commit().await?;
-    Ok(found)
+    Ok(sync)
 }
 
 pub use crate::db::records::{Deleted, Record, RecordFilter};
@@ -278,12 +277,28 @@ pub async fn record(
 
 pub use crate::db::accounts::AccountView;
 
+/// A field of a write that is not valid: `field` names it (`name`, `domains[2]`).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Why an account write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    /// A field is not valid: `field` names it (`name`, `domains[2]`).
-    #[error("{message}")]
-    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
     #[error("no account {0}")]
     NotFound(Uuid),
     #[error(transparent)]
@@ -327,10 +342,9 @@ pub async fn accounts(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<AccountView>
 fn account_name(name: &str) -> Result<String, AccountError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(AccountError::Invalid {
-            field: "name".into(),
-            message: "an account name is 1 to 200 characters, not blank".into(),
-        });
+        return Err(
+            FieldError::new("name", "an account name is 1 to 200 characters, not blank").into(),
+        );
     }
     Ok(name.to_string())
 }
@@ -338,12 +352,8 @@ fn account_name(name: &str) -> Result<String, AccountError> {
 fn account_domains(domains: &[String]) -> Result<Vec<String>, AccountError> {
     let mut normalized = Vec::with_capacity(domains.len());
     for (i, domain) in domains.iter().enumerate() {
-        let domain = crate::domain::domain_name::normalize_domain(domain).map_err(|e| {
-            AccountError::Invalid {
-                field: format!("domains[{i}]"),
-                message: e.to_string(),
-            }
-        })?;
+        let domain = crate::domain::domain_name::normalize_domain(domain)
+            .map_err(|e| FieldError::new(format!("domains[{i}]"), e.to_string()))?;
         if !normalized.contains(&domain) {
             normalized.push(domain);
         }
@@ -510,10 +520,13 @@ pub async fn stats(pool: &PgPool, tenant_id: Uuid, window_days: i64) -> Result<S
     let mut tx = tenant_tx(pool, tenant_id).await?;
     let integrations = db::stats::integrations(&mut tx, tenant_id).await?;
     let records = db::stats::records(&mut tx, tenant_id).await?;
-    let (last_day, ..) =
-        db::stats::syncs_since(&mut tx, tenant_id, now - chrono::Duration::hours(24)).await?;
-    let (_, failed_week, closed_week, succeeded_week) =
-        db::stats::syncs_since(&mut tx, tenant_id, now - chrono::Duration::days(7)).await?;
+    let recent = db::stats::recent_syncs(
+        &mut tx,
+        tenant_id,
+        now - chrono::Duration::hours(24),
+        now - chrono::Duration::days(7),
+    )
+    .await?;
     let syncs = db::stats::syncs_per_day(&mut tx, tenant_id, window_start).await?;
     let received = db::stats::received_per_day(&mut tx, tenant_id, window_start).await?;
     tx.commit().await?;
@@ -548,9 +561,10 @@ pub async fn stats(pool: &PgPool, tenant_id: Uuid, window_days: i64) -> Result<S
             tickets: records.tickets,
             deals: records.deals,
         },
-        syncs_last_24h: last_day,
-        failed_syncs_last_7d: failed_week,
-        success_rate_last_7d: (closed_week > 0).then(|| succeeded_week as f64 / closed_week as f64),
+        syncs_last_24h: recent.created_last_day,
+        failed_syncs_last_7d: recent.failed_last_week,
+        success_rate_last_7d: (recent.closed_last_week > 0)
+            .then(|| recent.succeeded_last_week as f64 / recent.closed_last_week as f64),
         window_days: days.len() as i64,
         received: Received {
             records: days.iter().map(|d| d.records_received).sum(),
@@ -565,9 +579,8 @@ pub use crate::db::integrations::Footprint;
 /// Why an integration write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IntegrationError {
-    /// A field is not valid: `field` names it.
-    #[error("{message}")]
-    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
     #[error("this tenant already has an integration named `{0}`")]
     NameTaken(String),
     #[error("integration {0} does not exist")]
@@ -585,10 +598,11 @@ impl From<sqlx::Error> for IntegrationError {
 fn integration_name(name: &str) -> Result<String, IntegrationError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(IntegrationError::Invalid {
-            field: "name".into(),
-            message: "an integration name is 1 to 200 characters, not blank".into(),
-        });
+        return Err(FieldError::new(
+            "name",
+            "an integration name is 1 to 200 characters, not blank",
+        )
+        .into());
     }
     Ok(name.to_string())
 }

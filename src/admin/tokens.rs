@@ -29,7 +29,7 @@ pub async fn create(
     let token = NewApiKey::generate_for(Scheme::TenantToken);
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     let mut tx = tenant_tx(pool, tenant_id).await?;
-    let id = db::tenant_tokens::insert(
+    let info = db::tenant_tokens::insert(
         &mut tx,
         tenant_id,
         name,
@@ -38,11 +38,6 @@ pub async fn create(
         &token.hash[..],
     )
     .await?;
-    let info = db::tenant_tokens::list(&mut tx)
-        .await?
-        .into_iter()
-        .find(|t| t.id == id)
-        .expect("the token just inserted is the tenant's");
     tx.commit().await?;
     Ok(CreatedToken { info, token })
 }

@@ -13,10 +13,13 @@ pub async fn insert(
     name: Option<&str>,
     prefix: &str,
     hash: &[u8],
-) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar!(
+) -> Result<KeyInfo, sqlx::Error> {
+    sqlx::query_as!(
+        KeyInfo,
         "INSERT INTO integration_api_keys (tenant_id, integration_id, name, key_prefix, key_hash)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, integration_id, name, key_prefix AS prefix, created_at, last_used_at,
+                   revoked_at",
         tenant_id,
         integration_id,
         name,

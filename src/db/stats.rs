@@ -120,23 +120,34 @@ pub async fn received_per_day(
     .await
 }
 
-/// Syncs created since `since` and how they ended: (created, failed, closed, succeeded).
-pub async fn syncs_since(
+/// The syncs created in the last day, and in the last week by how they ended.
+pub struct RecentSyncs {
+    pub created_last_day: i64,
+    pub failed_last_week: i64,
+    pub closed_last_week: i64,
+    pub succeeded_last_week: i64,
+}
+
+/// [`RecentSyncs`] in one index range scan of the week (`day_ago` is within it).
+pub async fn recent_syncs(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    since: DateTime<Utc>,
-) -> Result<(i64, i64, i64, i64), sqlx::Error> {
-    let row = sqlx::query!(
-        r#"SELECT count(*) AS "created!",
-                  count(*) FILTER (WHERE status = 'failed') AS "failed!",
-                  count(*) FILTER (WHERE status IN ('success', 'partial', 'failed')) AS "closed!",
-                  count(*) FILTER (WHERE status = 'success') AS "succeeded!"
+    day_ago: DateTime<Utc>,
+    week_ago: DateTime<Utc>,
+) -> Result<RecentSyncs, sqlx::Error> {
+    sqlx::query_as!(
+        RecentSyncs,
+        r#"SELECT count(*) FILTER (WHERE created_at >= $2) AS "created_last_day!",
+                  count(*) FILTER (WHERE status = 'failed') AS "failed_last_week!",
+                  count(*) FILTER (WHERE status IN ('success', 'partial', 'failed'))
+                      AS "closed_last_week!",
+                  count(*) FILTER (WHERE status = 'success') AS "succeeded_last_week!"
            FROM integration_sync_logs
-           WHERE tenant_id = $1 AND created_at >= $2"#,
+           WHERE tenant_id = $1 AND created_at >= $3"#,
         tenant_id,
-        since
+        day_ago,
+        week_ago
     )
     .fetch_one(conn)
-    .await?;
-    Ok((row.created, row.failed, row.closed, row.succeeded))
+    .await
 }

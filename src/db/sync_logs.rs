@@ -732,6 +732,8 @@ pub struct SyncLog {
 /// Which sync logs a page holds; empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct SyncFilter {
+    /// Only this sync log.
+    pub only: Option<Uuid>,
     pub integration_id: Option<Uuid>,
     pub statuses: Option<Vec<SyncStatus>>,
     pub trigger: Option<SyncTrigger>,
@@ -769,6 +771,7 @@ pub async fn page(
                 records_skipped, records_failed, records_unmatched
          FROM integration_sync_logs
          WHERE ($1::uuid IS NULL OR integration_id = $1)
+           AND ($9::uuid IS NULL OR id = $9)
            AND ($2::text[] IS NULL OR status = ANY($2))
            AND ($3::text IS NULL OR trigger = $3)
            AND ($4::timestamptz IS NULL OR created_at >= $4)
@@ -783,7 +786,8 @@ pub async fn page(
         filter.until,
         after_at,
         after_id,
-        limit
+        limit,
+        filter.only
     )
     .fetch_all(conn)
     .await
@@ -791,23 +795,11 @@ pub async fn page(
 
 /// One sync log the transaction sees, by id.
 pub async fn one(conn: &mut PgConnection, id: Uuid) -> Result<Option<SyncLog>, sqlx::Error> {
-    sqlx::query_as!(
-        SyncLog,
-        r#"SELECT id, integration_id, trigger AS "trigger: SyncTrigger",
-                sync_mode AS "sync_mode: SyncMode", status AS "status: SyncStatus",
-                failure_reason AS "failure_reason: FailureReason", error_summary,
-                COALESCE(data_types, CASE WHEN data_type IS NOT NULL THEN ARRAY[data_type] END, '{}')
-                    AS "data_types!: Vec<DataType>",
-                final_data_types AS "final_data_types: Vec<DataType>", replay_of,
-                created_at, started_at, completed_at, last_batch_at, duration_ms,
-                records_per_second, batches_received, batches_processed, chunks_failed,
-                records_received, records_created, records_updated, records_unchanged,
-                records_skipped, records_failed, records_unmatched
-         FROM integration_sync_logs WHERE id = $1"#,
-        id
-    )
-    .fetch_optional(conn)
-    .await
+    let only = SyncFilter {
+        only: Some(id),
+        ..SyncFilter::default()
+    };
+    Ok(page(conn, &only, None, 1).await?.pop())
 }
 
 /// The tenant of a sync log (system work: the caller names only the sync).

@@ -12,10 +12,13 @@ pub async fn insert(
     read_only: bool,
     prefix: &str,
     hash: &[u8],
-) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar!(
+) -> Result<TokenInfo, sqlx::Error> {
+    sqlx::query_as!(
+        TokenInfo,
         "INSERT INTO tenant_api_tokens (tenant_id, name, read_only, token_prefix, token_hash)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, tenant_id, name, token_prefix AS prefix, read_only, created_at,
+                   last_used_at, revoked_at",
         tenant_id,
         name,
         read_only,

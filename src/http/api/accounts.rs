@@ -4,7 +4,6 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::{PathIds, TenantScope};
@@ -20,12 +19,7 @@ use crate::{
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::Invalid { field, message } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidField,
-                message,
-            )
-            .with_details(json!({ "field": field })),
+            AccountError::Invalid(field) => field.into(),
             AccountError::NotFound(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::AccountNotFound,

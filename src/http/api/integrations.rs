@@ -9,7 +9,7 @@ use super::{PathIds, TenantScope};
 use crate::{
     admin::{
         settings::{self, SettingsChange},
-        tenant_api::{self, Footprint, IntegrationView, KeyInfo},
+        tenant_api::{self, FieldError, Footprint, IntegrationView, KeyInfo},
     },
     domain::IntegrationStatus,
     http::{
@@ -215,12 +215,7 @@ impl From<tenant_api::IntegrationError> for ApiError {
     fn from(e: tenant_api::IntegrationError) -> Self {
         let message = e.to_string();
         match e {
-            tenant_api::IntegrationError::Invalid { field, .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidField,
-                message,
-            )
-            .with_details(serde_json::json!({ "field": field })),
+            tenant_api::IntegrationError::Invalid(field) => field.into(),
             tenant_api::IntegrationError::NameTaken(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::IntegrationNameTaken,
@@ -272,12 +267,7 @@ pub async fn create(
         body.source_type
             .parse()
             .map_err(|e: crate::domain::kinds::UnknownValue| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::InvalidField,
-                    e.to_string(),
-                )
-                .with_details(serde_json::json!({ "field": "source_type" }))
+                FieldError::new("source_type", e.to_string())
             })?;
     let view = tenant_api::create_integration(
         &state.pool,
@@ -327,12 +317,7 @@ pub async fn update(
         match value {
             serde_json::Value::Null => Ok(None),
             serde_json::Value::String(s) => Ok(Some(s)),
-            _ => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidField,
-                format!("`{field}` is a string"),
-            )
-            .with_details(serde_json::json!({ "field": field }))),
+            _ => Err(FieldError::new(field, format!("`{field}` is a string")).into()),
         }
     };
     let name = body.remove("name").map(|v| text("name", v)).transpose()?;
@@ -342,11 +327,7 @@ pub async fn update(
         .transpose()?;
     let name = match name {
         Some(None) => {
-            return Err(tenant_api::IntegrationError::Invalid {
-                field: "name".into(),
-                message: "an integration name cannot be removed".into(),
-            }
-            .into());
+            return Err(FieldError::new("name", "an integration name cannot be removed").into());
         }
         Some(Some(n)) => Some(n),
         None => None,
@@ -560,12 +541,11 @@ pub async fn start_sync(
         u32::try_from(state.sync.request_timeout_secs.saturating_sub(2)).unwrap_or(MAX_WAIT_SECS),
     );
     if body.wait_secs > longest {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::InvalidField,
+        return Err(FieldError::new(
+            "wait_secs",
             format!("wait_secs is at most {longest} (below the request timeout)"),
         )
-        .with_details(serde_json::json!({ "field": "wait_secs" })));
+        .into());
     }
     if !tenant_api::owns_integration(&state.pool, scope.tenant_id, id).await? {
         return Err(integration_not_found(id));
@@ -592,10 +572,9 @@ pub async fn start_sync(
     let deadline =
         tokio::time::Instant::now() + std::time::Duration::from_secs(body.wait_secs.into());
     loop {
-        let sync = tenant_api::sync_detail(&state.pool, scope.tenant_id, sync_log_id, 0)
+        let sync = tenant_api::sync_log(&state.pool, scope.tenant_id, sync_log_id)
             .await?
-            .ok_or_else(|| integration_not_found(id))?
-            .sync;
+            .ok_or_else(|| integration_not_found(id))?;
         let closed = !sync.status.is_open();
         if closed || tokio::time::Instant::now() >= deadline {
             let status = if closed {

@@ -322,3 +322,15 @@ pub(crate) fn parse_time_cursor(
         .ok_or_else(invalid_cursor)?;
     Ok((at, id.parse().map_err(|_| invalid_cursor())?))
 }
+
+/// 422 `invalid_field`: one field of the body is refused; `details.field` names it.
+impl From<crate::admin::tenant_api::FieldError> for ApiError {
+    fn from(e: crate::admin::tenant_api::FieldError) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidField,
+            e.message,
+        )
+        .with_details(json!({ "field": e.field }))
+    }
+}

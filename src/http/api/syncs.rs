@@ -79,6 +79,7 @@ impl SyncQuery {
             .transpose()
             .map_err(|e| invalid_query(e.to_string()))?;
         Ok(SyncFilter {
+            only: None,
             integration_id: self.integration_id,
             statuses,
             trigger,
@@ -286,14 +287,17 @@ pub async fn close(
     ApiJson(body): ApiJson<CloseSync>,
 ) -> Result<Json<SyncLog>, ApiError> {
     let id = ids.get("sync_id");
-    if !tenant_api::owns_sync(&state.pool, scope.tenant_id, id).await? {
+    if tenant_api::sync_log(&state.pool, scope.tenant_id, id)
+        .await?
+        .is_none()
+    {
         return Err(sync_not_found(id));
     }
     crate::sync::close_open_sync(&state.pool, id, &body.reason).await?;
-    let detail = tenant_api::sync_detail(&state.pool, scope.tenant_id, id, 0)
+    let sync = tenant_api::sync_log(&state.pool, scope.tenant_id, id)
         .await?
         .ok_or_else(|| sync_not_found(id))?;
-    Ok(Json(detail.sync))
+    Ok(Json(sync))
 }
 
 /// What a reprocess started.
@@ -334,7 +338,10 @@ pub async fn reprocess(
     State(state): State<AppState>,
 ) -> Result<(StatusCode, Json<Reprocessed>), ApiError> {
     let id = ids.get("sync_id");
-    if !tenant_api::owns_sync(&state.pool, scope.tenant_id, id).await? {
+    if tenant_api::sync_log(&state.pool, scope.tenant_id, id)
+        .await?
+        .is_none()
+    {
         return Err(sync_not_found(id));
     }
     let replay = crate::sync::replay::reprocess(&state.pool, &state.queue, id).await?;
