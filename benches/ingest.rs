@@ -5,6 +5,8 @@
 //! process (so its peak RSS is the server's alone), and posts from this process:
 //! - `BENCH_CLIENTS` (16) clients posting `BENCH_BATCHES` (480) batches of 1,000 HubSpot-like
 //!   contacts of ~1 KB each: records/s, MB/s, p50/p99 latency, the server's peak RSS;
+//! - the sustained rate again against fresh servers with metrics off and on, alternating
+//!   (`BENCH_METRICS_RUNS` (4) pairs, in ABBA order, of `BENCH_METRICS_BATCHES` (240) batches): the cost of metrics;
 //! - one 10,000-record batch, 5 times: the median time to accept it;
 //! - against a fresh server process, one ~16 MiB batch: the server's peak RSS while it is in flight;
 //! - against fresh server processes, `BENCH_HOSTILE` (48) concurrent ~30 MiB bodies with no valid
@@ -149,6 +151,39 @@ async fn main() {
     }
     let sustained_rss = server.peak_rss_mib();
 
+    // 1b. The cost of metrics: metrics off and on, alternating fresh servers so drift in the
+    // machine (or the growing tables) falls on both alike; medians of each.
+    let ab_runs = env_or("BENCH_METRICS_RUNS", 4);
+    let ab_batches = env_or("BENCH_METRICS_BATCHES", 240);
+    let (mut off, mut on) = (vec![], vec![]);
+    for run in 1..=ab_runs {
+        // ABBA: the tables grow with every run, so the order alternates too.
+        let order = if run % 2 == 1 {
+            ["false", "true"]
+        } else {
+            ["true", "false"]
+        };
+        for enabled in order {
+            let rates = if enabled == "true" { &mut on } else { &mut off };
+            let server = Server::start(
+                &database_url,
+                "web",
+                &[("SYNCBRIDGE__METRICS__ENABLED", enabled)],
+            )
+            .await;
+            for i in 0..4 {
+                post(&client, &server.base, &key, bodies[i].clone()).await;
+            }
+            let (rate, ..) =
+                sustained(&client, &server.base, &key, &bodies, clients, ab_batches).await;
+            eprintln!("metrics {enabled}, run {run}: {rate:.0} records/s");
+            rates.push(rate);
+            server.stop();
+        }
+    }
+    let ab_runs = off.len();
+    let (metrics_off, metrics_on) = (median(off), median(on));
+
     // 2. One 10,000-record batch, alone.
     let big = envelope(integration.id, 0, 10_000);
     let mut ten_k = Vec::new();
@@ -241,6 +276,10 @@ async fn main() {
         median(p99s)
     );
     println!("| server peak RSS during the sustained run | {sustained_rss:.0} MiB |");
+    println!(
+        "| sustained accept, metrics off / on (alternating servers, {ab_batches} batches, median of {ab_runs}) | {metrics_off:.0} / {metrics_on:.0} records/s (on/off {:.3}) |",
+        metrics_on / metrics_off
+    );
     println!(
         "| accept one 10,000-record batch (median of 5) | {:.0} ms |",
         percentile(&ten_k, 0.5)

@@ -32,7 +32,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
     let result = run_on(&database, command, &config).await;
     // The embedded server is stopped whatever happened above.
     if let Err(e) = database.shutdown().await {
-        tracing::error!(error = %format!("{e:#}"), "could not stop the embedded PostgreSQL");
+        tracing::error!(error.message = %format!("{e:#}"), "could not stop the embedded PostgreSQL");
     }
     result
 }
@@ -101,6 +101,27 @@ async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
     let mut roles_running: JoinSet<Result<()>> = JoinSet::new();
+    if config.metrics.enabled {
+        crate::telemetry::metrics::install();
+        crate::telemetry::metrics::configure(&config.metrics);
+    }
+    for address in config
+        .metrics
+        .listeners(roles.web, roles.worker, roles.scheduler)
+    {
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        tracing::info!(metrics.address = %address, "metrics served on http://{address}/metrics");
+        let app = http::metrics_router(pool.clone());
+        let token = shutdown.clone();
+        roles_running.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .context("the metrics listener failed")
+        });
+    }
     if roles.web {
         let listener = http::bind(&config.http).await?;
         let app = http::router(
@@ -126,9 +147,10 @@ async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
         // One maintenance participant per process; the database elects one leader among all.
         let maintenance = jobs::Maintenance::new(
             pool.clone(),
-            tasks::maintenance_config(&config.jobs),
+            tasks::maintenance_config(config),
             tasks::periodic(),
-        );
+        )
+        .with_sampler(crate::sync::OpenSyncs);
         let token = shutdown.clone();
         roles_running.spawn(async move {
             maintenance.run(token).await;
@@ -141,7 +163,7 @@ async fn run_roles(pool: PgPool, roles: Roles, config: &Config) -> Result<()> {
     while let Some(joined) = roles_running.join_next().await {
         let outcome = joined.context("a process role panicked").and_then(|r| r);
         if let Err(e) = outcome {
-            tracing::error!(error = %format!("{e:#}"), "a process role failed; shutting down");
+            tracing::error!(error.message = %format!("{e:#}"), "a process role failed; shutting down");
             first_error.get_or_insert(e);
         }
         shutdown.cancel();
@@ -157,7 +179,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
                 signal.recv().await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                tracing::warn!(error.message = %e, "cannot listen for SIGTERM");
                 std::future::pending::<()>().await;
             }
         }
@@ -188,10 +210,11 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             eprintln!("created tenant `{}`", tenant.name);
             println!("{}", tenant.id);
         }
-        Command::Tenants(TenantsCommand::List) => {
-            for t in admin::list_tenants(pool).await? {
-                println!("{}\t{}\t{}", t.id, t.name, t.created_at.to_rfc3339());
-            }
+        Command::Tenants(TenantsCommand::List { json }) => {
+            let tenants = admin::list_tenants(pool).await?;
+            print_rows(json, "id\tname\tcreated", &tenants, |t| {
+                format!("{}\t{}\t{}", t.id, t.name, t.created_at.to_rfc3339())
+            })?;
         }
         Command::Integrations(IntegrationsCommand::Create(args)) => {
             let tenant = admin::find_tenant(pool, &args.tenant).await?;
@@ -209,11 +232,32 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             );
             println!("{}", integration.id);
         }
-        Command::Integrations(IntegrationsCommand::List { tenant }) => {
+        Command::Integrations(IntegrationsCommand::List { tenant, json }) => {
             let tenant = admin::find_tenant(pool, &tenant).await?;
-            for i in admin::list_integrations(pool, tenant.id).await? {
-                println!("{}\t{}\t{}\t{}", i.id, i.source_type, i.status, i.name);
-            }
+            let integrations = admin::tenant_api::integrations(pool, tenant.id).await?;
+            print_rows(
+                json,
+                "id\tsource\tstatus\tname\tschedule\tnext_tick\tlast_sync\tlast_status\tsyncs\tcontacts\ttickets\tdeals",
+                &integrations,
+                |v| {
+                    let i = &v.summary;
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        i.id,
+                        i.source_type,
+                        i.status,
+                        i.name,
+                        i.schedule.as_deref().unwrap_or("-"),
+                        time(v.next_tick),
+                        time(i.last_sync_at),
+                        i.last_sync_status.map_or("-", |s| s.as_str()),
+                        i.total_syncs,
+                        i.contacts,
+                        i.tickets,
+                        i.deals
+                    )
+                },
+            )?;
         }
         Command::Integrations(IntegrationsCommand::SigningSecret {
             integration,
@@ -281,6 +325,7 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             let (sync_log_id, job_id) = crate::sync::request_sync(
                 pool,
                 &config.jobs.queue(),
+                None,
                 args.integration,
                 &request,
                 args.force,
@@ -291,7 +336,11 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
                 "sync {sync_log_id} requested (trigger job {job_id}); a worker asks n8n to start it"
             );
             println!("{sync_log_id}");
+            if args.wait {
+                follow_sync(pool, args.integration, sync_log_id, args.timeout).await?;
+            }
         }
+        Command::Records(command) => records_command(pool, command).await?,
         Command::Mappings(command) => mappings_command(pool, command).await?,
         Command::Syncs(command) => syncs_command(pool, &config.jobs.queue(), command).await?,
         Command::Batches(BatchesCommand::Discard { batch_id, reason }) => {
@@ -329,24 +378,22 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
             let keys = admin::tenant_api::keys(pool, found.tenant_id, integration)
                 .await?
                 .with_context(|| format!("no integration {integration}"))?;
-            if json {
-                for k in &keys {
-                    println!("{}", serde_json::to_string(k)?);
-                }
-            } else {
-                println!("id\tprefix\tname\tcreated\tlast_used\trevoked");
-                for k in &keys {
-                    println!(
+            print_rows(
+                json,
+                "id\tprefix\tname\tcreated\tlast_used\trevoked",
+                &keys,
+                |k| {
+                    format!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
                         k.id,
                         k.prefix,
                         k.name.as_deref().unwrap_or("-"),
                         k.created_at.to_rfc3339(),
-                        k.last_used_at.map_or("-".into(), |t| t.to_rfc3339()),
-                        k.revoked_at.map_or("-".into(), |t| t.to_rfc3339())
-                    );
-                }
-            }
+                        time(k.last_used_at),
+                        time(k.revoked_at)
+                    )
+                },
+            )?;
         }
         Command::Keys(KeysCommand::Revoke { integration, key }) => {
             let found = admin::find_integration(pool, integration).await?;
@@ -363,14 +410,12 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
         Command::Accounts(AccountsCommand::List { tenant, json }) => {
             let tenant = admin::find_tenant(pool, &tenant).await?;
             let accounts = admin::tenant_api::accounts(pool, tenant.id).await?;
-            if json {
-                for a in &accounts {
-                    println!("{}", serde_json::to_string(a)?);
-                }
-            } else {
-                println!("id\tname\tdomains\tcontacts\ttickets\tdeals");
-                for a in &accounts {
-                    println!(
+            print_rows(
+                json,
+                "id\tname\tdomains\tcontacts\ttickets\tdeals",
+                &accounts,
+                |a| {
+                    format!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
                         a.id,
                         a.name,
@@ -378,9 +423,9 @@ async fn admin_command(pool: &PgPool, command: Command, config: &Config) -> Resu
                         a.contacts,
                         a.tickets,
                         a.deals
-                    );
-                }
-            }
+                    )
+                },
+            )?;
         }
         Command::Accounts(AccountsCommand::Remove { tenant, account }) => {
             let tenant = admin::find_tenant(pool, &tenant).await?;
@@ -437,18 +482,6 @@ async fn set_integration(
     args: crate::cli::SetIntegration,
 ) -> Result<crate::admin::settings::SyncSettings> {
     use crate::n8n::Credentials;
-    if args.name.is_some() || args.description.is_some() {
-        let found = admin::find_integration(pool, args.integration).await?;
-        admin::tenant_api::rename_integration(
-            pool,
-            found.tenant_id,
-            args.integration,
-            args.name.as_deref(),
-            args.description.as_deref().map(Some),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
     let credentials = match args.auth.as_deref() {
         None => None,
         Some("none") => Some(Credentials::None),
@@ -499,8 +532,14 @@ async fn set_integration(
     };
     let policy = crate::n8n::UrlPolicy::configured(&config.n8n)?;
     let sealer = config.sealer()?;
+    let edit = crate::admin::settings::Edit {
+        name: args.name.as_deref(),
+        description: args.description.as_deref().map(Some),
+        settings: &change,
+        if_version: None,
+    };
     Ok(
-        crate::admin::settings::update(pool, &policy, sealer.as_ref(), args.integration, &change)
+        crate::admin::settings::edit(pool, &policy, sealer.as_ref(), None, args.integration, edit)
             .await?,
     )
 }
@@ -513,11 +552,13 @@ async fn syncs_command(pool: &PgPool, queue: &jobs::Queue, command: SyncsCommand
             limit,
             json,
         } => {
-            for s in crate::sync::list_syncs(pool, open, integration, limit).await? {
-                if json {
-                    println!("{}", serde_json::to_string(&s)?);
-                } else {
-                    println!(
+            let syncs = crate::sync::list_syncs(pool, open, integration, limit).await?;
+            print_rows(
+                json,
+                "id\tintegration\ttrigger\tmode\tstatus\treason\tcreated\tbatches\treceived\tfailed",
+                &syncs,
+                |s| {
+                    format!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}/{}{}\t{}\t{}",
                         s.id,
                         s.integration_id,
@@ -528,18 +569,18 @@ async fn syncs_command(pool: &PgPool, queue: &jobs::Queue, command: SyncsCommand
                         s.created_at.to_rfc3339(),
                         s.batches_processed,
                         s.batches_received,
-                        waiting_for(&s),
+                        waiting_for(s),
                         s.records_received,
                         s.records_failed,
-                    );
-                }
-            }
+                    )
+                },
+            )?;
         }
         SyncsCommand::Close {
             sync_log_id,
             reason,
         } => {
-            let status = crate::sync::close_open_sync(pool, sync_log_id, &reason).await?;
+            let status = crate::sync::close_open_sync(pool, None, sync_log_id, &reason).await?;
             eprintln!("sync {sync_log_id} closed as {status} (closed_by_admin)");
             println!("{status}");
         }
@@ -561,7 +602,7 @@ async fn syncs_command(pool: &PgPool, queue: &jobs::Queue, command: SyncsCommand
             println!("{}", serde_json::to_string_pretty(&detail)?);
         }
         SyncsCommand::Reprocess { sync_log_id } => {
-            let replay = crate::sync::replay::reprocess(pool, queue, sync_log_id).await?;
+            let replay = crate::sync::replay::reprocess(pool, queue, None, sync_log_id).await?;
             eprintln!(
                 "sync {sync_log_id} replayed as {}: {} batches, {} records in {} jobs",
                 replay.sync_log_id, replay.batches, replay.records, replay.jobs
@@ -587,6 +628,196 @@ async fn syncs_command(pool: &PgPool, queue: &jobs::Queue, command: SyncsCommand
 
 /// What a sync still waits for, for the table of `syncs list`: the types whose final batch has
 /// not come.
+/// How often `sync --wait` reads the sync's counts.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Follows a sync until it closes (or `timeout_secs` pass), drawing its progress on a terminal:
+/// records done of those received, and its batches. Fails unless it ended `success`, so a
+/// script can tell.
+async fn follow_sync(
+    pool: &PgPool,
+    integration_id: uuid::Uuid,
+    sync_log_id: uuid::Uuid,
+    timeout_secs: Option<u64>,
+) -> Result<()> {
+    let tenant_id = admin::find_integration(pool, integration_id)
+        .await?
+        .tenant_id;
+    let deadline = timeout_secs.map(|t| tokio::time::Instant::now() + Duration::from_secs(t));
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {prefix} {wide_bar} {pos}/{len} records {msg} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let s = loop {
+        let s = admin::tenant_api::sync_log(pool, tenant_id, sync_log_id)
+            .await?
+            .with_context(|| format!("sync {sync_log_id} is gone"))?;
+        let done = s.records_created
+            + s.records_updated
+            + s.records_unchanged
+            + s.records_skipped
+            + s.records_failed;
+        bar.set_prefix(s.status.to_string());
+        bar.set_length(s.records_received.max(0) as u64);
+        bar.set_position(done.max(0) as u64);
+        bar.set_message(format!(
+            "· batches {}/{} · failed {}",
+            s.batches_processed, s.batches_received, s.records_failed
+        ));
+        if !s.status.is_open() {
+            break s;
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            bar.abandon();
+            bail!(
+                "sync {sync_log_id} is still {} after {}s (it goes on; see `syncbridge syncs show {sync_log_id}`)",
+                s.status,
+                timeout_secs.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    };
+    bar.finish_and_clear();
+    let took = s
+        .completed_at
+        .zip(s.started_at.or(Some(s.created_at)))
+        .map(|(end, start)| {
+            format!(
+                " in {:.1}s",
+                (end - start).num_milliseconds() as f64 / 1000.0
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "sync {sync_log_id} {}{took}: {} received, {} created, {} updated, {} unchanged, {} skipped, {} failed",
+        s.status,
+        s.records_received,
+        s.records_created,
+        s.records_updated,
+        s.records_unchanged,
+        s.records_skipped,
+        s.records_failed
+    );
+    if s.status != crate::domain::SyncStatus::Success {
+        bail!(
+            "sync {sync_log_id} ended {}{}",
+            s.status,
+            s.failure_reason
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn records_command(pool: &PgPool, command: crate::cli::RecordsCommand) -> Result<()> {
+    use crate::admin::tenant_api::{self, RecordFilter};
+    match command {
+        crate::cli::RecordsCommand::List {
+            tenant,
+            data_type,
+            integration,
+            account,
+            email,
+            domain,
+            updated_since,
+            deleted,
+            limit,
+            json,
+        } => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let filter = RecordFilter {
+                integration_id: integration,
+                account_id: account,
+                email,
+                domain,
+                updated_since,
+                deleted,
+            };
+            let mut records = Vec::new();
+            let mut after = None;
+            // Pages of the API's largest size, each after the last one's final row.
+            while (records.len() as i64) < limit {
+                let want = (limit - records.len() as i64).min(200);
+                let (page, more) =
+                    tenant_api::records(pool, tenant.id, data_type, &filter, after, want).await?;
+                after = page.last().map(|r| (r.updated_at, r.id));
+                records.extend(page);
+                if !more {
+                    break;
+                }
+            }
+            print_rows(
+                json,
+                "id\texternal_id\tintegration\taccount\tmatch\temail\tdomain\tupdated\tdeleted",
+                &records,
+                |r| {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        r.id,
+                        r.external_id,
+                        r.integration_id,
+                        r.account_id.map_or("-".to_string(), |a| a.to_string()),
+                        r.match_method,
+                        r.email.as_deref().unwrap_or("-"),
+                        r.domain.as_deref().unwrap_or("-"),
+                        r.updated_at.to_rfc3339(),
+                        time(r.deleted_at)
+                    )
+                },
+            )?;
+        }
+        crate::cli::RecordsCommand::Show {
+            tenant,
+            data_type,
+            record,
+        } => {
+            let tenant = admin::find_tenant(pool, &tenant).await?;
+            let found = tenant_api::record(pool, tenant.id, data_type, record)
+                .await?
+                .with_context(|| {
+                    format!(
+                        "tenant `{}` has no {data_type} record {record}",
+                        tenant.name
+                    )
+                })?;
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        }
+    }
+    Ok(())
+}
+
+/// Prints `rows` as one JSON object per line, or as a tab-separated table under `header` (what
+/// every listing command does, so scripts can take either).
+fn print_rows<T: serde::Serialize>(
+    json: bool,
+    header: &str,
+    rows: &[T],
+    line: impl Fn(&T) -> String,
+) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for row in rows {
+            writeln!(out, "{}", serde_json::to_string(row)?)?;
+        }
+    } else {
+        writeln!(out, "{header}")?;
+        for row in rows {
+            writeln!(out, "{}", line(row))?;
+        }
+    }
+    Ok(())
+}
+
+/// A time in a table cell: RFC 3339, `-` when there is none.
+fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map_or("-".to_string(), |t| t.to_rfc3339())
+}
+
 fn waiting_for(s: &crate::sync::SyncSummary) -> String {
     if s.final_received {
         return String::new();
@@ -629,17 +860,12 @@ async fn tokens_command(pool: &PgPool, command: TokensCommand) -> Result<()> {
         TokensCommand::List { tenant, json } => {
             let tenant = admin::find_tenant(pool, &tenant).await?;
             let tokens = admin::tokens::list(pool, tenant.id).await?;
-            if json {
-                for t in &tokens {
-                    println!("{}", serde_json::to_string(t)?);
-                }
-            } else {
-                let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                    t.map_or("-".to_string(), |t| t.to_rfc3339())
-                };
-                println!("id\tprefix\tname\taccess\tcreated\tlast_used\trevoked");
-                for t in &tokens {
-                    println!(
+            print_rows(
+                json,
+                "id\tprefix\tname\taccess\tcreated\tlast_used\trevoked",
+                &tokens,
+                |t| {
+                    format!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         t.id,
                         t.prefix,
@@ -652,9 +878,9 @@ async fn tokens_command(pool: &PgPool, command: TokensCommand) -> Result<()> {
                         t.created_at.to_rfc3339(),
                         time(t.last_used_at),
                         time(t.revoked_at)
-                    );
-                }
-            }
+                    )
+                },
+            )?;
         }
         TokensCommand::Revoke { tenant, token } => {
             let tenant = admin::find_tenant(pool, &tenant).await?;
@@ -678,17 +904,19 @@ async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand)
             json,
         } => {
             let filter = filter.to_filter(&[])?;
-            for job in jobs::admin::list(pool, engine, &filter, limit, None).await? {
-                if json {
-                    println!("{}", serde_json::to_string(&job)?);
-                } else {
+            let listed = jobs::admin::list(pool, engine, &filter, limit, None).await?;
+            print_rows(
+                json,
+                "id\tqueue\tkind\tstate\tattempt\ttag\tlast_error",
+                &listed,
+                |job| {
                     let last_error = job
                         .errors
                         .as_array()
                         .and_then(|e| e.last())
                         .and_then(|e| e["error"].as_str())
                         .unwrap_or("");
-                    println!(
+                    format!(
                         "{}\t{}\t{}\t{}\t{}/{}\t{}\t{}",
                         job.id,
                         job.queue,
@@ -698,9 +926,9 @@ async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand)
                         job.max_attempts,
                         job.tag.as_deref().unwrap_or("-"),
                         last_error
-                    );
-                }
-            }
+                    )
+                },
+            )?;
         }
         JobsCommand::Retry {
             ids,
@@ -717,19 +945,24 @@ async fn jobs_command(pool: &PgPool, engine: &jobs::Queue, command: JobsCommand)
             let filter = filter.to_filter(&ids)?;
             bulk(pool, engine, jobs::BulkAction::Cancel, &filter, "cancelled").await?;
         }
-        JobsCommand::Stats => {
-            println!("queue\tstate\tcount\toldest_available_secs\tpaused");
-            for s in jobs::admin::stats(pool, engine).await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    s.queue,
-                    s.state,
-                    s.count,
-                    s.oldest_available_age_secs
-                        .map_or("-".to_string(), |a| format!("{a:.1}")),
-                    s.paused
-                );
-            }
+        JobsCommand::Stats { json } => {
+            let stats = jobs::admin::stats(pool, engine).await?;
+            print_rows(
+                json,
+                "queue\tstate\tcount\toldest_available_secs\tpaused",
+                &stats,
+                |s| {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        s.queue,
+                        s.state,
+                        s.count,
+                        s.oldest_available_age_secs
+                            .map_or("-".to_string(), |a| format!("{a:.1}")),
+                        s.paused
+                    )
+                },
+            )?;
         }
         JobsCommand::Pause { queue } => {
             jobs::admin::pause_queue(pool, engine, &queue).await?;
@@ -805,7 +1038,8 @@ async fn mappings_command(pool: &PgPool, command: MappingsCommand) -> Result<()>
             };
             let permits = tokio::sync::Semaphore::new(1);
             let preview =
-                admin::preview_mappings(pool, &permits, integration, data_type, records).await?;
+                admin::preview_mappings(pool, &permits, None, integration, data_type, records)
+                    .await?;
             println!("{}", serde_json::to_string_pretty(&preview.results)?);
             if preview.omitted > 0 {
                 eprintln!(
@@ -823,7 +1057,7 @@ async fn mappings_command(pool: &PgPool, command: MappingsCommand) -> Result<()>
         } => {
             let mapping: serde_json::Value =
                 serde_json::from_str(&mapping).context("--mapping must be JSON")?;
-            admin::set_mapping(pool, integration, data_type, &target, &mapping, true).await?;
+            admin::set_mapping(pool, None, integration, data_type, &target, &mapping, true).await?;
             eprintln!("mapping for {data_type} `{target}` stored");
         }
         MappingsCommand::Disable {
@@ -833,6 +1067,7 @@ async fn mappings_command(pool: &PgPool, command: MappingsCommand) -> Result<()>
         } => {
             admin::set_mapping(
                 pool,
+                None,
                 integration,
                 data_type,
                 &target,
@@ -847,18 +1082,26 @@ async fn mappings_command(pool: &PgPool, command: MappingsCommand) -> Result<()>
             data_type,
             target,
         } => {
-            if !admin::remove_mapping(pool, integration, data_type, &target).await? {
+            if !admin::remove_mapping(pool, None, integration, data_type, &target).await? {
                 anyhow::bail!(
                     "integration {integration} has no stored {data_type} mapping for `{target}`"
                 );
             }
             eprintln!("stored mapping removed; the preset applies to `{target}` again");
         }
-        MappingsCommand::List { integration } => {
-            for m in admin::list_mappings(pool, integration).await? {
-                let state = if m.enabled { "" } else { "\t(disabled)" };
-                println!("{}\t{}\t{}{state}", m.data_type, m.target, m.mapping);
-            }
+        MappingsCommand::List { integration, json } => {
+            let mappings = admin::list_mappings(pool, None, integration).await?;
+            print_rows(
+                json,
+                "data_type\ttarget\tmapping\tenabled",
+                &mappings,
+                |m| {
+                    format!(
+                        "{}\t{}\t{}\t{}",
+                        m.data_type, m.target, m.mapping, m.enabled
+                    )
+                },
+            )?;
         }
     }
     Ok(())

@@ -60,8 +60,12 @@ pub enum Command {
     /// Field mappings: how an integration's records become rows (presets plus overrides).
     #[command(subcommand)]
     Mappings(MappingsCommand),
-    /// Starts a sync now: asks the integration's n8n workflow to run; prints the sync log id.
+    /// Starts a sync now: asks the integration's n8n workflow to run; prints the sync log id
+    /// (with --wait: follows it with a progress bar until it closes).
     Sync(SyncArgs),
+    /// A tenant's synced records (as `GET /api/v1/records/{type}`).
+    #[command(subcommand)]
+    Records(RecordsCommand),
     /// Sync logs: list them, close an open one, replay a closed one from its stored chunks.
     #[command(subcommand)]
     Syncs(SyncsCommand),
@@ -140,6 +144,58 @@ pub struct SyncArgs {
     /// Repeat this failed or partial sync (trigger `retry`; its mode and data types by default).
     #[arg(long)]
     pub retry_of: Option<Uuid>,
+    /// Follow the sync until it closes, with a progress bar on a terminal; the exit code is 0
+    /// when it succeeded, 1 when it ended partial or failed (or --timeout passed first).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this many seconds (the sync goes on).
+    #[arg(long, requires = "wait")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Lists records in change order (by updated_at, then id): id, external id, integration,
+    /// account and match method, email, domain, updated, deleted.
+    List {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// contacts, tickets or deals.
+        #[arg(value_parser = parse_data_type)]
+        data_type: DataType,
+        #[arg(long)]
+        integration: Option<Uuid>,
+        #[arg(long)]
+        account: Option<Uuid>,
+        /// Only records with this email (case-insensitive).
+        #[arg(long)]
+        email: Option<String>,
+        /// Only records of this domain (case-insensitive).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only records updated at or after this time (RFC 3339).
+        #[arg(long)]
+        updated_since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Soft-deleted records: exclude, include or only.
+        #[arg(long, default_value = "exclude", value_parser = parse_deleted)]
+        deleted: crate::admin::tenant_api::Deleted,
+        /// How many to show at most (pages are read until then).
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line (the API's record, without `raw`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one record as JSON, with `raw` (the record as the source sent it).
+    Show {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        #[arg(value_parser = parse_data_type)]
+        data_type: DataType,
+        record: Uuid,
+    },
 }
 
 /// The environment variable `integrations set` reads the n8n credential's secret from, so it
@@ -229,7 +285,11 @@ pub enum JobsCommand {
         filter: JobFilterArgs,
     },
     /// Jobs per queue and state, and how long the oldest available job has waited.
-    Stats,
+    Stats {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stops workers from starting jobs of a queue.
     Pause { queue: String },
     /// Lets workers start jobs of a paused queue again.
@@ -272,19 +332,27 @@ impl JobFilterArgs {
 pub enum TenantsCommand {
     /// Creates a tenant and prints its id.
     Create { name: String },
-    /// Lists tenants.
-    List,
+    /// Lists tenants: id, name, created.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationsCommand {
     /// Creates an integration and prints its id.
     Create(CreateIntegration),
-    /// Lists a tenant's integrations.
+    /// Lists a tenant's integrations as `GET /api/v1/integrations` does: id, source, status,
+    /// name, schedule, next tick, last sync (time and status), total syncs, live records by type.
     List {
         /// Tenant id or name.
         #[arg(long)]
         tenant: String,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Deletes an integration with its records, syncs, batches, errors, mappings and keys;
     /// prints what was removed.
@@ -379,6 +447,9 @@ pub enum MappingsCommand {
     List {
         #[arg(long)]
         integration: Uuid,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -481,6 +552,10 @@ fn parse_source_type(s: &str) -> Result<SourceType, String> {
 fn parse_data_type(s: &str) -> Result<DataType, String> {
     s.parse()
         .map_err(|e: crate::domain::kinds::UnknownValue| e.to_string())
+}
+
+fn parse_deleted(s: &str) -> Result<crate::admin::tenant_api::Deleted, String> {
+    s.parse()
 }
 
 fn parse_sync_mode(s: &str) -> Result<SyncMode, String> {

@@ -24,6 +24,8 @@ const SECRET_KEYS: &[(&str, &str)] = &[
     ("admin_token", "SYNCBRIDGE_ADMIN_TOKEN"),
     ("webhook_api_key", "N8N_WEBHOOK_API_KEY"),
     ("encryption_key", "SYNCBRIDGE_ENCRYPTION_KEY"),
+    ("jwt.secret", "SYNCBRIDGE_JWT_SECRET"),
+    ("metrics.token", "SYNCBRIDGE_METRICS_TOKEN"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +39,10 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub scheduler: SchedulerConfig,
     pub n8n: N8nConfig,
+    pub metrics: MetricsConfig,
+    pub traces: TracesConfig,
+    /// Platform JWTs accepted on the platform API (`/api/v1`); off unless a key source is set.
+    pub jwt: crate::jwt::JwtSettings,
     /// The token of the admin API (`/api/admin`); `None` turns the admin API off.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
@@ -155,6 +161,70 @@ pub enum LogFormat {
     Json,
 }
 
+/// Optional OTLP trace export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// OTLP/HTTP traces URL (`http://collector:4318/v1/traces`); empty: no export.
+    pub otlp_endpoint: String,
+    pub service_name: String,
+}
+
+/// Where each role's `/metrics` is served, and how many series the integration label may make.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Off: nothing is recorded (the metrics calls cost nothing) and no `/metrics` is served.
+    pub enabled: bool,
+    /// `/metrics` on the web port answers only this bearer token (`SYNCBRIDGE_METRICS_TOKEN`);
+    /// `None`: not served there.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// A listener of its own per role, serving `/metrics` without a token; empty: none.
+    pub web_listen: String,
+    pub worker_listen: String,
+    pub scheduler_listen: String,
+    pub integration_labels: bool,
+    pub integration_label_limit: usize,
+    pub sample_interval_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token: None,
+            web_listen: String::new(),
+            worker_listen: String::new(),
+            scheduler_listen: String::new(),
+            integration_labels: false,
+            integration_label_limit: 100,
+            sample_interval_secs: 15,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The addresses of the roles' own metrics listeners, once each (one process may run
+    /// several roles on one address).
+    pub fn listeners(&self, web: bool, worker: bool, scheduler: bool) -> Vec<String> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let mut addresses: Vec<String> = [
+            (web, &self.web_listen),
+            (worker, &self.worker_listen),
+            (scheduler, &self.scheduler_listen),
+        ]
+        .into_iter()
+        .filter(|(on, address)| *on && !address.trim().is_empty())
+        .map(|(_, address)| address.trim().to_string())
+        .collect();
+        addresses.dedup();
+        addresses
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -247,12 +317,16 @@ impl Config {
                         "SYNCBRIDGE_ADMIN_TOKEN",
                         "N8N_WEBHOOK_API_KEY",
                         "SYNCBRIDGE_ENCRYPTION_KEY",
+                        "SYNCBRIDGE_JWT_SECRET",
+                        "SYNCBRIDGE_METRICS_TOKEN",
                     ])
                     .map(|key| match key.as_str() {
                         "PORT" => "http.port".into(),
                         "DATABASE_URL" => "database.url".into(),
                         "N8N_WEBHOOK_API_KEY" => "webhook_api_key".into(),
                         "SYNCBRIDGE_ENCRYPTION_KEY" => "encryption_key".into(),
+                        "SYNCBRIDGE_JWT_SECRET" => "jwt.secret".into(),
+                        "SYNCBRIDGE_METRICS_TOKEN" => "metrics.token".into(),
                         _ => "admin_token".into(),
                     }),
             ))
@@ -320,11 +394,36 @@ impl Config {
                 "N8N_WEBHOOK_API_KEY must be at least 16 characters long".into(),
             ));
         }
+        if self
+            .metrics
+            .token
+            .as_ref()
+            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "SYNCBRIDGE_METRICS_TOKEN must be at least 16 characters long".into(),
+            ));
+        }
+        for (key, address) in [
+            ("metrics.web_listen", &self.metrics.web_listen),
+            ("metrics.worker_listen", &self.metrics.worker_listen),
+            ("metrics.scheduler_listen", &self.metrics.scheduler_listen),
+        ] {
+            if !address.trim().is_empty() && address.trim().parse::<std::net::SocketAddr>().is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be an address like 127.0.0.1:9464, not `{address}`"
+                )));
+            }
+        }
         jobs::Queue::new(&self.jobs.channel, &self.jobs.schema)
             .map_err(|e| ConfigError::Invalid(format!("jobs.channel or jobs.schema: {e}")))?;
         if let Some(key) = &self.encryption_key {
             crate::crypto::Sealer::from_base64(secrecy::ExposeSecret::expose_secret(key))
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if let Some(problem) = self.jwt.problem() {
+            return Err(ConfigError::Invalid(problem));
         }
         let ingest = &self.ingest;
         if ingest.max_body_bytes == 0

@@ -13,6 +13,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod jwt;
 pub mod mapping;
 pub mod matching;
 pub mod n8n;

@@ -20,8 +20,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log);
-    match app::run(cli.command.unwrap_or(Command::Serve), config).await {
+    let tracing = match telemetry::init(&config.log, &config.traces) {
+        Ok(tracing) => tracing,
+        Err(e) => {
+            eprintln!("syncbridge: cannot export traces: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = app::run(cli.command.unwrap_or(Command::Serve), config).await;
+    // The last spans leave before the process does (blocking: off the async threads).
+    if let Some(tracing) = tracing {
+        let _ = tokio::task::spawn_blocking(move || drop(tracing)).await;
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -149,6 +149,7 @@ pub async fn process_chunk(
     matchers: &MatcherCache,
     isolate: bool,
 ) -> Result<Option<Counts>, PipelineError> {
+    let started = std::time::Instant::now();
     crate::db::set_tenant(tx, tenant_id).await?;
     // Claims the chunk. One settled as failed (its job had died; an operator retried the job)
     // is taken back first: its records leave the failed counts, and what its settling closed
@@ -358,6 +359,15 @@ pub async fn process_chunk(
     if batch_done {
         close_sync_if_done(tx, sync_log_id).await?;
     }
+    let outcomes = [
+        ("created", counts.created),
+        ("updated", counts.updated),
+        ("unchanged", counts.unchanged),
+        ("skipped", counts.skipped),
+        ("failed", counts.failed),
+        ("unmatched", counts.unmatched),
+    ];
+    crate::telemetry::metrics::chunk_processed(data_type.as_str(), &outcomes, started.elapsed());
     Ok(Some(counts))
 }
 

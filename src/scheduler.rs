@@ -23,6 +23,7 @@ use crate::{
         schedule::{self, Schedule},
     },
     sync::{SyncRequest, create_sync, fail_sync, lock_integration, open_sync},
+    telemetry::metrics,
 };
 
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ pub struct RoundReport {
 /// Runs rounds every `interval` until shutdown.
 pub async fn run(pool: PgPool, settings: SchedulerSettings, shutdown: CancellationToken) {
     tracing::info!(
-        interval_ms = settings.interval.as_millis() as u64,
+        scheduler.interval_ms = settings.interval.as_millis() as u64,
         "scheduler started"
     );
     let mut ticker = tokio::time::interval(settings.interval);
@@ -75,17 +76,17 @@ pub async fn run(pool: PgPool, settings: SchedulerSettings, shutdown: Cancellati
         match run_round(&pool, &settings, Utc::now()).await {
             Ok(report) if report != RoundReport::default() => {
                 tracing::info!(
-                    triggered = report.triggered.len(),
-                    skipped_running = report.skipped_running,
-                    skipped_missed = report.skipped_missed,
-                    timed_out = report.timed_out,
-                    chunks_settled = report.chunks_settled,
+                    round.triggered = report.triggered.len(),
+                    round.skipped_running = report.skipped_running,
+                    round.skipped_missed = report.skipped_missed,
+                    round.timed_out = report.timed_out,
+                    round.chunks_settled = report.chunks_settled,
                     "scheduler round"
                 );
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "scheduler round failed; trying again next interval")
+                tracing::warn!(error.message = %format!("{e:#}"), "scheduler round failed; trying again next interval")
             }
         }
     }
@@ -108,7 +109,7 @@ pub async fn run_round(
         let schedule = match Schedule::parse(&candidate.schedule, &candidate.timezone) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(%integration_id, error = %e, "stored schedule is not valid; skipped");
+                tracing::warn!(integration.id = %integration_id, error.message = %e, "stored schedule is not valid; skipped");
                 continue;
             }
         };
@@ -133,7 +134,7 @@ pub async fn run_round(
             Ok(Some(Fired::SkippedMissed)) => report.skipped_missed += 1,
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(%integration_id, %tick, error = %format!("{e:#}"), "schedule tick failed; retried next round");
+                tracing::warn!(integration.id = %integration_id, schedule.tick = %tick, error.message = %format!("{e:#}"), "schedule tick failed; retried next round");
             }
         }
     }
@@ -238,10 +239,14 @@ async fn fire(
         return Ok(None);
     }
     tx.commit().await?;
+    let lag = (Utc::now() - due_at).to_std().unwrap_or_default();
     if let Some(id) = sync_log_id {
-        tracing::info!(%integration_id, %tick, sync_log_id = %id, "scheduled sync triggered");
+        metrics::sync_started(SyncTrigger::Schedule.as_str());
+        metrics::scheduler_tick("triggered", lag);
+        tracing::info!(integration.id = %integration_id, schedule.tick = %tick, sync.id = %id, "scheduled sync triggered");
     } else {
-        tracing::info!(%integration_id, %tick, %outcome, detail = detail.as_deref().unwrap_or(""), "schedule tick skipped");
+        metrics::scheduler_tick("skipped", lag);
+        tracing::info!(integration.id = %integration_id, schedule.tick = %tick, schedule.outcome = %outcome, schedule.detail = detail.as_deref().unwrap_or(""), "schedule tick skipped");
     }
     Ok(Some(fired))
 }
@@ -276,8 +281,9 @@ pub async fn watchdog(
             timeout.as_secs()
         );
         if fail_sync(&mut tx, sync_log_id, FailureReason::TimedOut, &summary, now).await? {
+            metrics::watchdog_closed();
             closed += 1;
-            tracing::warn!(%sync_log_id, %integration_id, ?missing, "sync timed out: n8n delivered nothing for too long");
+            tracing::warn!(sync.id = %sync_log_id, integration.id = %integration_id, sync.missing = ?missing, "sync timed out: n8n delivered nothing for too long");
         }
     }
     tx.commit().await?;

@@ -173,7 +173,7 @@ impl EmbeddedPostgres {
             }
             Err(_) => {
                 tracing::info!(
-                    data_dir = %self.data_dir.display(),
+                    db.data_dir = %self.data_dir.display(),
                     "embedded PostgreSQL left running: another syncbridge process still uses it"
                 );
                 Ok(false)
@@ -182,7 +182,7 @@ impl EmbeddedPostgres {
     }
 
     fn init(&self, initdb: &Path, durable: bool) -> Result<()> {
-        tracing::info!(data_dir = %self.data_dir.display(), "initialising the embedded PostgreSQL cluster");
+        tracing::info!(db.data_dir = %self.data_dir.display(), "initialising the embedded PostgreSQL cluster");
         // A half-made directory from an interrupted initdb would make initdb refuse to run again.
         if self.data_dir.exists() {
             fs::remove_dir_all(&self.data_dir).with_context(|| {
@@ -254,7 +254,7 @@ impl EmbeddedPostgres {
     }
 
     fn start_server(&self) -> Result<()> {
-        tracing::info!(data_dir = %self.data_dir.display(), "starting the embedded PostgreSQL");
+        tracing::info!(db.data_dir = %self.data_dir.display(), "starting the embedded PostgreSQL");
         let log = self.data_dir.join("server.log");
         // The socket directory is given at each start so a moved data directory keeps working.
         let socket_dir = self.data_dir.to_string_lossy().into_owned();

@@ -241,6 +241,12 @@ impl BulkAction {
         }
     }
 
+    /// Whether the action changes jobs in `state` (so a count of a filter on such states is
+    /// exactly what it will touch).
+    pub fn touches(self, state: JobState) -> bool {
+        self.allowed_states().contains(&state.as_str())
+    }
+
     fn allowed_states(self) -> &'static [&'static str] {
         match self {
             Self::Retry => &["failed", "cancelled", "retryable", "scheduled"],

@@ -1,7 +1,7 @@
 //! Enqueueing: one job or many in one statement, on any executor, so a caller's open transaction
 //! commits its business rows and its jobs together (or neither).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{Arguments, Encode, PgConnection, Postgres, Type, postgres::PgArguments};
@@ -124,6 +124,7 @@ pub(crate) async fn enqueue(
             .fetch_optional(&mut *conn)
             .await?;
         if let Some(id) = inserted {
+            crate::metrics::enqueued(&job.queue, &job.kind, 1);
             if job.runs_now() {
                 queue.notify(&mut *conn, &job.queue).await?;
             }
@@ -216,6 +217,21 @@ pub(crate) async fn enqueue_many(
             .fetch_all(&mut *conn)
             .await?;
         ids.extend(existing);
+    }
+    // A job was inserted unless its unique key was held (or taken by an earlier job of the call).
+    let mut counted: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut keys_counted = std::collections::HashSet::new();
+    for job in jobs {
+        let new = match job.unique_key.as_deref() {
+            None => true,
+            Some(key) => inserted_keys.contains(key) && keys_counted.insert(key),
+        };
+        if new {
+            *counted.entry((&job.queue, &job.kind)).or_default() += 1;
+        }
+    }
+    for ((queue, kind), n) in counted {
+        crate::metrics::enqueued(queue, kind, n);
     }
     if inserted > 0 {
         let mut notified: Vec<&str> = jobs

@@ -11,6 +11,7 @@ mod backoff;
 mod enqueue;
 mod job;
 mod maintenance;
+pub mod metrics;
 mod queue;
 mod registry;
 #[cfg(feature = "testing")]

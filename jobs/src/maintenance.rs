@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error,
+    metrics::Sampler,
     {enqueue::NewJob, queue::Queue},
 };
 
@@ -32,6 +33,8 @@ pub struct MaintenanceConfig {
     pub batch: i64,
     /// The queue whose workers promoted and periodic jobs wake.
     pub queue: Queue,
+    /// How often the leader samples the queue's gauges (see `metrics`) and runs the samplers.
+    pub sample_every: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -46,6 +49,7 @@ impl Default for MaintenanceConfig {
             prune_every: Duration::from_secs(60),
             batch: 10_000,
             queue: Queue::default(),
+            sample_every: Duration::from_secs(15),
         }
     }
 }
@@ -179,6 +183,7 @@ pub struct Maintenance {
     pool: PgPool,
     config: MaintenanceConfig,
     periodic: Vec<Periodic>,
+    samplers: Vec<Box<dyn Sampler>>,
     id: String,
 }
 
@@ -188,7 +193,30 @@ impl Maintenance {
             pool,
             config,
             periodic,
+            samplers: Vec::new(),
             id: crate::worker::new_worker_id(),
+        }
+    }
+
+    /// Adds what the leader samples, every `sample_every`, besides the engine's own gauges.
+    pub fn with_sampler(mut self, sampler: impl Sampler + 'static) -> Self {
+        self.samplers.push(Box::new(sampler));
+        self
+    }
+
+    /// Samples the engine's gauges and runs the samplers once.
+    pub async fn sample(&self) -> Result<(), Error> {
+        crate::metrics::sample(&self.pool, &self.config.queue).await?;
+        for sampler in &self.samplers {
+            sampler.sample(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    fn clear_samples(&self) {
+        crate::metrics::clear_samples();
+        for sampler in &self.samplers {
+            sampler.clear();
         }
     }
 
@@ -199,6 +227,7 @@ impl Maintenance {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
         let mut last_prune: Option<std::time::Instant> = None;
+        let mut last_sample: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -207,31 +236,48 @@ impl Maintenance {
             match try_lead(&self.pool, &self.config.queue, &self.id, self.config.lease).await {
                 Ok(now_leading) => {
                     if now_leading != leading {
-                        tracing::info!(maintenance.id = %self.id, leader = now_leading, "job maintenance leadership changed");
+                        tracing::info!(maintenance.id = %self.id, maintenance.leader = now_leading, "job maintenance leadership changed");
                         leading = now_leading;
+                        if !leading {
+                            self.clear_samples();
+                            last_sample = None;
+                        }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "leader election failed");
+                    tracing::warn!(error.message = %e, "leader election failed");
+                    if leading {
+                        self.clear_samples();
+                        last_sample = None;
+                    }
                     leading = false;
                 }
             }
             if !leading {
                 continue;
             }
+            if last_sample.is_none_or(|at| at.elapsed() >= self.config.sample_every) {
+                last_sample = Some(std::time::Instant::now());
+                if let Err(e) = self.sample().await {
+                    tracing::warn!(error.message = %e, "sampling the queue's gauges failed; trying again next interval");
+                }
+            }
             if let Err(e) = self.run_duties(Utc::now()).await {
-                tracing::warn!(error = %e, "job maintenance failed; trying again next interval");
+                tracing::warn!(error.message = %e, "job maintenance failed; trying again next interval");
             }
             if last_prune.is_none_or(|at| at.elapsed() >= self.config.prune_every) {
                 last_prune = Some(std::time::Instant::now());
                 match prune(&self.pool, &self.config).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(jobs = n, "pruned finished jobs past their retention"),
-                    Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+                    Ok(n) => {
+                        tracing::info!(jobs.count = n, "pruned finished jobs past their retention")
+                    }
+                    Err(e) => tracing::warn!(error.message = %e, "pruning finished jobs failed"),
                 }
             }
         }
         if leading {
+            self.clear_samples();
             let _ = sqlx::query(
                 self.config
                     .queue
@@ -356,9 +402,10 @@ pub async fn rescue_stale(
     .bind(stale_ms)
     .execute(pool)
     .await?;
+    crate::metrics::rescued(rescued);
     if rescued > 0 {
         tracing::warn!(
-            jobs = rescued,
+            jobs.count = rescued,
             "rescued jobs of workers that stopped heartbeating"
         );
     }

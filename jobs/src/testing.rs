@@ -122,6 +122,47 @@ impl TestDatabase {
     }
 }
 
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        drop_database_now(&server_admin(), &self.name);
+    }
+}
+
+fn server_admin() -> PgConnectOptions {
+    SERVER
+        .get()
+        .expect("a test database implies its server")
+        .admin
+        .clone()
+}
+
+/// Drops database `name` before returning, whatever still holds connections to it (`FORCE`), so
+/// that a process running hundreds of tests (`cargo test`) does not leave hundreds of databases
+/// on the disk until the next run sweeps them. Best effort: a database left behind is swept by
+/// [`drop_stale_databases`] once its process is gone.
+///
+/// For a `Drop` impl: it blocks on a thread and runtime of its own, since a test's runtime may be
+/// the one calling and cannot be blocked on.
+pub fn drop_database_now(admin: &PgConnectOptions, name: &str) {
+    let admin = admin.clone();
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async move {
+            let mut conn = PgConnection::connect_with(&admin).await.ok()?;
+            conn.execute(sqlx::AssertSqlSafe(sql)).await.ok()?;
+            conn.close().await.ok()
+        })
+    })
+    .join();
+    if !matches!(dropped, Ok(Some(()))) {
+        eprintln!("test database {name} was not dropped; the next run sweeps it");
+    }
+}
+
 /// Drops the test databases named `<prefix>_<pid>_…` whose process is gone (a test process
 /// cannot drop its databases when it ends).
 pub async fn drop_stale_databases(conn: &mut PgConnection, prefix: &str) {

@@ -19,6 +19,7 @@ use crate::{
     Error,
     backoff::Backoff,
     job::{JobError, JobMeta},
+    metrics::{self, Finished},
     queue::Queue,
     registry::{Handler, Registry},
 };
@@ -214,7 +215,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let (queues, shared, completer) = self.start().await?;
         let queue_names: Vec<String> = queues.iter().map(|(q, _)| q.clone()).collect();
-        tracing::info!(worker.id = %shared.worker_id, queues = ?queue_names, kinds = ?shared.kinds, "worker started");
+        tracing::info!(worker.id = %shared.worker_id, worker.queues = ?queue_names, worker.kinds = ?shared.kinds, "worker started");
 
         let wakeups: Arc<HashMap<String, Arc<Notify>>> = Arc::new(
             queue_names
@@ -254,7 +255,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         if tokio::time::timeout(deadline, jobs.wait()).await.is_err() {
             tracing::warn!(
                 worker.id = %shared.worker_id,
-                running = jobs.len(),
+                jobs.running = jobs.len(),
                 "jobs still running at the shutdown deadline; releasing them to other workers"
             );
             shared.hard_stop.cancel();
@@ -339,7 +340,7 @@ async fn fetch_loop<C: Clone + Send + Sync + 'static>(
         let claimed = match claim(&shared, &queue, want).await {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::warn!(queue = %queue, error = %e, "claiming jobs failed; retrying after the poll interval");
+                tracing::warn!(job.queue = %queue, error.message = %e, "claiming jobs failed; retrying after the poll interval");
                 tokio::select! {
                     () = tokio::time::sleep(shared.config.poll_interval) => {}
                     () = shutdown.cancelled() => break,
@@ -374,7 +375,7 @@ async fn fetch_loop<C: Clone + Send + Sync + 'static>(
 }
 
 async fn claim<C>(shared: &Shared<C>, queue: &str, limit: usize) -> Result<Vec<Claimed>, Error> {
-    Ok(sqlx::query_as::<_, Claimed>(shared.config.queue.sql(
+    let claimed = sqlx::query_as::<_, Claimed>(shared.config.queue.sql(
         "WITH picked AS (
              SELECT id FROM {jobs}
              WHERE state = 'available' AND queue = $1 AND scheduled_at <= now() AND kind = ANY($4)
@@ -394,7 +395,9 @@ async fn claim<C>(shared: &Shared<C>, queue: &str, limit: usize) -> Result<Vec<C
     .bind(&shared.worker_id)
     .bind(&shared.kinds)
     .fetch_all(&shared.queue_pool)
-    .await?)
+    .await?;
+    metrics::claimed(queue, claimed.len());
+    Ok(claimed)
 }
 
 enum Outcome {
@@ -455,13 +458,19 @@ async fn execute<C: Clone + Send + Sync + 'static>(shared: &Arc<Shared<C>>, job:
             }
         }
     };
-    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let elapsed = started.elapsed();
+    let elapsed_ms = elapsed.as_millis() as u64;
     let result = match outcome {
         Outcome::Done => {
             let _ = shared.completions.send((job.id, job.attempt));
+            metrics::finished(&job.queue, &job.kind, Finished::Completed, elapsed);
             Ok(())
         }
-        Outcome::Committed | Outcome::Lost => Ok(()),
+        Outcome::Committed => {
+            metrics::finished(&job.queue, &job.kind, Finished::Completed, elapsed);
+            Ok(())
+        }
+        Outcome::Lost => Ok(()),
         Outcome::Released => {
             settle(shared, job.id, || {
                 release(
@@ -474,13 +483,23 @@ async fn execute<C: Clone + Send + Sync + 'static>(shared: &Arc<Shared<C>>, job:
             .await
         }
         Outcome::Failed(error) => {
-            tracing::warn!(job.id = job.id, job.kind = %job.kind, job.attempt = job.attempt, duration_ms = elapsed_ms, error = %error, "job attempt failed");
-            settle(shared, job.id, || record_failure(shared, &job, &error)).await
+            tracing::warn!(job.id = job.id, job.kind = %job.kind, job.attempt = job.attempt, job.duration_ms = elapsed_ms, error.message = %error, "job attempt failed");
+            let dead = matches!(error, JobError::Permanent(_)) || job.attempt >= job.max_attempts;
+            let settled = settle(shared, job.id, || record_failure(shared, &job, &error)).await;
+            if settled.is_ok() {
+                let outcome = if dead {
+                    Finished::Dead
+                } else {
+                    Finished::Retried
+                };
+                metrics::finished(&job.queue, &job.kind, outcome, elapsed);
+            }
+            settled
         }
     };
     if let Err(e) = result {
         // The attempt's lease runs out (timeout + stale_after) and the rescuer returns the job.
-        tracing::error!(job.id = job.id, error = %e, "could not record the outcome of a job; the rescuer will take it when its lease ends");
+        tracing::error!(job.id = job.id, error.message = %e, "could not record the outcome of a job; the rescuer will take it when its lease ends");
     }
 }
 
@@ -502,7 +521,7 @@ where
             Err(e) if started.elapsed() < shared.config.settle_for => {
                 tries += 1;
                 let delay = SETTLE_BACKOFF.delay(tries);
-                tracing::warn!(job.id = job_id, error = %e, retry_in_ms = delay.as_millis() as u64, "writing a job's outcome failed; retrying");
+                tracing::warn!(job.id = job_id, error.message = %e, retry.in_ms = delay.as_millis() as u64, "writing a job's outcome failed; retrying");
                 tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),
@@ -661,12 +680,12 @@ async fn complete_batches(
                 Err(e) if started.elapsed() < settle_for => {
                     tries += 1;
                     let delay = SETTLE_BACKOFF.delay(tries);
-                    tracing::warn!(error = %e, jobs = ids.len(), retry_in_ms = delay.as_millis() as u64, "completing jobs failed; retrying");
+                    tracing::warn!(error.message = %e, jobs.count = ids.len(), retry.in_ms = delay.as_millis() as u64, "completing jobs failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
                     // Their leases run out and the rescuer returns them; they may run again.
-                    tracing::error!(error = %e, jobs = ids.len(), "could not complete jobs");
+                    tracing::error!(error.message = %e, jobs.count = ids.len(), "could not complete jobs");
                     break;
                 }
             }
@@ -705,7 +724,7 @@ async fn heartbeat<C>(shared: Arc<Shared<C>>, stop: CancellationToken) {
                 .await;
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            Err(e) => tracing::warn!(error.message = %e, "heartbeat failed"),
         }
     }
 }
@@ -721,7 +740,7 @@ async fn listen(
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open the job notification listener; polling only");
+                tracing::warn!(error.message = %e, "cannot open the job notification listener; polling only");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(5)) => continue,
                     () = stop.cancelled() => return,
@@ -729,7 +748,7 @@ async fn listen(
             }
         };
         if let Err(e) = listener.listen(&channel).await {
-            tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only");
+            tracing::warn!(error.message = %e, "cannot LISTEN for jobs; polling only");
             tokio::time::sleep(Duration::from_secs(5)).await;
             continue;
         }
@@ -743,7 +762,7 @@ async fn listen(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "job notification listener lost; reconnecting");
+                        tracing::warn!(error.message = %e, "job notification listener lost; reconnecting");
                         break;
                     }
                 },

@@ -5,6 +5,7 @@
 //! Tenant creation and lookup are system work; everything inside a tenant is written in a
 //! tenant-scoped transaction, so row level security checks it like any other tenant write.
 
+pub mod console;
 pub mod settings;
 pub mod tenant_api;
 pub mod tokens;
@@ -113,10 +114,7 @@ pub async fn find_integration(pool: &PgPool, id: Uuid) -> Result<Integration> {
 
 /// Any tenant's integration by id, or `None`.
 pub async fn integration(pool: &PgPool, id: Uuid) -> Result<Option<Integration>> {
-    let mut tx = system_tx(pool).await?;
-    let found = db::integrations::by_id(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(found)
+    integration_of(pool, None, id).await
 }
 
 /// Creates a key for the integration; the plaintext is in the result and nowhere else.
@@ -226,9 +224,9 @@ pub async fn set_integration_status(
     status: IntegrationStatus,
 ) -> Result<()> {
     let integration = find_integration(pool, integration_id).await?;
-    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
-    db::integrations::set_status(&mut tx, integration.id, status).await?;
-    tx.commit().await?;
+    if !tenant_api::set_status(pool, integration.tenant_id, integration_id, status).await? {
+        bail!("no integration {integration_id}");
+    }
     Ok(())
 }
 
@@ -253,22 +251,42 @@ impl From<sqlx::Error> for MappingError {
     }
 }
 
-async fn mapped_integration(pool: &PgPool, id: Uuid) -> Result<Integration, MappingError> {
-    integration(pool, id)
+/// The integration `id` of `tenant_id` (another tenant's is `None`, like one that does not
+/// exist), or of any tenant when `tenant_id` is `None` (the install's operator).
+pub async fn integration_of(
+    pool: &PgPool,
+    tenant_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<Option<Integration>> {
+    let mut tx = db::scoped_tx(pool, tenant_id).await?;
+    let found = db::integrations::by_id(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(found)
+}
+
+async fn mapped_integration(
+    pool: &PgPool,
+    tenant_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<Integration, MappingError> {
+    integration_of(pool, tenant_id, id)
         .await?
         .ok_or(MappingError::NotFound(id))
 }
 
-/// Stores the mapping of one target after validating it; the error names the problem.
+/// Stores the mapping of one target after validating it; the error names the problem. Mapping
+/// functions take the caller's tenant (`None`: the install's operator): another tenant's
+/// integration is `NotFound`.
 pub async fn set_mapping(
     pool: &PgPool,
+    tenant_id: Option<Uuid>,
     integration_id: Uuid,
     data_type: DataType,
     target: &str,
     mapping: &serde_json::Value,
     enabled: bool,
 ) -> Result<(), MappingError> {
-    let integration = mapped_integration(pool, integration_id).await?;
+    let integration = mapped_integration(pool, tenant_id, integration_id).await?;
     if enabled {
         mapping::compile_field(data_type, target, mapping).map_err(MappingError::Refused)?;
     } else {
@@ -296,11 +314,12 @@ pub async fn set_mapping(
 
 pub async fn remove_mapping(
     pool: &PgPool,
+    tenant_id: Option<Uuid>,
     integration_id: Uuid,
     data_type: DataType,
     target: &str,
 ) -> Result<bool, MappingError> {
-    let integration = mapped_integration(pool, integration_id).await?;
+    let integration = mapped_integration(pool, tenant_id, integration_id).await?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
     let removed = db::mappings::delete(&mut tx, integration.id, data_type, target).await?;
     tx.commit().await?;
@@ -310,9 +329,10 @@ pub async fn remove_mapping(
 /// An integration's stored mappings.
 pub async fn list_mappings(
     pool: &PgPool,
+    tenant_id: Option<Uuid>,
     integration_id: Uuid,
 ) -> Result<Vec<StoredMapping>, MappingError> {
-    let integration = mapped_integration(pool, integration_id).await?;
+    let integration = mapped_integration(pool, tenant_id, integration_id).await?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;
     let rows = db::mappings::of_integration(&mut tx, integration.id).await?;
     tx.commit().await?;
@@ -349,6 +369,7 @@ impl From<sqlx::Error> for PreviewError {
 pub async fn preview_mappings(
     pool: &PgPool,
     permits: &tokio::sync::Semaphore,
+    tenant_id: Option<Uuid>,
     integration_id: Uuid,
     data_type: DataType,
     records: Vec<serde_json::Value>,
@@ -359,7 +380,7 @@ pub async fn preview_mappings(
             max: PREVIEW_MAX_RECORDS,
         });
     }
-    let integration = integration(pool, integration_id)
+    let integration = integration_of(pool, tenant_id, integration_id)
         .await?
         .ok_or(PreviewError::NotFound(integration_id))?;
     let mut tx = tenant_tx(pool, integration.tenant_id).await?;

@@ -595,14 +595,13 @@ impl From<sqlx::Error> for IntegrationError {
     }
 }
 
-fn integration_name(name: &str) -> Result<String, IntegrationError> {
+pub(super) fn integration_name(name: &str) -> Result<String, FieldError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(FieldError::new(
             "name",
             "an integration name is 1 to 200 characters, not blank",
-        )
-        .into());
+        ));
     }
     Ok(name.to_string())
 }
@@ -616,6 +615,21 @@ fn name_taken(e: sqlx::Error, name: &str) -> IntegrationError {
     }
 }
 
+/// Inserts an integration in `tx` (the tenant's), its name validated and unique.
+pub(super) async fn insert_integration(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    source_type: crate::domain::SourceType,
+    name: &str,
+    description: Option<&str>,
+) -> Result<db::integrations::Integration, IntegrationError> {
+    let name = integration_name(name)?;
+    let description = description.map(str::trim).filter(|d| !d.is_empty());
+    db::integrations::insert(tx, tenant_id, source_type, &name, description)
+        .await
+        .map_err(|e| name_taken(e, &name))
+}
+
 /// Adds an integration of `source_type` to the tenant (active, no schedule: settings are a
 /// separate write).
 pub async fn create_integration(
@@ -625,12 +639,9 @@ pub async fn create_integration(
     name: &str,
     description: Option<&str>,
 ) -> Result<IntegrationView, IntegrationError> {
-    let name = integration_name(name)?;
-    let description = description.map(str::trim).filter(|d| !d.is_empty());
     let mut tx = tenant_tx(pool, tenant_id).await?;
-    let integration = db::integrations::insert(&mut tx, tenant_id, source_type, &name, description)
-        .await
-        .map_err(|e| name_taken(e, &name))?;
+    let integration =
+        insert_integration(&mut tx, tenant_id, source_type, name, description).await?;
     let summary = db::integrations::summaries(&mut tx, Some(integration.id))
         .await?
         .pop()
@@ -639,40 +650,30 @@ pub async fn create_integration(
     Ok(IntegrationView::new(summary, Utc::now()))
 }
 
-/// Renames an integration or changes its description (`Some(None)` removes it), its row locked.
-pub async fn rename_integration(
+/// What deleting one of the tenant's integrations would remove; `None` when it has none such.
+pub async fn integration_footprint(
     pool: &PgPool,
     tenant_id: Uuid,
     id: Uuid,
-    name: Option<&str>,
-    description: Option<Option<&str>>,
-) -> Result<(), IntegrationError> {
-    let name = name.map(integration_name).transpose()?;
+) -> Result<Option<Footprint>> {
     let mut tx = tenant_tx(pool, tenant_id).await?;
-    if !db::integrations::lock(&mut tx, id).await? {
-        return Err(IntegrationError::NotFound(id));
+    if db::integrations::by_id(&mut tx, id).await?.is_none() {
+        return Ok(None);
     }
-    let current = db::integrations::summaries(&mut tx, Some(id))
-        .await?
-        .pop()
-        .ok_or(IntegrationError::NotFound(id))?;
-    let name = name.unwrap_or(current.name);
-    let description = match description {
-        Some(d) => d.map(str::trim).filter(|d| !d.is_empty()).map(String::from),
-        None => current.description,
-    };
-    db::integrations::rename(&mut tx, id, &name, description.as_deref())
-        .await
-        .map_err(|e| name_taken(e, &name))?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    Ok(())
+    let footprint = db::integrations::footprint(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Some(footprint))
 }
 
-/// Whether the tenant has this integration (before acting on it with functions that find it
-/// across tenants).
-pub async fn owns_integration(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<bool> {
+/// Pauses or resumes one of the tenant's integrations; false when it has no such integration.
+pub async fn set_status(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: Uuid,
+    status: crate::domain::IntegrationStatus,
+) -> Result<bool> {
     let mut tx = tenant_tx(pool, tenant_id).await?;
-    let found = db::integrations::by_id(&mut tx, id).await?.is_some();
+    let found = db::integrations::set_status(&mut tx, id, status).await?;
     tx.commit().await?;
     Ok(found)
 }
@@ -687,7 +688,7 @@ pub async fn delete_integration(
     id: Uuid,
 ) -> Result<Footprint, IntegrationError> {
     let mut tx = tenant_tx(pool, tenant_id).await?;
-    if !db::integrations::lock(&mut tx, id).await? {
+    if db::integrations::lock(&mut tx, id).await?.is_none() {
         return Err(IntegrationError::NotFound(id));
     }
     let footprint = db::integrations::footprint(&mut tx, id).await?;
@@ -803,4 +804,32 @@ pub async fn delete_mapping(
     let deleted = db::mappings::delete(&mut tx, integration_id, data_type, target).await?;
     tx.commit().await?;
     Ok(Some(deleted))
+}
+
+/// Up to `max` records of the integration's latest stored batch of `data_type`, as n8n sent them
+/// (a mapping preview's sample); `None` when the tenant has no such integration, an empty list
+/// when no batch of that type is kept.
+pub async fn last_batch_sample(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    data_type: crate::domain::DataType,
+    max: usize,
+) -> Result<Option<Vec<serde_json::Value>>> {
+    let mut tx = tenant_tx(pool, tenant_id).await?;
+    if db::integrations::by_id(&mut tx, integration_id)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let chunk = db::batches::latest_chunk(&mut tx, integration_id, data_type).await?;
+    tx.commit().await?;
+    let Some((payload, encoding)) = chunk else {
+        return Ok(Some(Vec::new()));
+    };
+    let plain = crate::sync::chunk::decode_chunk(&payload, &encoding)?;
+    let mut records: Vec<serde_json::Value> = serde_json::from_slice(&plain)?;
+    records.truncate(max);
+    Ok(Some(records))
 }

@@ -674,3 +674,24 @@ pub async fn progress_of_sync(
     .fetch_all(conn)
     .await
 }
+
+/// The first stored chunk (payload and encoding) of the integration's latest batch of
+/// `data_type` whose chunks are still kept: sample records for a mapping preview.
+pub async fn latest_chunk(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+    data_type: DataType,
+) -> Result<Option<(Vec<u8>, String)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT c.payload, c.payload_encoding
+         FROM ingest_batches b
+         JOIN ingest_batch_chunks c ON c.batch_id = b.id AND c.chunk_index = 0
+         WHERE b.integration_id = $1 AND b.data_type = $2
+         ORDER BY b.received_at DESC LIMIT 1",
+        integration_id,
+        data_type.as_str()
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.payload, r.payload_encoding)))
+}

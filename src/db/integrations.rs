@@ -73,8 +73,8 @@ pub async fn set_status(
     conn: &mut PgConnection,
     id: Uuid,
     status: IntegrationStatus,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
         "UPDATE integration_sources
          SET schedule_changed_at = CASE WHEN status <> $2 AND $2 = 'active' THEN now()
                                         ELSE schedule_changed_at END,
@@ -85,7 +85,7 @@ pub async fn set_status(
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// A sealed secret and the id of the key that sealed it.
@@ -215,6 +215,9 @@ pub async fn sweep_min_seen_percent(
 pub struct Settings {
     pub id: Uuid,
     pub tenant_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub version: i64,
     pub status: IntegrationStatus,
     pub source_type: SourceType,
     pub n8n_webhook_url: Option<String>,
@@ -234,7 +237,8 @@ pub struct Settings {
 pub async fn settings(conn: &mut PgConnection, id: Uuid) -> Result<Option<Settings>, sqlx::Error> {
     sqlx::query_as!(
         Settings,
-        r#"SELECT i.id, i.tenant_id, i.status AS "status: IntegrationStatus",
+        r#"SELECT i.id, i.tenant_id, i.name, i.description, i.version,
+                  i.status AS "status: IntegrationStatus",
                   i.source_type AS "source_type: SourceType", i.n8n_webhook_url, i.n8n_auth_kind,
                   i.sync_schedule, i.sync_timezone, i.sync_mode AS "sync_mode: SyncMode",
                   i.sync_data_types AS "sync_data_types: Vec<DataType>",
@@ -252,15 +256,15 @@ pub async fn settings(conn: &mut PgConnection, id: Uuid) -> Result<Option<Settin
 }
 
 /// Locks the integration's row until the transaction ends, so that two concurrent changes of
-/// its settings never undo each other; false when there is no such integration.
-pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let found = sqlx::query_scalar!(
-        "SELECT id FROM integration_sources WHERE id = $1 FOR UPDATE",
+/// its settings never undo each other: its settings version as locked, `None` when there is no
+/// such integration (in the transaction's tenant).
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT version FROM integration_sources WHERE id = $1 FOR UPDATE",
         id
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(found.is_some())
+    .await
 }
 
 /// A write of sync settings: `None` keeps a setting; the URL, schedule and time zone are written
@@ -367,12 +371,18 @@ pub struct Summary {
     pub last_sync_at: Option<DateTime<Utc>>,
     pub last_sync_status: Option<SyncStatus>,
     pub last_sync_log_id: Option<Uuid>,
+    /// Its open (pending or running) sync, the newest when there are several, and when it was
+    /// created: `last_sync_*` are of closed syncs.
+    pub open_sync_id: Option<Uuid>,
+    pub open_sync_created_at: Option<DateTime<Utc>>,
     pub total_syncs: i64,
     pub failed_syncs: i64,
     pub contacts: i64,
     pub tickets: i64,
     pub deals: i64,
     pub created_at: DateTime<Utc>,
+    /// Counts the writes of its settings (name and description included): the `ETag`.
+    pub version: i64,
 }
 
 /// The summaries of the integrations the transaction sees (its tenant's), by name, or of the
@@ -389,15 +399,20 @@ pub async fn summaries(
                   i.status AS "status: IntegrationStatus", i.sync_schedule AS schedule,
                   i.sync_timezone AS timezone, i.n8n_webhook_url IS NOT NULL AS "webhook_url_set!",
                   i.last_sync_at, i.last_sync_status AS "last_sync_status: SyncStatus",
-                  i.last_sync_log_id, i.total_syncs, i.failed_syncs,
+                  i.last_sync_log_id, o.id AS "open_sync_id?", o.created_at AS "open_sync_created_at?",
+                  i.total_syncs, i.failed_syncs,
                   (SELECT count(*) FROM external_contacts r
                    WHERE r.integration_id = i.id AND r.deleted_at IS NULL) AS "contacts!",
                   (SELECT count(*) FROM external_tickets r
                    WHERE r.integration_id = i.id AND r.deleted_at IS NULL) AS "tickets!",
                   (SELECT count(*) FROM external_deals r
                    WHERE r.integration_id = i.id AND r.deleted_at IS NULL) AS "deals!",
-                  i.created_at
+                  i.created_at, i.version
            FROM integration_sources i
+           LEFT JOIN LATERAL (
+               SELECT s.id, s.created_at FROM integration_sync_logs s
+               WHERE s.integration_id = i.id AND s.status IN ('pending', 'running')
+               ORDER BY s.created_at DESC LIMIT 1) o ON true
            WHERE $1::uuid IS NULL OR i.id = $1
            ORDER BY i.name, i.id"#,
         only

@@ -10,11 +10,15 @@ use crate::{
 };
 
 /// One stored mapping of a target field.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredMapping {
     pub data_type: DataType,
+    /// The column it fills, or `properties.<name>`.
     pub target: String,
+    /// The mapping (the README's mapping language); `{}` when the target is turned off.
+    #[schema(value_type = Object)]
     pub mapping: Value,
+    /// `false`: the preset's mapping of the target is turned off.
     pub enabled: bool,
 }
 

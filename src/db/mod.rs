@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod batches;
+pub mod console_sessions;
 pub mod cursors;
 pub mod external_rows;
 pub mod integrations;
@@ -82,7 +83,7 @@ impl Database {
             .await?
             .context("cannot start the embedded PostgreSQL")?;
         let connect_options = server.ensure_database().await?;
-        tracing::info!(data_dir = %server.data_dir().display(), "using the embedded PostgreSQL");
+        tracing::info!(db.data_dir = %server.data_dir().display(), "using the embedded PostgreSQL");
         Ok(Self {
             connect_options,
             embedded: Some(server),
@@ -214,6 +215,19 @@ pub async fn set_tenant(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Resul
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Begins a transaction of `tenant_id` ([`tenant_tx`]), or for system work when `None` (the
+/// install's operator): what functions use that act for either a tenant's caller or an operator,
+/// so another tenant's rows are invisible to the first, as if they did not exist.
+pub async fn scoped_tx(
+    pool: &PgPool,
+    tenant_id: Option<Uuid>,
+) -> Result<Transaction<'static, Postgres>> {
+    match tenant_id {
+        Some(tenant_id) => tenant_tx(pool, tenant_id).await,
+        None => system_tx(pool).await,
+    }
 }
 
 /// Begins a transaction for cross-tenant system work (key lookup, workers, admin CLI).

@@ -51,6 +51,21 @@ pub enum Deleted {
     Only,
 }
 
+impl std::str::FromStr for Deleted {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exclude" => Ok(Self::Exclude),
+            "include" => Ok(Self::Include),
+            "only" => Ok(Self::Only),
+            other => Err(format!(
+                "deleted must be `exclude`, `include` or `only`, not {other:?}"
+            )),
+        }
+    }
+}
+
 /// Which records a page holds; empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct RecordFilter {

@@ -335,35 +335,44 @@ pub async fn reopen_untriggered(
     Ok(reopened.is_some())
 }
 
+/// A sync failed by [`fail_sync`]: what its metrics are labelled with.
+#[derive(Debug)]
+pub struct Failed {
+    pub source_type: String,
+    /// From its creation to its close.
+    pub open_ms: i64,
+}
+
 /// Closes a pending or running sync as failed with a machine-readable reason, and counts it on
-/// the integration. False when the sync was already closed.
+/// the integration. `None` when the sync was already closed.
 pub async fn fail_sync(
     conn: &mut PgConnection,
     sync_log_id: Uuid,
     reason: FailureReason,
     summary: &str,
     now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let failed: Option<Uuid> = sqlx::query_scalar!(
-        "WITH failed AS (
+) -> Result<Option<Failed>, sqlx::Error> {
+    sqlx::query_as!(
+        Failed,
+        r#"WITH failed AS (
              UPDATE integration_sync_logs
              SET status = 'failed', failure_reason = $2, error_summary = $3, completed_at = $4,
                  duration_ms = (extract(epoch FROM $4 - COALESCE(started_at, created_at)) * 1000)::bigint
              WHERE id = $1 AND status IN ('pending', 'running')
-             RETURNING id, integration_id)
+             RETURNING id, integration_id,
+                       (extract(epoch FROM $4 - created_at) * 1000)::bigint AS open_ms)
          UPDATE integration_sources i
          SET last_sync_at = $4, last_sync_status = 'failed', last_sync_log_id = failed.id,
              total_syncs = total_syncs + 1, failed_syncs = failed_syncs + 1
          FROM failed WHERE i.id = failed.integration_id
-         RETURNING failed.id",
+         RETURNING i.source_type, failed.open_ms AS "open_ms!""#,
         sync_log_id,
         reason.as_str(),
         summary,
         now
     )
     .fetch_optional(&mut *conn)
-    .await?;
-    Ok(failed.is_some())
+    .await
 }
 
 /// What closing a sync returns.
@@ -377,6 +386,9 @@ pub struct Closed {
     pub start_at: DateTime<Utc>,
     /// Records created, updated or unchanged.
     pub synced: i64,
+    pub source_type: String,
+    /// From its creation to its close.
+    pub open_ms: i64,
 }
 
 /// Closes an open sync: when it is done (its final batch in, every batch ended), or at once with
@@ -415,7 +427,10 @@ pub async fn close(
          RETURNING integration_id, status AS "status: SyncStatus",
                    sync_mode AS "sync_mode: SyncMode", trigger AS "trigger: SyncTrigger",
                    COALESCE(triggered_at, started_at, created_at) AS "start_at!",
-                   records_created + records_updated + records_unchanged AS "synced!""#,
+                   records_created + records_updated + records_unchanged AS "synced!",
+                   (SELECT source_type FROM integration_sources i
+                    WHERE i.id = integration_sync_logs.integration_id) AS "source_type!",
+                   (extract(epoch FROM now() - created_at) * 1000)::bigint AS "open_ms!""#,
         sync_log_id,
         by_admin.is_some(),
         by_admin.unwrap_or_default()
@@ -810,4 +825,23 @@ pub async fn tenant_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>
     )
     .fetch_optional(conn)
     .await
+}
+
+/// Open (pending or running) syncs of every tenant, by source type, for the `syncbridge_syncs_open`
+/// gauge; as the system role, since the sampler works for no tenant.
+pub async fn open_by_source_type(pool: &sqlx::PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL ROLE syncbridge_system")
+        .execute(&mut *tx)
+        .await?;
+    let open = sqlx::query!(
+        r#"SELECT i.source_type, count(*) AS "open!"
+         FROM integration_sync_logs s JOIN integration_sources i ON i.id = s.integration_id
+         WHERE s.status IN ('pending', 'running')
+         GROUP BY i.source_type"#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(open.into_iter().map(|r| (r.source_type, r.open)).collect())
 }

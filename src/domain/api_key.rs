@@ -97,6 +97,15 @@ pub fn prefix_of_scheme(presented: &str, scheme: Scheme) -> Option<&str> {
     well_formed.then(|| &presented[..prefix_len])
 }
 
+/// A random secret of `len` letters and digits (about 5.95 bits each), e.g. a session's.
+pub fn random_secret(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }

@@ -40,6 +40,9 @@ impl ScheduleError {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     expression: String,
+    /// The expression in the `cron` crate's syntax (seconds first), presets and intervals
+    /// spelled out.
+    cron_text: String,
     cron: cron::Schedule,
     tz: Tz,
 }
@@ -59,6 +62,7 @@ impl Schedule {
             .map_err(|e| ScheduleError::invalid(trimmed, e.to_string()))?;
         let this = Self {
             expression: trimmed.to_string(),
+            cron_text,
             cron,
             tz,
         };
@@ -102,6 +106,35 @@ impl Schedule {
             .next_back()
             .map(|t| t.to_utc())
             .filter(|t| *t > after && *t <= until)
+    }
+
+    /// The schedule in words ("Every 15 minutes", "At 09:30 AM, Monday through Friday"), in its
+    /// own time zone; `None` for what reads no better than the expression (seconds other than
+    /// 0, a year field, days of week by number, which `cronspeak` counts from Sunday = 0 and the
+    /// `cron` crate from Sunday = 1).
+    pub fn describe(&self) -> Option<String> {
+        let fields: Vec<&str> = self.cron_text.split_whitespace().collect();
+        let [seconds, rest @ ..] = fields.as_slice() else {
+            return None;
+        };
+        if *seconds != "0" || rest.len() != 5 || rest[4].chars().any(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let five = rest.join(" ");
+        // cronspeak's "At 0 minutes past the hour" for the commonest schedule of all.
+        if five == "0 * * * *" {
+            return Some("Every hour, on the hour".into());
+        }
+        cronspeak::describe(&five).ok()
+    }
+
+    /// The next `n` ticks after `after`.
+    pub fn next_ticks(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        self.cron
+            .after(&after.with_timezone(&self.tz))
+            .take(n)
+            .map(|t| t.to_utc())
+            .collect()
     }
 
     /// The first tick after `after`.
@@ -238,6 +271,35 @@ mod tests {
         assert_eq!(
             Schedule::parse("every 60m", "UTC").unwrap().next_tick(at),
             Some(utc(2026, 3, 10, 11, 0))
+        );
+    }
+
+    #[test]
+    fn schedules_read_in_words_when_words_say_it() {
+        let words = |e: &str| Schedule::parse(e, "Europe/Berlin").unwrap().describe();
+        assert_eq!(words("every 15m").as_deref(), Some("Every 15 minutes"));
+        assert_eq!(
+            words("30 9 * * MON-FRI").as_deref(),
+            Some("At 09:30 AM, Monday through Friday")
+        );
+        assert_eq!(words("@hourly").as_deref(), Some("Every hour, on the hour"));
+        assert_eq!(
+            words("every 2h").as_deref(),
+            Some("At minute 0, every 2 hours")
+        );
+        // Seconds, or a weekday by the cron crate's number, read no better than themselves.
+        assert_eq!(words("30 0 * * * *"), None);
+        assert_eq!(words("0 0 9 * * 2"), None);
+        let at = utc(2026, 3, 10, 10, 7);
+        assert_eq!(
+            Schedule::parse("every 2h", "UTC")
+                .unwrap()
+                .next_ticks(at, 3),
+            vec![
+                utc(2026, 3, 10, 12, 0),
+                utc(2026, 3, 10, 14, 0),
+                utc(2026, 3, 10, 16, 0)
+            ]
         );
     }
 

@@ -72,6 +72,7 @@ error_codes! {
     InvalidFilter => "invalid_filter",
     InvalidGzip => "invalid_gzip",
     InvalidIdempotencyKey => "invalid_idempotency_key",
+    InvalidIfMatch => "invalid_if_match",
     InvalidIntegrationId => "invalid_integration_id",
     InvalidJitter => "invalid_jitter",
     InvalidMapping => "invalid_mapping",
@@ -85,7 +86,19 @@ error_codes! {
     InvalidTimezone => "invalid_timezone",
     InvalidToken => "invalid_token",
     InvalidWebhookUrl => "invalid_webhook_url",
+    JwksUnavailable => "jwks_unavailable",
+    JwtAlgorithmRefused => "jwt_algorithm_refused",
+    JwtAudienceMismatch => "jwt_audience_mismatch",
+    JwtClaimMissing => "jwt_claim_missing",
+    JwtExpired => "jwt_expired",
+    JwtIssuerMismatch => "jwt_issuer_mismatch",
+    JwtKeyUnknown => "jwt_key_unknown",
+    JwtMalformed => "jwt_malformed",
+    JwtNotYetValid => "jwt_not_yet_valid",
+    JwtSignatureInvalid => "jwt_signature_invalid",
+    JwtTenantInvalid => "jwt_tenant_invalid",
     MappingNotFound => "mapping_not_found",
+    MetricsDisabled => "metrics_disabled",
     MethodNotAllowed => "method_not_allowed",
     MigrationsPending => "migrations_pending",
     MissingAdminToken => "missing_admin_token",
@@ -111,6 +124,7 @@ error_codes! {
     TooManyRecords => "too_many_records",
     UnsupportedEncoding => "unsupported_encoding",
     UnsupportedMediaType => "unsupported_media_type",
+    VersionMismatch => "version_mismatch",
     WebhookUrlDenied => "webhook_url_denied",
     WebhookUrlMissing => "webhook_url_missing",
     WebhookUrlRequired => "webhook_url_required",
@@ -138,6 +152,10 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
+    /// The request's id (its `x-request-id`, echoed or made): quote it when asking about it; the
+    /// service's log line of the request carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl PartialSchema for ErrorCode {
@@ -188,7 +206,7 @@ impl ApiError {
 
     /// The database could not do its part; the client should try again shortly. Never a 2xx.
     pub fn database_unavailable(error: impl std::fmt::Display) -> Self {
-        tracing::warn!(error = %error, "database unavailable while handling a request");
+        tracing::warn!(error.message = %error, "database unavailable while handling a request");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::DatabaseUnavailable,
@@ -203,7 +221,7 @@ impl ApiError {
     }
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "internal error while handling a request");
+        tracing::error!(error.message = %error, "internal error while handling a request");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InternalError,
@@ -219,9 +237,12 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
                 details: self.details,
+                request_id: crate::telemetry::request_id(),
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        // For the request log line and the metrics (`observe`).
+        response.extensions_mut().insert(self.code);
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -114,3 +114,49 @@ impl<S: Send + Sync> FromRequestParts<S> for BatchId {
         })
     }
 }
+
+/// An `If-Match` header of an integration write, as the versions it names: `None` when absent
+/// or `*` (the write applies to the integration as it is); otherwise the write applies only if
+/// its version is one of them. Entity tags are the [`etag`] of a version; a weak (`W/…`) or
+/// foreign tag never matches (RFC 9110 §13.1.1 compares strongly).
+pub struct IfMatch(pub Option<Vec<i64>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut tags = Vec::new();
+        let mut any = false;
+        for value in parts.headers.get_all(axum::http::header::IF_MATCH) {
+            let text = value.to_str().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidIfMatch,
+                    "`If-Match` is not ASCII text",
+                )
+            })?;
+            for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag == "*" {
+                    any = true;
+                } else if tag.len() >= 2 && tag.starts_with('"') && tag.ends_with('"') {
+                    tags.extend(tag[1..tag.len() - 1].parse::<i64>().ok());
+                } else if !tag.starts_with("W/\"") {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::InvalidIfMatch,
+                        format!(
+                            "`If-Match` holds {tag:?}, which is not an entity tag (`\"3\"`, as the `ETag` was) or `*`"
+                        ),
+                    ));
+                }
+            }
+        }
+        let present = parts.headers.contains_key(axum::http::header::IF_MATCH);
+        Ok(IfMatch((present && !any).then_some(tags)))
+    }
+}
+
+/// The `ETag` of an integration at settings version `version`.
+pub fn etag(version: i64) -> [(axum::http::HeaderName, String); 1] {
+    [(axum::http::header::ETAG, format!("\"{version}\""))]
+}

@@ -1,7 +1,9 @@
 //! Liveness and readiness probes for load balancers and orchestrators.
 
 use axum::{Json, extract::State, http::StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{
     AppState,
@@ -15,10 +17,18 @@ use crate::db::{Readiness, readiness};
     get,
     path = "/healthz",
     tag = "health",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`: the process answers", body = Object))
+    responses((status = 200, description = "The process answers: `ok`", body = Probe))
 )]
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Json<Probe> {
+    Json(Probe { status: "ok" })
+}
+
+/// A probe's answer.
+#[derive(Serialize, ToSchema)]
+pub struct Probe {
+    /// `ok` (alive) or `ready`.
+    #[schema(value_type = String)]
+    pub status: &'static str,
 }
 
 /// Ready: the database answers and every migration this binary expects is applied.
@@ -27,13 +37,13 @@ pub async fn healthz() -> Json<Value> {
     path = "/readyz",
     tag = "health",
     responses(
-        (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
+        (status = 200, description = "Ready: `ready`", body = Probe),
         (status = 503, description = "`database_unavailable`, `migrations_pending` (`details.applied`, `details.expected`)", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Probe>, ApiError> {
     match readiness(&state.pool, &state.queue).await {
-        Readiness::Ready => Ok(Json(json!({ "status": "ready" }))),
+        Readiness::Ready => Ok(Json(Probe { status: "ready" })),
         Readiness::Unreachable(reason) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::DatabaseUnavailable,

@@ -2,9 +2,12 @@
 
 mod admin;
 pub mod api;
+mod console;
 pub mod error;
 mod extract;
 mod health;
+mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod webhook_auth;
 mod webhooks;
@@ -20,7 +23,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     config::{Config, HttpConfig},
@@ -41,6 +44,10 @@ pub struct AppState {
     pub previews: Arc<tokio::sync::Semaphore>,
     /// The queue deliveries and manual syncs enqueue their jobs on.
     pub queue: jobs::Queue,
+    /// Checks platform JWTs on `/api/v1`; `None`: JWT authentication is off.
+    pub jwt: Option<Arc<crate::jwt::Verifier>>,
+    /// The bearer token of `/metrics` on this port; `None`: not served here.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// Mapping previews a process runs at once; more wait for a turn (within the request timeout).
@@ -53,6 +60,8 @@ pub struct SyncAdmin {
     pub trigger_max_attempts: i32,
     /// `http.request_timeout_secs`: a request that waits for a sync must answer before it.
     pub request_timeout_secs: u64,
+    /// Where n8n posts batches (`Config::callback_url`), shown when an integration is added.
+    pub callback_url: String,
 }
 
 impl AppState {
@@ -71,9 +80,16 @@ impl AppState {
                 sealer,
                 trigger_max_attempts: config.n8n.trigger_attempts(),
                 request_timeout_secs: config.http.request_timeout_secs,
+                callback_url: config.callback_url(),
             }),
             previews: Arc::new(tokio::sync::Semaphore::new(PREVIEWS_AT_ONCE)),
             queue: config.jobs.queue(),
+            jwt: crate::jwt::Verifier::new(&config.jwt)?.map(Arc::new),
+            metrics_token: config
+                .metrics
+                .token
+                .clone()
+                .filter(|_| config.metrics.enabled),
         })
     }
 }
@@ -94,6 +110,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/openapi.json", get(openapi::openapi_json))
         .merge(admin::routes())
         .merge(api::routes())
+        .merge(console::routes())
+        .route("/metrics", get(metrics::scrape))
+        // Written out (not WEBHOOK_ROUTE): the OpenAPI test reads the routes from this file.
         .route("/api/webhooks/n8n", post(webhooks::receive))
         .route("/api/batches/{id}", get(webhooks::batch_status))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -110,8 +129,20 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(axum::middleware::map_response(move |response| {
             error::timeout_as_json(response, request_timeout)
         }))
-        .layer(TraceLayer::new_for_http())
+        // Outermost: the log line and metrics see every answer, the timeout's included.
+        .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)
+}
+
+/// The webhook's route, the one whose requests get series of their own.
+pub const WEBHOOK_ROUTE: &str = "/api/webhooks/n8n";
+
+/// A role's own metrics listener (`metrics.*_listen`): `/metrics` without a token, nothing else.
+pub fn metrics_router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::scrape_open))
+        .fallback(error::not_found)
+        .with_state(pool)
 }
 
 /// Binds the configured address; split from [`serve`] so callers learn the port before serving.
@@ -131,7 +162,7 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "syncbridge listening on http://{addr}");
+    tracing::info!(http.address = %addr, "syncbridge listening on http://{addr}");
     let signal = shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         signal.cancelled().await;
@@ -147,7 +178,7 @@ pub async fn serve(
         Ok(result) => Ok(result??),
         Err(_) => {
             tracing::warn!(
-                grace_secs = grace.as_secs(),
+                shutdown.grace_secs = grace.as_secs(),
                 "web: in-flight requests did not finish in time; aborting them"
             );
             server.abort();

@@ -9,7 +9,10 @@ use axum::{Json, http::header, response::IntoResponse};
 use serde_json::Value;
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{Http, HttpAuthScheme, SecurityScheme},
+    openapi::{
+        ContentBuilder, Ref, RefOr, ResponseBuilder,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
 use super::api;
@@ -27,6 +30,7 @@ use super::api;
         openapi_json,
         super::health::healthz,
         super::health::readyz,
+        super::metrics::scrape,
         super::webhooks::receive,
         super::webhooks::batch_status,
         super::admin::jobs::list,
@@ -51,7 +55,9 @@ use super::api;
         api::integrations::pause,
         api::integrations::resume,
         api::integrations::start_sync,
+        api::mappings::overrides,
         api::mappings::effective,
+        api::mappings::preview,
         api::mappings::set,
         api::mappings::delete,
         api::integrations::list_keys,
@@ -71,7 +77,7 @@ use super::api;
     ),
     // Types used only as parameters are not collected from the handlers.
     components(schemas(crate::domain::DataType)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &TenantAuthRefusals),
     tags(
         (name = "accounts", description = "A tenant's customer accounts, which records are matched to"),
         (name = "integrations", description = "A tenant's integrations and their API keys"),
@@ -87,17 +93,82 @@ use super::api;
 )]
 pub struct ApiDoc;
 
-/// The `bearer` security scheme: a tenant API token, the admin token or an integration key,
-/// as each operation says.
+/// The `bearer` security scheme: a tenant API token, a platform JWT, the admin token or an
+/// integration key, as each operation says.
 struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "`/api/v1`: a tenant API token (`sbt_…`), a platform JWT (when `[jwt]` is \
+                 configured) or the admin token with a `Syncbridge-Tenant` header; \
+                 `/api/admin`: the admin token; the webhook: an integration's API key; \
+                 `/metrics`: SYNCBRIDGE_METRICS_TOKEN",
+            ))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The authentication refusals every `/api/v1` operation shares, written once here instead of
+/// on each handler: the 401 codes of tokens and JWTs, and the 503 of an unreachable JWKS.
+struct TenantAuthRefusals;
+
+const TENANT_AUTH_401: &str = "`missing_token`, `invalid_token`, `token_revoked`, \
+    `jwt_malformed`, `jwt_algorithm_refused`, `jwt_key_unknown`, `jwt_signature_invalid`, \
+    `jwt_expired`, `jwt_not_yet_valid`, `jwt_audience_mismatch`, `jwt_issuer_mismatch`, \
+    `jwt_claim_missing`, `jwt_tenant_invalid`";
+
+impl Modify for TenantAuthRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "401".into(),
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(TENANT_AUTH_401)
+                            .content("application/json", error())
+                            .build(),
+                    ),
+                );
+                match responses.get_mut("503") {
+                    Some(RefOr::T(unavailable)) => {
+                        unavailable.description.push_str(", `jwks_unavailable`");
+                    }
+                    _ => {
+                        responses.insert(
+                            "503".into(),
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description("`jwks_unavailable`")
+                                    .content("application/json", error())
+                                    .build(),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 

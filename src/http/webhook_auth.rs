@@ -60,6 +60,7 @@ impl WebhookState {
         match self.limiter.check_key(&integration_id) {
             Ok(()) => Ok(()),
             Err(not_until) => {
+                crate::telemetry::metrics::delivery_refused("rate_limited", integration_id);
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -13,8 +13,10 @@ use axum::{
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use std::io::Read;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -33,6 +35,7 @@ use crate::{
         store::{self, Limits, NewBatch, Receipt, StoreError, Stored},
     },
     sync::chunk::{self, Chunk},
+    telemetry::metrics,
 };
 
 /// Longest idempotency key kept; longer ones are refused rather than silently truncated.
@@ -70,10 +73,10 @@ struct Prepared {
         ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks: `v1,<base64 HMAC-SHA256>`, required when the integration has a signing secret"),
         ("X-API-Key" = Option<String>, Header, description = "The integration key, when not in `Authorization`"),
     ),
-    request_body(content = Object, description = "`{integration_id, sync_log_id?, data_type, source_type, sync_mode?, final?, batch_count?, records: [...], error?}` (see the README); gzip accepted", content_type = "application/json"),
+    request_body(content = crate::ingest::envelope::Envelope, description = "One batch (see the README); gzip accepted", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Stored durably with its jobs: `{batch_id, sync_log_id, records, jobs, duplicate, status_url}`", body = Object),
+        (status = 202, description = "Stored durably with its jobs", body = Accepted, headers(("Location" = String, description = "The batch's status URL"))),
         (status = 400, description = "`invalid_body`, `invalid_gzip`, `body_unreadable`, `invalid_idempotency_key`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_authorization`, `signature_required`, `invalid_signature`, `signature_expired`", body = crate::http::error::ErrorBody),
         (status = 403, description = "`integration_forbidden`", body = crate::http::error::ErrorBody),
@@ -128,6 +131,7 @@ pub async fn receive(
     };
 
     let raw = read_body(body, limit, length).await?;
+    let wire_bytes = raw.len();
     let body = tokio::task::spawn_blocking(move || decompress(raw, gzip, limit))
         .await
         .map_err(ApiError::internal)??;
@@ -196,9 +200,21 @@ pub async fn receive(
         dedupe_window_secs: hooks.config.dedupe_window_secs,
     };
     match store::store(&state.pool, &state.queue, &batch, &limits).await {
-        Ok(Stored::Accepted(receipt)) => Ok(answer(StatusCode::ACCEPTED, &receipt, false)),
+        Ok(Stored::Accepted(receipt)) => {
+            metrics::delivery_accepted(
+                prepared.data_type.as_str(),
+                wire_bytes,
+                prepared.record_count,
+            );
+            Ok(answer(StatusCode::ACCEPTED, &receipt, false))
+        }
         Ok(Stored::Duplicate(receipt)) => Ok(answer(StatusCode::OK, &receipt, true)),
-        Err(e) => Err(store_error(e, &hooks.config)),
+        Err(e) => {
+            if matches!(e, StoreError::BacklogFull { .. }) {
+                metrics::delivery_refused("backlog_full", integration.id);
+            }
+            Err(store_error(e, &hooks.config))
+        }
     }
 }
 
@@ -241,18 +257,34 @@ async fn read_body(body: Body, limit: usize, length: Option<usize>) -> Result<By
     Ok(buffer.freeze())
 }
 
+/// A delivery's answer: stored, with the jobs that will process it.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    pub batch_id: Uuid,
+    pub sync_log_id: Uuid,
+    /// Records in the batch.
+    pub records: i32,
+    /// Processing jobs enqueued for it.
+    pub jobs: i32,
+    /// The same batch was delivered before (by `Idempotency-Key` or content): nothing new was
+    /// stored, this is the first delivery's receipt.
+    pub duplicate: bool,
+    /// Where its progress is (`GET`, with the same key).
+    pub status_url: String,
+}
+
 fn answer(status: StatusCode, receipt: &Receipt, duplicate: bool) -> Response {
     let status_url = format!("/api/batches/{}", receipt.batch_id);
     let mut response = (
         status,
-        Json(json!({
-            "batch_id": receipt.batch_id,
-            "sync_log_id": receipt.sync_log_id,
-            "records": receipt.records,
-            "jobs": receipt.jobs,
-            "duplicate": duplicate,
-            "status_url": status_url,
-        })),
+        Json(Accepted {
+            batch_id: receipt.batch_id,
+            sync_log_id: receipt.sync_log_id,
+            records: receipt.records,
+            jobs: receipt.jobs,
+            duplicate,
+            status_url: status_url.clone(),
+        }),
     )
         .into_response();
     if let Ok(location) = status_url.parse() {
@@ -514,7 +546,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     params(("id" = uuid::Uuid, Path, description = "The batch (`batch_id` of the 202)")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The batch's progress and counts", body = Object),
+        (status = 200, description = "The batch's progress and counts", body = BatchStatus),
         (status = 400, description = "`invalid_batch_id`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_authorization`", body = crate::http::error::ErrorBody),
         (status = 404, description = "`batch_not_found`", body = crate::http::error::ErrorBody),
@@ -525,7 +557,7 @@ pub async fn batch_status(
     State(state): State<AppState>,
     headers: HeaderMap,
     BatchId(id): BatchId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchStatus>, ApiError> {
     let credential = header_credential(&headers)?.ok_or_else(missing_key)?;
     let caller = authenticate(&state.pool, &state.webhooks, &credential).await?;
     let not_found = || {
@@ -564,31 +596,70 @@ pub async fn batch_status(
         (f64::from(batch.records_processed) * 100.0 / f64::from(batch.record_count) * 10.0).round()
             / 10.0
     };
-    Ok(Json(json!({
-        "batch_id": batch.id,
-        "integration_id": batch.integration_id,
-        "sync_log_id": batch.sync_log_id,
-        "data_type": batch.data_type,
-        "state": batch.state,
-        "failure_reason": batch.failure_reason,
-        "final": batch.is_final,
-        "records": batch.record_count,
-        "progress": {
-            "records_done": batch.records_processed,
-            "records_total": batch.record_count,
-            "jobs_done": batch.jobs_done,
-            "jobs_total": batch.jobs_total,
-            "percent": percent,
+    Ok(Json(BatchStatus {
+        batch_id: batch.id,
+        integration_id: batch.integration_id,
+        sync_log_id: batch.sync_log_id,
+        data_type: batch.data_type,
+        state: batch.state,
+        failure_reason: batch.failure_reason,
+        is_final: batch.is_final,
+        records: batch.record_count,
+        progress: BatchProgress {
+            records_done: batch.records_processed,
+            records_total: batch.record_count,
+            jobs_done: batch.jobs_done,
+            jobs_total: batch.jobs_total,
+            percent,
         },
-        "counts": {
-            "created": batch.records_created,
-            "updated": batch.records_updated,
-            "unchanged": batch.records_unchanged,
-            "skipped": batch.records_skipped,
-            "failed": batch.records_failed,
-            "unmatched": batch.records_unmatched,
+        counts: BatchCounts {
+            created: batch.records_created,
+            updated: batch.records_updated,
+            unchanged: batch.records_unchanged,
+            skipped: batch.records_skipped,
+            failed: batch.records_failed,
+            unmatched: batch.records_unmatched,
         },
-        "received_at": batch.received_at,
-        "processed_at": batch.processed_at,
-    })))
+        received_at: batch.received_at,
+        processed_at: batch.processed_at,
+    }))
+}
+
+/// Where a delivered batch is.
+#[derive(Serialize, ToSchema)]
+pub struct BatchStatus {
+    pub batch_id: Uuid,
+    pub integration_id: Uuid,
+    pub sync_log_id: Uuid,
+    pub data_type: DataType,
+    pub state: crate::domain::BatchState,
+    pub failure_reason: Option<String>,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub records: i32,
+    pub progress: BatchProgress,
+    pub counts: BatchCounts,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub processed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchProgress {
+    pub records_done: i32,
+    pub records_total: i32,
+    pub jobs_done: i32,
+    pub jobs_total: i32,
+    /// Records done, in percent (one decimal).
+    pub percent: f64,
+}
+
+/// What became of its records (`unmatched`: stored without an account).
+#[derive(Serialize, ToSchema)]
+pub struct BatchCounts {
+    pub created: i32,
+    pub updated: i32,
+    pub unchanged: i32,
+    pub skipped: i32,
+    pub failed: i32,
+    pub unmatched: i32,
 }

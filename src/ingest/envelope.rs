@@ -12,19 +12,28 @@ use uuid::Uuid;
 
 /// The envelope n8n posts, as the seed defined it plus `final` and `sync_mode`. Unknown fields are
 /// ignored so a workflow may carry its own bookkeeping.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = WebhookBatch)]
 pub struct Envelope<'a> {
     pub integration_id: Uuid,
+    /// The sync this batch belongs to (from the trigger); absent: a new sync is opened.
     #[serde(default)]
     pub sync_log_id: Option<Uuid>,
+    /// `contacts`, `tickets` or `deals`.
     pub data_type: String,
+    /// The integration's source type (checked against it).
     pub source_type: String,
+    /// The source's records as it sent them (at most `ingest.max_records`).
     #[serde(borrow)]
+    #[schema(value_type = Vec<Object>)]
     pub records: Vec<&'a RawValue>,
+    /// The integration's API key, for workflows that cannot set a header (prefer the header).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// The data type's last batch of the sync.
     #[serde(default, rename = "final")]
     pub is_final: bool,
+    /// `incremental` or `full` (a full sync soft-deletes what it did not see).
     #[serde(default)]
     pub sync_mode: Option<String>,
     /// Set by a workflow whose fetching failed: the batch is its data type's last, and the sync
@@ -39,7 +48,7 @@ pub struct Envelope<'a> {
 
 /// What a workflow reports when the source refused or failed a request: its message and, when
 /// it answered at all, its HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct SourceError {
     /// Required; missing is reported like empty, with its path.
     #[serde(default)]

@@ -159,14 +159,16 @@ pub async fn store(
                     return Ok(Stored::Duplicate(receipt));
                 }
             }
-            db::sync_logs::insert_webhook_started(
+            let started = db::sync_logs::insert_webhook_started(
                 &mut tx,
                 batch.tenant_id,
                 batch.integration_id,
                 batch.sync_mode,
                 batch.data_type,
             )
-            .await?
+            .await?;
+            crate::telemetry::metrics::sync_started(crate::domain::SyncTrigger::Webhook.as_str());
+            started
         }
     };
 
@@ -253,7 +255,7 @@ pub async fn store(
     }
     if let Some(error) = batch.source_error {
         let summary = error.summary(batch.data_type.as_str());
-        db::sync_logs::fail_sync(
+        crate::sync::fail_sync(
             &mut tx,
             sync_log_id,
             FailureReason::SourceError,
@@ -269,7 +271,7 @@ pub async fn store(
             &error.message,
         )
         .await?;
-        tracing::warn!(%sync_log_id, integration_id = %batch.integration_id, %summary, "the workflow reported a source error; sync failed");
+        tracing::warn!(sync.id = %sync_log_id, integration.id = %batch.integration_id, %summary, "the workflow reported a source error; sync failed");
     }
     tx.commit().await?;
 

@@ -75,6 +75,9 @@ pub async fn enqueue_chunk_jobs(
     indexes: &[i32],
 ) -> anyhow::Result<Vec<i64>> {
     let tag = job_tag(tenant_id, integration_id);
+    // Enqueued while serving a request (a delivery, a replay), the jobs name it.
+    let request_id = crate::telemetry::request_id();
+    let traceparent = crate::telemetry::traces::current_traceparent();
     let jobs: Vec<::jobs::NewJob> = indexes
         .iter()
         .map(|&chunk| {
@@ -82,6 +85,8 @@ pub async fn enqueue_chunk_jobs(
                 tenant_id,
                 batch_id,
                 chunk,
+                request_id: request_id.clone(),
+                traceparent: traceparent.clone(),
             })
             .map(|j| j.tag(tag.clone()))
         })
@@ -145,7 +150,7 @@ pub async fn settle_dead_chunks(pool: &PgPool, queue: &jobs::Queue) -> anyhow::R
     tx.commit().await?;
     if settled > 0 {
         tracing::warn!(
-            chunks = settled,
+            chunks.settled = settled,
             "settled the chunks of dead jobs as failed"
         );
     }
@@ -174,7 +179,7 @@ pub async fn settle_chunk(
     if batch_done {
         super::close_sync_if_done(conn, settled.sync_log_id).await?;
     }
-    tracing::warn!(%batch_id, chunk, code, "chunk settled as failed: {message}");
+    tracing::warn!(batch.id = %batch_id, chunk, code, "chunk settled as failed: {message}");
     Ok(true)
 }
 
@@ -198,7 +203,7 @@ pub async fn take_back_settled(
     )
     .await?;
     super::reopen_for_processing(conn, sync_log_id, i64::from(count), was_done).await?;
-    tracing::info!(%batch_id, offset, "a chunk settled as failed is processed after all");
+    tracing::info!(batch.id = %batch_id, offset, "a chunk settled as failed is processed after all");
     Ok(())
 }
 

@@ -21,6 +21,13 @@ pub struct ProcessChunk {
     pub tenant_id: Uuid,
     pub batch_id: Uuid,
     pub chunk: i32,
+    /// The id of the delivery's request (`x-request-id`), so its processing is found from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The delivery's trace context (W3C `traceparent`) when traces are exported: the job's span
+    /// links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Job for ProcessChunk {
@@ -47,6 +54,9 @@ pub struct TriggerSync {
     pub tenant_id: Uuid,
     pub integration_id: Uuid,
     pub sync_log_id: Uuid,
+    /// The id of the request that asked for the sync (a manual sync), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Its attempts are `n8n.trigger_max_attempts`, set on each job by `sync::create_sync`.

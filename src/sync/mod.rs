@@ -18,16 +18,41 @@ use uuid::Uuid;
 use crate::{
     db::{self, tenant_tx},
     domain::{
-        DataType, IntegrationStatus, SweepState, SyncMode, SyncStatus, SyncTrigger,
+        DataType, FailureReason, IntegrationStatus, SweepState, SyncMode, SyncStatus, SyncTrigger,
         sweep::{skipped_reason, sweep_allowed},
     },
+    telemetry::metrics,
 };
-pub use db::sync_logs::{fail_sync, reopen_untriggered};
+pub use db::sync_logs::reopen_untriggered;
 pub(crate) use db::{
     integrations::{LockedIntegration, lock_for_sync as lock_integration},
     sync_logs::open_of_integration as open_sync,
 };
 pub use kinds::{FinalizeSync, INGEST_QUEUE, ProcessChunk, RunRetention, TriggerSync, job_tag};
+
+/// Closes a pending or running sync as failed with a machine-readable reason, and counts it on
+/// the integration and in the metrics. False when the sync was already closed.
+pub async fn fail_sync(
+    conn: &mut PgConnection,
+    sync_log_id: Uuid,
+    reason: FailureReason,
+    summary: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let failed = db::sync_logs::fail_sync(conn, sync_log_id, reason, summary, now).await?;
+    if let Some(failed) = &failed {
+        metrics::sync_closed(
+            SyncStatus::Failed.as_str(),
+            &failed.source_type,
+            millis(failed.open_ms),
+        );
+    }
+    Ok(failed.is_some())
+}
+
+fn millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.max(0) as u64)
+}
 
 /// What a new sync asks of n8n. `None`s take the integration's settings.
 #[derive(Debug, Clone)]
@@ -65,6 +90,7 @@ pub(crate) async fn create_sync(
         tenant_id,
         integration_id,
         sync_log_id,
+        request_id: crate::telemetry::request_id(),
     })?
     .max_attempts(max_attempts)
     .unique_key(format!("trigger:{sync_log_id}"))
@@ -116,21 +142,29 @@ impl From<sqlx::Error> for SyncRequestError {
 
 /// A sync started by an operator (manual) or a retry: checks the integration can be triggered,
 /// then creates the sync and its job. `force` starts it even while another sync is open.
+/// `tenant_id`: the caller's tenant (another tenant's integration is `NotFound`); `None`: the
+/// install's operator.
 pub async fn request_sync(
     pool: &PgPool,
     queue: &jobs::Queue,
+    tenant_id: Option<Uuid>,
     integration_id: Uuid,
     request: &SyncRequest,
     force: bool,
     max_attempts: i32,
 ) -> Result<(Uuid, i64), SyncRequestError> {
-    let integration = {
-        let mut tx = db::system_tx(pool).await?;
-        let found = db::integrations::by_id(&mut tx, integration_id).await?;
-        tx.commit().await.map_err(anyhow::Error::from)?;
-        found.ok_or(SyncRequestError::NotFound(integration_id))?
+    let tenant_id = match tenant_id {
+        Some(tenant_id) => tenant_id,
+        None => {
+            let mut tx = db::system_tx(pool).await?;
+            let found = db::integrations::by_id(&mut tx, integration_id).await?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            found
+                .ok_or(SyncRequestError::NotFound(integration_id))?
+                .tenant_id
+        }
     };
-    let mut tx = tenant_tx(pool, integration.tenant_id).await?;
+    let mut tx = tenant_tx(pool, tenant_id).await?;
     let integration = lock_integration(&mut tx, integration_id)
         .await?
         .ok_or(SyncRequestError::NotFound(integration_id))?;
@@ -164,6 +198,7 @@ pub async fn request_sync(
     }
     let created = create_sync(&mut tx, queue, &integration, &request, max_attempts).await?;
     tx.commit().await?;
+    metrics::sync_started(request.trigger.as_str());
     Ok(created)
 }
 
@@ -203,13 +238,14 @@ async fn close(
     let completed = by_admin.is_none() && closed.trigger != SyncTrigger::Replay;
     if completed && matches!(status, SyncStatus::Success | SyncStatus::Partial) {
         let moved = db::cursors::advance_for_sync(tx, sync_log_id).await?;
-        tracing::debug!(%sync_log_id, ?moved, "cursors advanced");
+        tracing::debug!(sync.id = %sync_log_id, cursors.moved = ?moved, "cursors advanced");
     }
     if completed && status == SyncStatus::Success && closed.sync_mode == SyncMode::Full {
         sweep(tx, sync_log_id, integration_id, closed.start_at).await?;
     }
     db::sync_logs::count_closing(tx, integration_id, sync_log_id, status, closed.synced).await?;
-    tracing::info!(%sync_log_id, %integration_id, %status, "sync closed");
+    metrics::sync_closed(status.as_str(), &closed.source_type, millis(closed.open_ms));
+    tracing::info!(sync.id = %sync_log_id, integration.id = %integration_id, sync.status = %status, "sync closed");
     Ok(Some(status))
 }
 
@@ -231,7 +267,7 @@ async fn sweep(
                 db::external_rows::sweep_unseen(tx, data_type, integration_id, since).await?;
             (SweepState::Applied, deleted as i64, None)
         } else {
-            tracing::warn!(%sync_log_id, %integration_id, %data_type, live, seen, "sweep skipped: the full sync saw too few rows");
+            tracing::warn!(sync.id = %sync_log_id, integration.id = %integration_id, sweep.data_type = %data_type, sweep.live = live, sweep.seen = seen, "sweep skipped: the full sync saw too few rows");
             let reason = skipped_reason(live, seen, min_percent);
             (SweepState::Skipped, 0, Some(reason))
         };
@@ -274,7 +310,7 @@ pub async fn apply_skipped_sweeps(
         *sweep =
             db::sweeps::mark_applied(&mut tx, sync_log_id, sweep.data_type, deleted as i64, by)
                 .await?;
-        tracing::info!(%sync_log_id, data_type = %sweep.data_type, deleted, "skipped sweep applied by an operator");
+        tracing::info!(sync.id = %sync_log_id, sweep.data_type = %sweep.data_type, sweep.deleted = deleted, "skipped sweep applied by an operator");
     }
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok(sweeps)
@@ -299,7 +335,7 @@ pub(crate) async fn reopen_for_processing(
         && !was.is_open()
     {
         db::sync_logs::uncount_closing(tx, integration_id, sync_log_id, was, synced).await?;
-        tracing::info!(%sync_log_id, "sync reopened: a chunk it had failed is processed after all");
+        tracing::info!(sync.id = %sync_log_id, "sync reopened: a chunk it had failed is processed after all");
     }
     Ok(())
 }
@@ -352,13 +388,15 @@ impl From<sqlx::Error> for SyncAdminError {
     }
 }
 
-/// [`close_by_admin`] for an operator who names only the sync: finds its tenant, closes it.
+/// [`close_by_admin`] for a caller who names only the sync: of `tenant_id` (another tenant's
+/// sync is `NotFound`), or of any tenant for the install's operator (`None`).
 pub async fn close_open_sync(
     pool: &PgPool,
+    tenant_id: Option<Uuid>,
     sync_log_id: Uuid,
     reason: &str,
 ) -> Result<SyncStatus, SyncAdminError> {
-    let mut tx = crate::db::system_tx(pool).await?;
+    let mut tx = crate::db::scoped_tx(pool, tenant_id).await?;
     let status = db::sync_logs::lock_status(&mut tx, sync_log_id)
         .await?
         .ok_or(SyncAdminError::NotFound(sync_log_id))?;
@@ -371,4 +409,33 @@ pub async fn close_open_sync(
             })?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok(closed)
+}
+
+/// The `syncbridge_syncs_open` gauge (pending or running syncs by source type), sampled by the
+/// queue's maintenance leader so N processes do not each count them.
+pub struct OpenSyncs;
+
+static OPEN_SYNCS: jobs::metrics::SampledGauge =
+    jobs::metrics::SampledGauge::new(metrics::SYNCS_OPEN);
+
+impl jobs::metrics::Sampler for OpenSyncs {
+    fn sample<'a>(
+        &'a self,
+        pool: &'a PgPool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), jobs::Error>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let open = db::sync_logs::open_by_source_type(pool).await?;
+            OPEN_SYNCS.set_all(
+                open.into_iter()
+                    .map(|(source_type, n)| (vec![("source_type", source_type)], n as f64))
+                    .collect(),
+            );
+            Ok(())
+        })
+    }
+
+    fn clear(&self) {
+        OPEN_SYNCS.clear();
+    }
 }

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{SyncAdminError, chunk::enqueue_chunk_jobs, close_sync_if_done};
-use crate::db::{batches, sync_logs, system_tx};
+use crate::db::{batches, sync_logs};
 
 /// The new sync log of a replay, and what it will process.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -25,12 +25,15 @@ pub struct Replay {
 /// after the original sync must not be soft-deleted for being absent from old data. Its batches
 /// keep their original place in delivery order, so a record delivered again since keeps its newer
 /// version; records whose stored row came from these very batches are rewritten.
+/// `tenant_id`: the caller's tenant (another tenant's sync is `NotFound`); `None`: the install's
+/// operator.
 pub async fn reprocess(
     pool: &PgPool,
     queue: &jobs::Queue,
+    tenant_id: Option<Uuid>,
     sync_log_id: Uuid,
 ) -> Result<Replay, SyncAdminError> {
-    let mut tx = system_tx(pool).await?;
+    let mut tx = crate::db::scoped_tx(pool, tenant_id).await?;
     let original = sync_logs::for_replay(&mut tx, sync_log_id)
         .await?
         .ok_or(SyncAdminError::NotFound(sync_log_id))?;
@@ -47,6 +50,7 @@ pub async fn reprocess(
     let (tenant_id, integration_id) = (original.tenant_id, original.integration_id);
     let replay_id = Uuid::new_v4();
     sync_logs::insert_replay(&mut tx, replay_id, sync_log_id, &original).await?;
+    crate::telemetry::metrics::sync_started(crate::domain::SyncTrigger::Replay.as_str());
     let (mut records, mut jobs, mut empty) = (0i64, 0usize, 0i32);
     for batch in &stored {
         let new_id =
@@ -69,7 +73,7 @@ pub async fn reprocess(
     // Nothing to process (a sync of empty batches): it closes now; otherwise its last chunk does.
     close_sync_if_done(&mut tx, replay_id).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
-    tracing::info!(%sync_log_id, replay = %replay_id, batches = stored.len(), records, "sync replayed from its stored chunks");
+    tracing::info!(sync.id = %sync_log_id, replay.id = %replay_id, replay.batches = stored.len(), replay.records = records, "sync replayed from its stored chunks");
     Ok(Replay {
         sync_log_id: replay_id,
         replay_of: sync_log_id,

@@ -93,10 +93,10 @@ pub async fn prune(
     );
     if pruned != Pruned::default() {
         tracing::info!(
-            batches = pruned.batches,
-            chunks = pruned.chunks,
-            sync_errors = pruned.sync_errors,
-            ticks = pruned.ticks,
+            retention.batches = pruned.batches,
+            retention.chunks = pruned.chunks,
+            retention.sync_errors = pruned.sync_errors,
+            retention.ticks = pruned.ticks,
             "retention deleted what was past its age"
         );
     }

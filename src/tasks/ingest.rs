@@ -4,6 +4,7 @@
 
 use jobs::{JobError, JobMeta, TransactionalJob};
 use sqlx::PgConnection;
+use tracing::Instrument;
 
 use super::JobContext;
 use crate::{
@@ -18,7 +19,18 @@ impl TransactionalJob<JobContext> for ProcessChunk {
         meta: &JobMeta,
         tx: &mut PgConnection,
     ) -> Result<(), JobError> {
-        match pipeline::process_chunk(
+        // Every line of the chunk's processing names the delivery's request and the job.
+        let span = tracing::info_span!(
+            "job.process_chunk",
+            job.id = meta.id,
+            job.attempt = meta.attempt,
+            batch.id = %self.batch_id,
+            request.id = self.request_id.as_deref(),
+        );
+        if let Some(traceparent) = &self.traceparent {
+            crate::telemetry::traces::link_to(&span, traceparent);
+        }
+        let processed = pipeline::process_chunk(
             tx,
             self.tenant_id,
             self.batch_id,
@@ -28,14 +40,16 @@ impl TransactionalJob<JobContext> for ProcessChunk {
             // Every attempt after the first isolates records the database refuses.
             meta.attempt > 1,
         )
-        .await
-        {
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter();
+        match processed {
             Ok(Some(counts)) => {
-                tracing::debug!(batch_id = %self.batch_id, chunk = self.chunk, ?counts, "chunk processed");
+                tracing::debug!(batch.id = %self.batch_id, batch.chunk = self.chunk, ?counts, "chunk processed");
                 Ok(())
             }
             Ok(None) => {
-                tracing::info!(batch_id = %self.batch_id, chunk = self.chunk, "chunk already processed; nothing to do");
+                tracing::info!(batch.id = %self.batch_id, batch.chunk = self.chunk, "chunk already processed; nothing to do");
                 Ok(())
             }
             Err(PipelineError::Database(e)) => Err(e.into()),

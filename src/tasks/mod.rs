@@ -12,7 +12,7 @@ use std::time::Duration;
 use jobs::{Backoff, MaintenanceConfig, Registry, WorkerConfig};
 use sqlx::PgPool;
 
-use crate::config::{Config, JobsConfig, WorkerConfig as WorkerSettings};
+use crate::config::{Config, WorkerConfig as WorkerSettings};
 pub use crate::sync::{FinalizeSync, ProcessChunk, RunRetention, TriggerSync};
 pub use ping::Ping;
 
@@ -102,8 +102,10 @@ pub fn worker_config(config: &Config) -> WorkerConfig {
     }
 }
 
-pub fn maintenance_config(settings: &JobsConfig) -> MaintenanceConfig {
+pub fn maintenance_config(config: &Config) -> MaintenanceConfig {
+    let settings = &config.jobs;
     MaintenanceConfig {
+        sample_every: Duration::from_secs(config.metrics.sample_interval_secs.max(1)),
         interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
         stale_after: Duration::from_secs(settings.stale_after_secs),
         keep_completed: Duration::from_secs(settings.keep_completed_hours * 3600),

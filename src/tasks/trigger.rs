@@ -22,7 +22,7 @@ impl PlainJob<JobContext> for TriggerSync {
         let target = db::sync_logs::trigger_target(&mut tx, self.sync_log_id).await?;
         tx.commit().await?;
         let Some(mut target) = target else {
-            tracing::info!(sync_log_id = %self.sync_log_id, "sync log no longer exists; nothing to trigger");
+            tracing::info!(sync.id = %self.sync_log_id, "sync log no longer exists; nothing to trigger");
             return Ok(());
         };
         if target.sync_status == SyncStatus::Failed && target.triggered_at.is_none() {
@@ -32,13 +32,13 @@ impl PlainJob<JobContext> for TriggerSync {
             let reopened = reopen_untriggered(&mut tx, self.sync_log_id).await?;
             tx.commit().await?;
             if reopened {
-                tracing::info!(sync_log_id = %self.sync_log_id, "trigger retried by an operator; sync reopened");
+                tracing::info!(sync.id = %self.sync_log_id, "trigger retried by an operator; sync reopened");
                 target.sync_status = SyncStatus::Pending;
             }
         }
         if target.sync_status != SyncStatus::Pending || target.triggered_at.is_some() {
             // Already triggered (a re-run after a crash) or closed meanwhile (watchdog, admin).
-            tracing::info!(sync_log_id = %self.sync_log_id, status = %target.sync_status, "sync is no longer waiting for its trigger");
+            tracing::info!(sync.id = %self.sync_log_id, sync.status = %target.sync_status, "sync is no longer waiting for its trigger");
             return Ok(());
         }
         if target.integration_status == IntegrationStatus::Paused {
@@ -72,12 +72,21 @@ impl PlainJob<JobContext> for TriggerSync {
         let start = Utc::now();
         let body = self.body(ctx, &target).await?;
 
-        match ctx.n8n.trigger(&url, &credentials, &body).await {
+        let asked = std::time::Instant::now();
+        let answer = ctx.n8n.trigger(&url, &credentials, &body).await;
+        let outcome = match &answer {
+            Ok(()) => "accepted",
+            Err(TriggerError::Transient { .. }) => "transient",
+            Err(e) if e.is_permanent() => "rejected",
+            Err(_) => "failed",
+        };
+        crate::telemetry::metrics::trigger_attempt(outcome, asked.elapsed());
+        match answer {
             Ok(()) => {
                 let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
                 db::sync_logs::set_triggered(&mut tx, self.sync_log_id, start).await?;
                 tx.commit().await?;
-                tracing::info!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, "n8n accepted the sync trigger");
+                tracing::info!(sync.id = %self.sync_log_id, integration.id = %self.integration_id, "n8n accepted the sync trigger");
                 Ok(())
             }
             Err(e) if e.is_permanent() => Err(self
@@ -117,7 +126,7 @@ impl TriggerSync {
         let mut tx = tenant_tx(&ctx.pool, self.tenant_id).await?;
         fail_sync(&mut tx, self.sync_log_id, reason, summary, Utc::now()).await?;
         tx.commit().await.map_err(JobError::from)?;
-        tracing::warn!(sync_log_id = %self.sync_log_id, integration_id = %self.integration_id, %reason, summary, "sync failed before it started");
+        tracing::warn!(sync.id = %self.sync_log_id, integration.id = %self.integration_id, %reason, summary, "sync failed before it started");
         Ok(())
     }
 

@@ -147,12 +147,44 @@ async fn listing_shows_what_was_created() {
             "Desk",
         ],
     );
-    assert!(ok(&db, &["tenants", "list"]).contains(&format!("{tenant}\tGlobex")));
+    let tenants = ok(&db, &["tenants", "list"]);
+    assert_eq!(tenants.lines().next(), Some("id\tname\tcreated"));
+    assert!(tenants.contains(&format!("{tenant}\tGlobex")));
+    let as_json: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["tenants", "list", "--json"])).unwrap();
+    assert_eq!(as_json["name"], "Globex");
     let listed = ok(&db, &["integrations", "list", "--tenant", "Globex"]);
-    assert!(
-        listed.contains(&format!("{integration}\tzoho_desk\tactive\tDesk")),
-        "{listed}"
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id\tsource\tstatus\tname\tschedule\tnext_tick\tlast_sync\tlast_status\tsyncs\tcontacts\ttickets\tdeals"
     );
+    assert_eq!(
+        lines[1],
+        format!("{integration}\tzoho_desk\tactive\tDesk\t-\t-\t-\t-\t0\t0\t0\t0")
+    );
+    // The JSON lines are the API's summaries.
+    let as_json: serde_json::Value = serde_json::from_str(&ok(
+        &db,
+        &["integrations", "list", "--tenant", "Globex", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        (&as_json["id"], &as_json["total_syncs"], &as_json["version"]),
+        (
+            &serde_json::json!(integration),
+            &serde_json::json!(0),
+            &serde_json::json!(1)
+        )
+    );
+    for listing in [
+        vec!["jobs", "stats", "--json"],
+        vec!["mappings", "list", "--integration", &integration, "--json"],
+        vec!["syncs", "list", "--json"],
+    ] {
+        assert_eq!(ok(&db, &listing), "", "{listing:?}: nothing yet, no header");
+    }
+    assert!(ok(&db, &["syncs", "list"]).starts_with("id\tintegration\ttrigger"));
 }
 
 #[tokio::test]
@@ -249,7 +281,11 @@ async fn operators_list_retry_cancel_and_count_jobs_from_the_command_line() {
     .unwrap();
 
     let listed = ok(&db, &["jobs", "list", "--state", "dead"]);
-    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "a header and three jobs: {listed}"
+    );
     assert!(listed.contains("peer said 500"), "{listed}");
 
     let out = syncbridge(&db, &["jobs", "retry"]);
@@ -425,7 +461,10 @@ async fn mappings_are_validated_when_set_and_previewed_on_samples() {
         String::from_utf8_lossy(&good.stderr)
     );
     let listed = ok(&db, &["mappings", "list", "--integration", &integration]);
-    assert!(listed.starts_with("contacts\ttitle\t"), "{listed}");
+    assert!(
+        listed.starts_with("data_type\ttarget\tmapping\tenabled\ncontacts\ttitle\t"),
+        "{listed}"
+    );
 
     let sample = format!(
         "{}/tests/fixtures/samples/hubspot_contacts.json",
@@ -690,7 +729,7 @@ async fn keys_accounts_stats_and_deletion_from_the_command_line() {
         ],
     );
     let listed = ok(&db, &["integrations", "list", "--tenant", "Delta"]);
-    assert!(listed.ends_with("\tHubSpot EU"), "{listed}");
+    assert!(listed.contains("\tactive\tHubSpot EU\t"), "{listed}");
     let mut system = db.owner().await;
     sqlx::query("SET ROLE syncbridge_system")
         .execute(&mut system)
@@ -722,7 +761,201 @@ async fn keys_accounts_stats_and_deletion_from_the_command_line() {
     let removed: serde_json::Value =
         serde_json::from_str(&ok(&db, &["integrations", "delete", &integration])).unwrap();
     assert_eq!(removed["api_keys"], 1);
-    assert_eq!(ok(&db, &["integrations", "list", "--tenant", "Delta"]), "");
+    assert_eq!(
+        ok(
+            &db,
+            &["integrations", "list", "--tenant", "Delta", "--json"]
+        ),
+        ""
+    );
     let again = syncbridge(&db, &["integrations", "delete", &integration]);
     assert!(!again.status.success());
+}
+
+#[tokio::test]
+async fn records_are_listed_filtered_and_shown_from_the_command_line() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let h = crate::helpers::hubspot_integration(&app.db.pool, "Records Co").await;
+    let contacts = (1..=3)
+        .map(|n| {
+            serde_json::json!({"id": format!("c{n}"),
+                               "properties": {"email": format!("P{n}@Northwind.io")}})
+        })
+        .collect();
+    crate::helpers::deliver(&app, &h, "contacts", contacts, false).await;
+    crate::helpers::drain(&app.db).await;
+    let db = &app.db;
+
+    let table = ok(
+        db,
+        &["records", "list", "--tenant", "Records Co", "contacts"],
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id\texternal_id\tintegration\taccount\tmatch\temail\tdomain\tupdated\tdeleted"
+    );
+    assert_eq!(lines.len(), 4, "{table}");
+    let external: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    let mut sorted = external.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["c1", "c2", "c3"]);
+    // Pages are read until the limit, in the API's change order.
+    let limited = ok(
+        db,
+        &[
+            "records",
+            "list",
+            "--tenant",
+            "Records Co",
+            "contacts",
+            "--limit",
+            "2",
+        ],
+    );
+    assert_eq!(limited.lines().skip(1).collect::<Vec<_>>(), lines[1..3]);
+    let found: serde_json::Value = serde_json::from_str(&ok(
+        db,
+        &[
+            "records",
+            "list",
+            "--tenant",
+            "Records Co",
+            "contacts",
+            "--email",
+            "p2@northwind.IO",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(found["external_id"], "c2");
+    assert!(found.get("raw").is_none(), "raw only on the single record");
+    let id = found["id"].as_str().unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&ok(
+        db,
+        &["records", "show", "--tenant", "Records Co", "contacts", id],
+    ))
+    .unwrap();
+    assert_eq!(shown["raw"]["id"], "c2");
+    assert_eq!(
+        ok(
+            db,
+            &[
+                "records",
+                "list",
+                "--tenant",
+                "Records Co",
+                "deals",
+                "--json"
+            ]
+        ),
+        ""
+    );
+
+    let out = syncbridge(
+        db,
+        &[
+            "records",
+            "list",
+            "--tenant",
+            "Records Co",
+            "contacts",
+            "--deleted",
+            "gone",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`exclude`, `include` or `only`"));
+    let out = syncbridge(
+        db,
+        &["records", "show", "--tenant", "Records Co", "tickets", id],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no tickets record"));
+}
+
+/// `syncbridge sync --wait` as a child process that runs while the test plays n8n.
+fn spawn_syncbridge(db: &TestDb, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_syncbridge"))
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env_remove("SYNCBRIDGE_ENV")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run syncbridge")
+}
+
+#[tokio::test]
+async fn sync_wait_follows_the_sync_until_it_closes_and_says_how_it_ended() {
+    use serde_json::json;
+    let app = crate::helpers::TestApp::spawn().await;
+    let h = crate::helpers::hubspot_integration(&app.db.pool, "Waiting Co").await;
+    let (n8n, mut triggers) = crate::helpers::n8n_passing_on_triggers().await;
+    let integration = h.integration_id.to_string();
+    ok(
+        &app.db,
+        &[
+            "integrations",
+            "set",
+            &integration,
+            "--webhook-url",
+            &format!("{}/webhook/hubspot", n8n.uri()),
+        ],
+    );
+    let mut config = crate::helpers::test_config();
+    config.worker.poll_interval_ms = 20;
+    let jobs = crate::helpers::RunningJobs::start(&app.db, &config);
+
+    let waiting = spawn_syncbridge(
+        &app.db,
+        &["sync", &integration, "--data-types", "contacts", "--wait"],
+    );
+    let sync_log_id = crate::helpers::next_trigger(&mut triggers).await;
+    let contacts = vec![
+        json!({"id": "c1", "properties": {"email": "c1@northwind.io"}}),
+        json!({"id": "c2", "properties": {"email": "c2@northwind.io"}}),
+    ];
+    crate::helpers::deliver_for_sync(&app, &h, &sync_log_id, contacts).await;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        waiting.wait_with_output(),
+    )
+    .await
+    .expect("sync --wait returns once the sync closes")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sync_log_id);
+    assert!(
+        stderr.contains(&format!("sync {sync_log_id} success"))
+            && stderr.contains("2 received, 2 created"),
+        "{stderr}"
+    );
+
+    // A sync n8n never delivers for: the wait gives up at its timeout, failing, and says so.
+    let out = spawn_syncbridge(
+        &app.db,
+        &[
+            "sync",
+            &integration,
+            "--data-types",
+            "contacts",
+            "--wait",
+            "--timeout",
+            "1",
+        ],
+    )
+    .wait_with_output()
+    .await
+    .unwrap();
+    jobs.stop().await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("after 1s (it goes on"), "{stderr}");
 }

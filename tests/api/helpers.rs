@@ -200,6 +200,12 @@ impl TestDb {
     }
 }
 
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        jobs::testing::drop_database_now(&cluster().admin, &self.name);
+    }
+}
+
 /// The admin token test apps accept.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -271,6 +277,27 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// `GET path` with `token` as the bearer: the answer's status and JSON body.
+pub async fn get(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// The `error.code` of a refusal's body.
+pub fn code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
 impl Drop for TestApp {
@@ -386,7 +413,7 @@ impl RunningJobs {
             db.pool.clone(),
             jobs::MaintenanceConfig {
                 interval: Duration::from_millis(20),
-                ..syncbridge::tasks::maintenance_config(&config.jobs)
+                ..syncbridge::tasks::maintenance_config(config)
             },
             Vec::new(),
         );
@@ -453,14 +480,121 @@ pub async fn deliver(
 ) -> serde_json::Value {
     let body = serde_json::json!({"integration_id": h.integration_id, "data_type": data_type,
                                   "source_type": "hubspot", "final": !open, "records": records});
+    post_delivery(app, h, &body).await
+}
+
+/// Posts a webhook body with the integration's key, expecting 202; the receipt.
+pub async fn post_delivery(
+    app: &TestApp,
+    h: &HubspotIntegration,
+    body: &serde_json::Value,
+) -> serde_json::Value {
     let response = app
         .client
         .post(app.url("/api/webhooks/n8n"))
         .bearer_auth(&h.key)
-        .json(&body)
+        .json(body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     response.json().await.unwrap()
+}
+
+/// An n8n that answers every trigger and hands the trigger's sync log id to the test, as a
+/// workflow would start fetching for it.
+pub async fn n8n_passing_on_triggers() -> (
+    wiremock::MockServer,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (triggered, triggers) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let n8n = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |request: &wiremock::Request| {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            if let Some(id) = body["sync_log_id"].as_str() {
+                let _ = triggered.send(id.to_string());
+            }
+            wiremock::ResponseTemplate::new(200)
+        })
+        .mount(&n8n)
+        .await;
+    (n8n, triggers)
+}
+
+/// The next sync log id n8n is asked to run, within 20 s.
+pub async fn next_trigger(triggers: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(20), triggers.recv())
+        .await
+        .expect("n8n is asked to start a sync within 20 s")
+        .expect("the n8n mock is alive")
+}
+
+/// Delivers the final batch of `contacts` for the sync n8n was asked to run, expecting 202.
+pub async fn deliver_for_sync(
+    app: &TestApp,
+    h: &HubspotIntegration,
+    sync_log_id: &str,
+    contacts: Vec<serde_json::Value>,
+) {
+    let body = serde_json::json!({"integration_id": h.integration_id, "sync_log_id": sync_log_id,
+                                  "data_type": "contacts", "source_type": "hubspot",
+                                  "final": true, "records": contacts});
+    post_delivery(app, h, &body).await;
+}
+
+/// A log writer for a test's own subscriber (`tracing::subscriber::set_default` on a
+/// current-thread runtime, so every task of the test logs to it).
+#[derive(Clone, Default)]
+pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Points the integration at `n8n` (an accepting local server) with `settings` added to the
+/// PATCH (credentials, say), then starts a manual sync through the admin API (forced: another
+/// sync of the integration may be open).
+pub async fn manual_sync_at(
+    app: &TestApp,
+    integration_id: uuid::Uuid,
+    n8n: &wiremock::MockServer,
+    mut settings: serde_json::Value,
+) {
+    settings["webhook_url"] = format!("{}/webhook/sync", n8n.uri()).into();
+    let patched = app
+        .client
+        .patch(app.url(&format!("/api/admin/integrations/{integration_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), reqwest::StatusCode::OK);
+    let manual = app
+        .client
+        .post(app.url(&format!("/api/admin/integrations/{integration_id}/sync")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"force": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        manual.status(),
+        reqwest::StatusCode::ACCEPTED,
+        "{:?}",
+        manual.text().await
+    );
 }

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("crypto", 1),
     ("n8n", 1),
+    ("jwt", 1),
     ("telemetry", 1),
     ("db", 2),
     ("sync", 3),

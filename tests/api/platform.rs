@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use syncbridge::admin::{self, tokens};
 use uuid::Uuid;
 
-use crate::helpers::{self, ADMIN_TOKEN, HubspotIntegration, TestApp, test_config};
+use crate::helpers::{self, ADMIN_TOKEN, HubspotIntegration, TestApp, code, get, test_config};
 
 /// A request to the platform API with `token`, and the answer's status and JSON body.
 async fn call(
@@ -35,15 +35,6 @@ async fn call(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// `GET path` with `token`.
-async fn get(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    call(app, Method::GET, path, Some(token), None, None).await
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
 struct Tenant {
@@ -473,7 +464,30 @@ async fn integrations_are_created_changed_paused_and_deleted_with_what_they_hold
         (
             json!({"name": "No type"}),
             StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            json!({"source_type": "jira", "name": "J", "colour": "blue"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
+        ),
+        // A refused setting leaves no integration behind.
+        (
+            json!({"source_type": "jira", "name": "J", "webhook_url": "https://n8n.example/x",
+                   "schedule": "every tuesday"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_schedule",
+        ),
+        (
+            json!({"source_type": "jira", "name": "J", "schedule": "@hourly"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "webhook_url_required",
+        ),
+        (
+            json!({"source_type": "jira", "name": "J",
+                   "credentials": {"kind": "header", "name": "X-Key", "value": "s3cret"}}),
+            StatusCode::CONFLICT,
+            "encryption_key_missing",
         ),
     ] {
         let (got, err) = call(
@@ -487,6 +501,33 @@ async fn integrations_are_created_changed_paused_and_deleted_with_what_they_hold
         .await;
         assert_eq!((got, code(&err)), (status, expected), "{body}");
     }
+    let (_, listed) = get(&app, "/api/v1/integrations", &a.token).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
+
+    // Created with its settings in one step: scheduled at once.
+    let (status, scheduled) = call(
+        &app,
+        Method::POST,
+        "/api/v1/integrations",
+        Some(&a.token),
+        None,
+        Some(
+            json!({"source_type": "jira", "name": "Jira", "sync_mode": "full",
+                    "webhook_url": "https://n8n.example.com/webhook/jira",
+                    "schedule": "@daily", "timezone": "Europe/Berlin"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{scheduled}");
+    assert_eq!(
+        (
+            &scheduled["webhook_url_set"],
+            &scheduled["schedule"],
+            &scheduled["timezone"]
+        ),
+        (&json!(true), &json!("@daily"), &json!("Europe/Berlin"))
+    );
+    assert!(scheduled["next_tick"].is_string(), "{scheduled}");
 
     // Changed: name, description and sync settings in one PATCH; what is not given stays.
     let n8n = wiremock::MockServer::start().await;
@@ -653,20 +694,7 @@ async fn integrations_are_created_changed_paused_and_deleted_with_what_they_hold
 async fn a_sync_started_over_the_api_can_be_waited_for() {
     let app = TestApp::spawn().await;
     let a = tenant(&app, "Alpha").await;
-    // n8n: answers every trigger and hands its sync log id to the test, as a workflow would
-    // start fetching for it.
-    let (triggered, mut triggers) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let n8n = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(move |request: &wiremock::Request| {
-            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-            if let Some(id) = body["sync_log_id"].as_str() {
-                let _ = triggered.send(id.to_string());
-            }
-            wiremock::ResponseTemplate::new(200)
-        })
-        .mount(&n8n)
-        .await;
+    let (n8n, mut triggers) = helpers::n8n_passing_on_triggers().await;
     let path = format!("/api/v1/integrations/{}", a.hubspot.integration_id);
     let (status, _) = call(
         &app,
@@ -726,27 +754,13 @@ async fn a_sync_started_over_the_api_can_be_waited_for() {
     let deliver = async {
         let first = started["sync_log_id"].as_str().unwrap();
         let sync_log_id = loop {
-            let id = tokio::time::timeout(std::time::Duration::from_secs(20), triggers.recv())
-                .await
-                .expect("n8n is asked to start the waited-for sync within 20 s")
-                .expect("the n8n mock is alive");
+            let id = helpers::next_trigger(&mut triggers).await;
             if id != first {
                 break id;
             }
         };
-        let response = app
-            .client
-            .post(app.url("/api/webhooks/n8n"))
-            .bearer_auth(&a.hubspot.key)
-            .json(
-                &json!({"integration_id": a.hubspot.integration_id, "sync_log_id": sync_log_id,
-                          "data_type": "contacts", "source_type": "hubspot", "final": true,
-                          "records": [{"id": "c1", "properties": {"email": "c1@northwind.io"}}]}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let contact = json!({"id": "c1", "properties": {"email": "c1@northwind.io"}});
+        helpers::deliver_for_sync(&app, &a.hubspot, &sync_log_id, vec![contact]).await;
         sync_log_id
     };
     let ((status, answer), sync_log_id) = tokio::join!(waiting, deliver);
@@ -814,6 +828,67 @@ async fn the_effective_mapping_shows_preset_and_overrides_and_a_target_returns_t
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_mapping")
     );
 
+    // The overrides of every data type, and a dry run with the override: the work email wins.
+    let all = format!("/api/v1/integrations/{}/mappings", a.hubspot.integration_id);
+    let (status, listed) = get(&app, &all, &a.token).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["data"],
+        json!([{"data_type": "contacts", "target": "email", "mapping": spec, "enabled": true}])
+    );
+    let reader = tokens::create(&app.db.pool, a.hubspot.tenant_id, None, true)
+        .await
+        .unwrap()
+        .token
+        .plaintext;
+    let sample = json!({"records": [{"id": "c1", "properties": {
+        "email": "home@example.com", "work_email": "Ada@Northwind.io"}}]});
+    let (status, preview) = call(
+        &app,
+        Method::POST,
+        &format!("{base}/preview"),
+        Some(&reader),
+        None,
+        Some(sample.clone()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a read-only token may preview: {preview}"
+    );
+    assert_eq!(preview["truncated"], false);
+    assert_eq!(
+        preview["results"][0]["row"]["email"], "Ada@Northwind.io",
+        "{preview}"
+    );
+    let (status, err) = call(
+        &app,
+        Method::PUT,
+        &format!("{base}/email"),
+        Some(&reader),
+        None,
+        Some(spec.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "read_only_token")
+    );
+    let (status, err) = call(
+        &app,
+        Method::POST,
+        &format!("{base}/preview"),
+        Some(&a.token),
+        None,
+        Some(json!({"records": vec![json!({"id": "x"}); 101]})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_records")
+    );
+
     let (status, back) = call(
         &app,
         Method::DELETE,
@@ -868,4 +943,184 @@ async fn the_effective_mapping_shows_preset_and_overrides_and_a_target_returns_t
         (status, code(&err)),
         (StatusCode::BAD_REQUEST, "invalid_data_type")
     );
+}
+
+/// `PATCH` an integration with `If-Match` (when given): status, `ETag` and body.
+async fn patch_if_match(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    if_match: Option<&str>,
+    body: Value,
+) -> (StatusCode, Option<String>, Value) {
+    let mut request = app.client.patch(app.url(path)).bearer_auth(token);
+    if let Some(tag) = if_match {
+        request = request.header("If-Match", tag);
+    }
+    let response = request.json(&body).send().await.unwrap();
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, etag, response.json().await.unwrap())
+}
+
+async fn etag_of(app: &TestApp, path: &str, token: &str) -> String {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.headers()["etag"].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_settings_write_with_a_stale_etag_is_refused_and_a_sync_does_not_make_it_stale() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "Alpha").await;
+    let path = format!("/api/v1/integrations/{}", a.hubspot.integration_id);
+    let read = etag_of(&app, &path, &a.token).await;
+    let (_, body) = get(&app, &path, &a.token).await;
+    assert_eq!(read, format!("\"{}\"", body["version"]));
+
+    let (status, written, body) = patch_if_match(
+        &app,
+        &path,
+        &a.token,
+        Some(&read),
+        json!({"description": "first", "sync_mode": "full"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let written = written.unwrap();
+    assert_ne!(written, read);
+    // A second admin who read before the first wrote: refused, and nothing of it is applied.
+    let (status, _, body) = patch_if_match(
+        &app,
+        &path,
+        &a.token,
+        Some(&read),
+        json!({"description": "second", "name": "Renamed"}),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+    );
+    assert_eq!(body["error"]["details"]["etag"], json!(written));
+    let (_, now) = get(&app, &path, &a.token).await;
+    assert_eq!(
+        (now["description"].as_str(), now["name"].as_str()),
+        (Some("first"), Some("HubSpot"))
+    );
+
+    // What syncs and pausing write is not what an edit edits: the version stays.
+    helpers::deliver(
+        &app,
+        &a.hubspot,
+        "contacts",
+        vec![json!({"id": "c1"})],
+        false,
+    )
+    .await;
+    helpers::drain(&app.db).await;
+    for action in ["pause", "resume"] {
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            &format!("{path}/{action}"),
+            Some(&a.token),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, now) = get(&app, &path, &a.token).await;
+    assert_eq!(now["total_syncs"], 1);
+    assert_eq!(etag_of(&app, &path, &a.token).await, written);
+
+    // `*`, a list holding the current tag, and no `If-Match` all apply; a weak tag never does.
+    for (if_match, expected) in [
+        (
+            Some(format!("W/{written}")),
+            StatusCode::PRECONDITION_FAILED,
+        ),
+        (Some(format!("\"0\", {written}")), StatusCode::OK),
+        (Some("*".to_string()), StatusCode::OK),
+        (None, StatusCode::OK),
+    ] {
+        let (status, _, body) = patch_if_match(
+            &app,
+            &path,
+            &a.token,
+            if_match.as_deref(),
+            json!({"jitter_secs": 5}),
+        )
+        .await;
+        assert_eq!(status, expected, "{if_match:?}: {body}");
+    }
+    let (status, _, body) =
+        patch_if_match(&app, &path, &a.token, Some("3"), json!({"jitter_secs": 5})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_if_match")
+    );
+
+    // Two writes from one read, at once: exactly one applies.
+    let read = etag_of(&app, &path, &a.token).await;
+    let (first, second) = tokio::join!(
+        patch_if_match(
+            &app,
+            &path,
+            &a.token,
+            Some(&read),
+            json!({"description": "left"})
+        ),
+        patch_if_match(
+            &app,
+            &path,
+            &a.token,
+            Some(&read),
+            json!({"description": "right"})
+        ),
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::PRECONDITION_FAILED],
+        "{first:?} {second:?}"
+    );
+
+    // The admin route's settings carry the same version and take the same precondition.
+    let admin_path = format!("/api/admin/integrations/{}", a.hubspot.integration_id);
+    let current = etag_of(&app, &path, &a.token).await;
+    assert_eq!(etag_of(&app, &admin_path, ADMIN_TOKEN).await, current);
+    let (status, _, body) = patch_if_match(
+        &app,
+        &admin_path,
+        ADMIN_TOKEN,
+        Some(&read),
+        json!({"jitter_secs": 9}),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+    );
+    let (status, written, _) = patch_if_match(
+        &app,
+        &admin_path,
+        ADMIN_TOKEN,
+        Some(&current),
+        json!({"jitter_secs": 9}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(written.unwrap(), etag_of(&app, &path, &a.token).await);
 }

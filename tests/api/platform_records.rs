@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use syncbridge::admin::{self, tokens};
 
-use crate::helpers::{self, HubspotIntegration, TestApp};
+use crate::helpers::{self, HubspotIntegration, TestApp, get};
 
 async fn deliver(app: &TestApp, h: &HubspotIntegration, data_type: &str, records: Vec<Value>) {
     helpers::deliver(app, h, data_type, records, false).await;
@@ -18,17 +18,6 @@ async fn deliver(app: &TestApp, h: &HubspotIntegration, data_type: &str, records
 
 fn contact(n: usize, email: &str) -> Value {
     json!({"id": format!("c{n}"), "properties": {"email": email, "firstname": format!("P{n}")}})
-}
-
-async fn get(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
 }
 
 fn external_ids(page: &Value) -> Vec<String> {

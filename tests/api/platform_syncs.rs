@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use syncbridge::admin::tokens;
 use uuid::Uuid;
 
-use crate::helpers::{self, HubspotIntegration, TestApp};
+use crate::helpers::{self, HubspotIntegration, TestApp, get};
 
 struct Tenant {
     hubspot: HubspotIntegration,
@@ -41,17 +41,6 @@ async fn deliver(app: &TestApp, t: &Tenant, records: Vec<Value>, open: bool) -> 
 
 async fn work(app: &TestApp) {
     helpers::drain(&app.db).await;
-}
-
-async fn get(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
 }
 
 async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> (StatusCode, Value) {

@@ -34,6 +34,9 @@ async fn seed_tenant(conn: &mut PgConnection, name: &str) -> Uuid {
             FROM integration_sources WHERE tenant_id = $1",
         "INSERT INTO tenant_api_tokens (tenant_id, token_prefix, token_hash)
             VALUES ($1, 'sbt_' || substr(md5(random()::text), 1, 10), sha256('t'::bytea))",
+        "INSERT INTO console_sessions (tenant_id, token_id, install, secret_hash, csrf_token, expires_at)
+            SELECT $1, id, false, sha256(id::text::bytea), 'csrf', now() + interval '1 hour'
+            FROM tenant_api_tokens WHERE tenant_id = $1",
         "INSERT INTO integration_field_mappings (tenant_id, integration_id, data_type, target_field, mapping)
             SELECT $1, id, 'contacts', 'email', '{\"source\": \"properties.email\"}' FROM integration_sources WHERE tenant_id = $1",
         "INSERT INTO integration_sync_logs (tenant_id, integration_id, trigger)
@@ -89,7 +92,7 @@ async fn every_tenant_table_has_forced_row_level_security_with_both_policies() {
     let db = TestDb::migrated().await;
     let mut conn = db.owner().await;
     let tables = tenant_tables(&mut conn).await;
-    assert_eq!(tables.len(), 16, "{tables:?}");
+    assert_eq!(tables.len(), 17, "{tables:?}");
     for table in &tables {
         let row = sqlx::query(
             "SELECT relrowsecurity, relforcerowsecurity,

@@ -1,10 +1,7 @@
 //! Scheduled and manual syncs: the trigger toward n8n (a real local HTTP server plays n8n), the
 //! scheduler's exactly-once ticks on a controllable clock, the policies, and the watchdog.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Utc};
 use reqwest::StatusCode;
@@ -603,6 +600,7 @@ async fn a_silent_n8n_times_out_and_exhausted_attempts_fail_the_sync() {
     let (sync_log_id, _) = syncbridge::sync::request_sync(
         &w.app.db.pool,
         &jobs::Queue::default(),
+        None,
         id,
         &request,
         false,
@@ -1219,23 +1217,9 @@ async fn the_watchdog_closes_a_silent_sync_and_late_batches_are_still_processed(
     assert_eq!(failed_syncs, 1);
 }
 
-/// Collects everything logged on this thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn credentials_are_sealed_at_rest_and_never_logged_or_returned() {
-    let captured = Captured::default();
+    let captured = crate::helpers::CapturedLogs::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -1293,7 +1277,7 @@ async fn credentials_are_sealed_at_rest_and_never_logged_or_returned() {
         "n8n got the credentials"
     );
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("n8n accepted the sync trigger"),
         "the capture saw the trigger"

@@ -193,6 +193,11 @@ async fn batches_are_split_into_jobs_of_the_configured_size() {
     let body = fx.envelope(2_500);
     let response = fx.deliver(&body).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // The jobs name the request that delivered them (made here: the test sent none).
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let receipt: Value = response.json().await.unwrap();
     assert_eq!(receipt["jobs"], 3);
     let chunks: Vec<(i32, i32, Vec<u8>)> = sqlx::query_as(
@@ -218,7 +223,8 @@ async fn batches_are_split_into_jobs_of_the_configured_size() {
         args,
         (0..3)
             .map(
-                |i| json!({"tenant_id": fx.tenant_id, "batch_id": receipt["batch_id"], "chunk": i})
+                |i| json!({"tenant_id": fx.tenant_id, "batch_id": receipt["batch_id"], "chunk": i,
+                           "request_id": request_id})
             )
             .collect::<Vec<_>>()
     );

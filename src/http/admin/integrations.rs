@@ -2,9 +2,10 @@
 //! schedule; validated, 422 naming the problem) and the manual sync trigger, behind the admin
 //! token. Credentials can be written here but are never returned.
 
-use axum::{Json, extract::State, http::StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AdminAuth, IntegrationPath};
@@ -14,7 +15,7 @@ use crate::{
     http::{
         AppState,
         error::{ApiError, ErrorCode},
-        extract::ApiJson,
+        extract::{ApiJson, IfMatch, etag},
         webhook_auth::integration_not_found,
     },
     n8n::UrlError,
@@ -26,6 +27,16 @@ impl From<SettingsError> for ApiError {
         let message = e.to_string();
         let (status, code) = match e {
             SettingsError::NotFound(id) => return integration_not_found(id),
+            SettingsError::Field(field) => return field.into(),
+            SettingsError::VersionMismatch { current } => {
+                return ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    ErrorCode::VersionMismatch,
+                    message,
+                )
+                .with_details(json!({ "version": current, "etag": format!("\"{current}\"") }));
+            }
+            SettingsError::NameTaken(_) => (StatusCode::CONFLICT, ErrorCode::IntegrationNameTaken),
             SettingsError::Other(inner) => return ApiError::from(inner),
             SettingsError::Url(UrlError::Denied { .. }) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -102,7 +113,7 @@ impl From<SyncRequestError> for ApiError {
     params(("id" = uuid::Uuid, Path, description = "The integration")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The integration's sync settings (never its credentials)", body = Object),
+        (status = 200, description = "The integration's sync settings (never its credentials)", body = sync_settings::SyncSettings, headers(("ETag" = String, description = "The settings version, for `If-Match`"))),
         (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
         (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
@@ -114,24 +125,26 @@ pub async fn get(
     _: AdminAuth,
     State(state): State<AppState>,
     path: IntegrationPath,
-) -> Result<Json<sync_settings::SyncSettings>, ApiError> {
-    let id = path.id;
-    Ok(Json(sync_settings::get(&state.pool, id).await?))
+) -> Result<impl IntoResponse, ApiError> {
+    let settings = sync_settings::get(&state.pool, path.id).await?;
+    Ok((etag(settings.version), Json(settings)))
 }
 
 /// Changes an integration's sync settings; each field given is validated (422 naming the
 /// problem) and the row is locked while it is written, so concurrent changes do not lose each
-/// other's fields.
+/// other's fields. With `If-Match: "<version>"` (the `ETag` of a read) it applies only if
+/// nobody changed the settings since (412 `version_mismatch` otherwise).
 #[utoipa::path(
     patch,
     path = "/api/admin/integrations/{id}",
     tag = "admin",
-    params(("id" = uuid::Uuid, Path, description = "The integration")),
-    request_body(content = Object, description = "Any of `webhook_url`, `credentials`, `schedule`, `timezone`, `sync_mode`, `data_types`, `missed_ticks`, `on_running`, `jitter_secs`, `sweep_min_seen_percent` (see the README)"),
+    params(("id" = uuid::Uuid, Path, description = "The integration"), ("If-Match" = Option<String>, Header, description = "The `ETag` of your last read: the change applies only if nobody changed the settings since")),
+    request_body(content = SettingsChange, description = "Any of the settings (see the README); what is not given stays"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The settings as they now are", body = Object),
-        (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
+        (status = 200, description = "The settings as they now are", body = sync_settings::SyncSettings, headers(("ETag" = String, description = "The settings version, for `If-Match`"))),
+        (status = 400, description = "`invalid_integration_id`, `invalid_if_match`", body = crate::http::error::ErrorBody),
+        (status = 412, description = "`version_mismatch`: `details.version` and `details.etag` are the current ones", body = crate::http::error::ErrorBody),
         (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
         (status = 409, description = "`encryption_key_missing`", body = crate::http::error::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
@@ -145,16 +158,28 @@ pub async fn update(
     _: AdminAuth,
     State(state): State<AppState>,
     path: IntegrationPath,
+    IfMatch(if_match): IfMatch,
     ApiJson(change): ApiJson<SettingsChange>,
-) -> Result<Json<sync_settings::SyncSettings>, ApiError> {
-    let id = path.id;
+) -> Result<impl IntoResponse, ApiError> {
     let sync = &state.sync;
-    Ok(Json(
-        sync_settings::update(&state.pool, &sync.policy, sync.sealer.as_ref(), id, &change).await?,
-    ))
+    let edit = sync_settings::Edit {
+        if_version: if_match.as_deref(),
+        ..sync_settings::Edit::settings(&change)
+    };
+    let settings = sync_settings::edit(
+        &state.pool,
+        &sync.policy,
+        sync.sealer.as_ref(),
+        None,
+        path.id,
+        edit,
+    )
+    .await?;
+    Ok((etag(settings.version), Json(settings)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A manual sync's options; all optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManualSync {
     sync_mode: Option<SyncMode>,
@@ -166,6 +191,15 @@ pub struct ManualSync {
     retry_of: Option<Uuid>,
 }
 
+/// A sync just requested.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestedSync {
+    pub sync_log_id: Uuid,
+    /// The trigger job that asks n8n to run it.
+    pub job_id: i64,
+    pub status: crate::domain::SyncStatus,
+}
+
 /// Starts a sync of the integration now: a worker asks its n8n workflow to run (202 with the new
 /// sync log's id).
 #[utoipa::path(
@@ -173,10 +207,10 @@ pub struct ManualSync {
     path = "/api/admin/integrations/{id}/sync",
     tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "The integration")),
-    request_body(content = Object, description = "Optional: `{mode, data_types, force, retry_of}`"),
+    request_body(content = ManualSync, description = "Optional"),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "`{sync_log_id, job_id}`: a worker asks n8n to start the sync", body = Object),
+        (status = 202, description = "A worker asks n8n to start the sync", body = RequestedSync),
         (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
         (status = 404, description = "`integration_not_found`, `sync_log_not_found`", body = crate::http::error::ErrorBody),
         (status = 409, description = "`integration_paused`, `webhook_url_missing`, `sync_in_progress`, `sync_not_retryable`", body = crate::http::error::ErrorBody),
@@ -192,7 +226,7 @@ pub async fn sync(
     State(state): State<AppState>,
     path: IntegrationPath,
     ApiJson(request): ApiJson<ManualSync>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RequestedSync>), ApiError> {
     let id = path.id;
     let sync_request = SyncRequest {
         trigger: SyncTrigger::Manual,
@@ -204,6 +238,7 @@ pub async fn sync(
     match sync::request_sync(
         &state.pool,
         &state.queue,
+        None,
         id,
         &sync_request,
         request.force,
@@ -213,7 +248,11 @@ pub async fn sync(
     {
         Ok((sync_log_id, job_id)) => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({ "sync_log_id": sync_log_id, "job_id": job_id, "status": "pending" })),
+            Json(RequestedSync {
+                sync_log_id,
+                job_id,
+                status: crate::domain::SyncStatus::Pending,
+            }),
         )),
         Err(e) => Err(e.into()),
     }

@@ -1,8 +1,8 @@
 //! `/api/admin/jobs`: the operator's view of background jobs (list, stats, retry, cancel).
 
 use axum::{Json, extract::State, http::StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AdminAuth;
 use crate::http::{
@@ -49,7 +49,7 @@ fn bad_filter(e: jobs::Error) -> ApiError {
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{jobs: [...], next_before}`", body = Object),
+        (status = 200, description = "A page of jobs", body = JobPage),
         (status = 400, description = "`invalid_query`, `invalid_filter`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
         (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
@@ -60,7 +60,7 @@ pub async fn list(
     _: AdminAuth,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     let filter = jobs::JobFilter {
         ids: Vec::new(),
         states: q
@@ -82,7 +82,42 @@ pub async fn list(
     let next_before = (found.len() as i64 == limit)
         .then(|| found.last().map(|j| j.id))
         .flatten();
-    Ok(Json(json!({ "jobs": found, "next_before": next_before })))
+    Ok(Json(JobPage {
+        jobs: found,
+        next_before,
+    }))
+}
+
+/// A page of jobs, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    /// Each: `id`, `kind`, `queue`, `state`, `priority`, `attempt`, `max_attempts`, `tag`,
+    /// `unique_key`, `args`, `scheduled_at`, `attempted_at`, `attempted_by`, `finalized_at`,
+    /// `created_at`, `errors` (every failed attempt: `{attempt, at, error, worker?}`).
+    #[schema(value_type = Vec<Object>)]
+    pub jobs: Vec<jobs::JobSummary>,
+    /// Pass as `before` for the next page; `null` on the last.
+    pub next_before: Option<i64>,
+}
+
+/// The queues' counts.
+#[derive(Serialize, ToSchema)]
+pub struct JobStats {
+    /// Per queue and state: `queue`, `state`, `count`, `oldest_available_age_secs`, `paused`.
+    #[schema(value_type = Vec<Object>)]
+    pub queues: Vec<jobs::QueueStats>,
+}
+
+/// How many jobs a bulk retry made runnable.
+#[derive(Serialize, ToSchema)]
+pub struct Retried {
+    pub retried: u64,
+}
+
+/// How many jobs a bulk cancel cancelled.
+#[derive(Serialize, ToSchema)]
+pub struct Cancelled {
+    pub cancelled: u64,
 }
 
 /// Jobs per queue and state, with the age of the oldest available job of each queue.
@@ -92,21 +127,24 @@ pub async fn list(
     tag = "admin",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Jobs per queue and state, the oldest available job's age, paused queues", body = Object),
+        (status = 200, description = "Jobs per queue and state, the oldest available job's age, paused queues", body = JobStats),
         (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
         (status = 403, description = "`admin_disabled`", body = crate::http::error::ErrorBody),
         (status = 503, description = "`database_unavailable`", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn stats(_: AdminAuth, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let stats = jobs::admin::stats(&state.pool, &state.queue)
+pub async fn stats(
+    _: AdminAuth,
+    State(state): State<AppState>,
+) -> Result<Json<JobStats>, ApiError> {
+    let queues = jobs::admin::stats(&state.pool, &state.queue)
         .await
         .map_err(ApiError::from)?;
-    Ok(Json(json!({ "queues": stats })))
+    Ok(Json(JobStats { queues }))
 }
 
 /// Which jobs a bulk action applies to: ids, a filter, or both (both must match).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
     #[serde(default)]
@@ -115,7 +153,8 @@ pub struct BulkRequest {
     filter: Option<FilterBody>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// Jobs of these states (`dead` = `failed`), queue, kind and tag; what is not given matches all.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterBody {
     #[serde(default)]
@@ -168,10 +207,10 @@ async fn bulk(
     post,
     path = "/api/admin/jobs/retry",
     tag = "admin",
-    request_body(content = Object, description = "`{ids: [...], filter: {states, queue, kind, tag}}`: ids, a filter, or both"),
+    request_body(content = BulkRequest, description = "Ids, a filter, or both"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{matched, changed}`", body = Object),
+        (status = 200, description = "How many were made runnable", body = Retried),
         (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
         (status = 422, description = "`invalid_body`, `empty_selection`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
@@ -183,9 +222,9 @@ pub async fn retry(
     _: AdminAuth,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<BulkRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Retried>, ApiError> {
     let retried = bulk(&state, jobs::BulkAction::Retry, body).await?;
-    Ok(Json(json!({ "retried": retried })))
+    Ok(Json(Retried { retried }))
 }
 
 /// Cancels the unfinished jobs named by ids and/or a filter, server-side in batches.
@@ -193,10 +232,10 @@ pub async fn retry(
     post,
     path = "/api/admin/jobs/cancel",
     tag = "admin",
-    request_body(content = Object, description = "`{ids: [...], filter: {states, queue, kind, tag}}`: ids, a filter, or both"),
+    request_body(content = BulkRequest, description = "Ids, a filter, or both"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{matched, changed}`", body = Object),
+        (status = 200, description = "How many were cancelled", body = Cancelled),
         (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
         (status = 422, description = "`invalid_body`, `empty_selection`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
@@ -208,7 +247,7 @@ pub async fn cancel(
     _: AdminAuth,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<BulkRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
     let cancelled = bulk(&state, jobs::BulkAction::Cancel, body).await?;
-    Ok(Json(json!({ "cancelled": cancelled })))
+    Ok(Json(Cancelled { cancelled }))
 }

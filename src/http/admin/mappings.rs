@@ -3,8 +3,9 @@
 //! off the request threads).
 
 use axum::{Json, extract::State, http::StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{AdminAuth, IntegrationPath};
 use crate::{
@@ -37,7 +38,7 @@ impl From<MappingError> for ApiError {
     }
 }
 
-/// The integration's mappings per data type: preset, overrides and the effective mapping.
+/// The integration's stored mappings: its overrides of the preset and the targets turned off.
 #[utoipa::path(
     get,
     path = "/api/admin/integrations/{id}/mappings",
@@ -45,7 +46,7 @@ impl From<MappingError> for ApiError {
     params(("id" = uuid::Uuid, Path, description = "The integration")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Per data type: the preset, the overrides and the effective mapping", body = Object),
+        (status = 200, description = "Its stored mappings: overrides of the preset and targets turned off", body = MappingList),
         (status = 400, description = "`invalid_integration_id`", body = crate::http::error::ErrorBody),
         (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`missing_admin_token`, `invalid_admin_token`", body = crate::http::error::ErrorBody),
@@ -57,14 +58,15 @@ pub async fn list(
     _: AdminAuth,
     State(state): State<AppState>,
     path: IntegrationPath,
-) -> Result<Json<Value>, ApiError> {
-    let rows = admin::list_mappings(&state.pool, path.id).await?;
-    Ok(Json(json!({
-        "mappings": rows.into_iter().map(|m| json!({
-            "data_type": m.data_type, "target": m.target, "mapping": m.mapping,
-            "enabled": m.enabled,
-        })).collect::<Vec<_>>()
-    })))
+) -> Result<Json<MappingList>, ApiError> {
+    let mappings = admin::list_mappings(&state.pool, None, path.id).await?;
+    Ok(Json(MappingList { mappings }))
+}
+
+/// An integration's stored mappings (its overrides of the preset, and the targets turned off).
+#[derive(Serialize, ToSchema)]
+pub struct MappingList {
+    pub mappings: Vec<admin::StoredMapping>,
 }
 
 /// Sets the mapping of one target column of one data type (validated; 422 names the problem).
@@ -76,7 +78,7 @@ pub async fn list(
     request_body(content = Object, description = "The mapping of one target (see the README's mapping language)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The stored mapping", body = Object),
+        (status = 200, description = "The stored mapping", body = SetMapping),
         (status = 400, description = "`invalid_integration_id`, `invalid_data_type`, `invalid_path`", body = crate::http::error::ErrorBody),
         (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = crate::http::error::ErrorBody),
@@ -91,25 +93,76 @@ pub async fn set(
     State(state): State<AppState>,
     path: IntegrationPath,
     ApiJson(spec): ApiJson<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SetMapping>, ApiError> {
     let (Some(data_type), Some(target)) = (path.data_type, path.target) else {
         return Err(ApiError::internal(
             "the mapping route lacks its data type or target",
         ));
     };
     let id = path.id;
-    admin::set_mapping(&state.pool, id, data_type, &target, &spec, true).await?;
-    Ok(Json(
-        json!({ "integration_id": id, "data_type": data_type, "target": target, "mapping": spec }),
-    ))
+    admin::set_mapping(&state.pool, None, id, data_type, &target, &spec, true).await?;
+    Ok(Json(SetMapping {
+        integration_id: id,
+        data_type,
+        target,
+        mapping: spec,
+    }))
 }
 
-/// A preview's body: `{"records": [...]}` or an array of records.
-#[derive(Deserialize)]
+/// A mapping just stored.
+#[derive(Serialize, ToSchema)]
+pub struct SetMapping {
+    pub integration_id: uuid::Uuid,
+    pub data_type: crate::domain::DataType,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub mapping: Value,
+}
+
+/// A preview's body: `{"records": [...]}` or an array of records (at most 100).
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PreviewBody {
-    Wrapped { records: Vec<Value> },
+    Wrapped {
+        #[schema(value_type = Vec<Object>)]
+        records: Vec<Value>,
+    },
+    #[schema(value_type = Vec<Object>)]
     Bare(Vec<Value>),
+}
+
+impl PreviewBody {
+    pub fn records(self) -> Vec<Value> {
+        match self {
+            PreviewBody::Wrapped { records } | PreviewBody::Bare(records) => records,
+        }
+    }
+}
+
+/// What a preview answers: each record as the mapping makes it a row, within a byte budget.
+#[derive(Serialize, ToSchema)]
+pub struct PreviewAnswer {
+    /// Per record, in order: the mapped row (`row`) and its problems (`errors`), or
+    /// `too_large` with its size.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+    /// Whether records were left out because the results before them reached the budget.
+    pub truncated: bool,
+    /// How many were left out.
+    pub omitted: usize,
+    /// The budget of `results`, in bytes of JSON.
+    pub limit_bytes: usize,
+}
+
+impl From<crate::mapping::Preview> for PreviewAnswer {
+    fn from(preview: crate::mapping::Preview) -> Self {
+        Self {
+            truncated: preview.omitted > 0,
+            omitted: preview.omitted,
+            results: preview.results,
+            limit_bytes: admin::PREVIEW_MAX_BYTES,
+        }
+    }
 }
 
 impl From<PreviewError> for ApiError {
@@ -139,10 +192,10 @@ impl From<PreviewError> for ApiError {
     path = "/api/admin/integrations/{id}/mappings/{data_type}/preview",
     tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "The integration"), ("data_type" = crate::domain::DataType, Path, description = "`contacts`, `tickets` or `deals`")),
-    request_body(content = Object, description = "`{records: [...], mapping?}` or an array of records (at most 100)"),
+    request_body(content = PreviewBody, description = "`{records: [...]}` or an array of records (at most 100)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Each record as the mapping makes it a row, with its problems", body = Object),
+        (status = 200, description = "Each record as the mapping makes it a row, with its problems", body = PreviewAnswer),
         (status = 400, description = "`invalid_integration_id`, `invalid_data_type`, `invalid_path`", body = crate::http::error::ErrorBody),
         (status = 404, description = "`integration_not_found`", body = crate::http::error::ErrorBody),
         (status = 413, description = "`too_many_records`, `payload_too_large`", body = crate::http::error::ErrorBody),
@@ -157,19 +210,18 @@ pub async fn preview(
     State(state): State<AppState>,
     path: IntegrationPath,
     ApiJson(body): ApiJson<PreviewBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PreviewAnswer>, ApiError> {
     let Some(data_type) = path.data_type else {
         return Err(ApiError::internal("the preview route lacks its data type"));
     };
-    let records = match body {
-        PreviewBody::Wrapped { records } | PreviewBody::Bare(records) => records,
-    };
-    let preview =
-        admin::preview_mappings(&state.pool, &state.previews, path.id, data_type, records).await?;
-    Ok(Json(json!({
-        "results": preview.results,
-        "truncated": preview.omitted > 0,
-        "omitted": preview.omitted,
-        "limit_bytes": admin::PREVIEW_MAX_BYTES,
-    })))
+    let preview = admin::preview_mappings(
+        &state.pool,
+        &state.previews,
+        None,
+        path.id,
+        data_type,
+        body.records(),
+    )
+    .await?;
+    Ok(Json(preview.into()))
 }

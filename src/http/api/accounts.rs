@@ -46,7 +46,6 @@ pub struct AccountList {
     responses(
         (status = 200, description = "The accounts", body = AccountList),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -79,7 +78,6 @@ pub struct NewAccount {
     responses(
         (status = 201, description = "The account, and `warnings` when another account claims one of its domains or its name", body = WrittenAccount),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -120,7 +118,6 @@ pub struct AccountChange {
     responses(
         (status = 200, description = "The account as it now is, with `warnings`", body = WrittenAccount),
         (status = 400, description = "`invalid_path`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`account_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -159,7 +156,6 @@ pub async fn update(
     responses(
         (status = 200, description = "The account as it was, with the records it had matched", body = AccountView),
         (status = 400, description = "`invalid_path`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`account_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),

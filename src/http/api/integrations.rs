@@ -1,7 +1,7 @@
 //! `/api/v1/integrations…`: the tenant's integrations (summaries with last sync, counts and next
 //! tick) and their API keys (created once, listed without secrets, revoked).
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,7 +15,7 @@ use crate::{
     http::{
         AppState,
         error::{ApiError, ErrorBody, ErrorCode},
-        extract::ApiJson,
+        extract::{ApiJson, IfMatch, etag},
         webhook_auth::integration_not_found,
     },
 };
@@ -30,7 +30,6 @@ use crate::{
     responses(
         (status = 200, description = "The integrations", body = IntegrationList),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -54,9 +53,8 @@ pub async fn list(
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 200, description = "The integration", body = IntegrationView, headers(("ETag" = String, description = "Its settings version, for `If-Match`"))),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`, `invalid_integration_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`, `integration_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -65,12 +63,12 @@ pub async fn get(
     scope: TenantScope,
     ids: PathIds,
     State(state): State<AppState>,
-) -> Result<Json<IntegrationView>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let id = ids.get("integration_id");
     let integration = tenant_api::integration(&state.pool, scope.tenant_id, id)
         .await?
         .ok_or_else(|| integration_not_found(id))?;
-    Ok(Json(integration))
+    Ok((etag(integration.summary.version), Json(integration)))
 }
 
 /// The integration's API keys, newest first, revoked ones included; never a key itself.
@@ -86,7 +84,6 @@ pub async fn get(
     responses(
         (status = 200, description = "The keys", body = KeyList),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`, `invalid_integration_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`, `integration_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -124,7 +121,6 @@ pub struct NewKey {
     responses(
         (status = 201, description = "The key, with `key` shown this once", body = CreatedKeyBody),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`, `invalid_integration_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`invalid_body`", body = ErrorBody),
@@ -166,7 +162,6 @@ pub async fn create_key(
     responses(
         (status = 200, description = "The key as it now is", body = KeyInfo),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`, `invalid_integration_id`, `invalid_path`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`, `api_key_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
@@ -227,18 +222,44 @@ impl From<tenant_api::IntegrationError> for ApiError {
     }
 }
 
+/// A new integration: what it is, and optionally any of its settings (as `PATCH` takes them).
+/// For the OpenAPI document: the handler splits the object itself (see [`take_settings`]).
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct NewIntegration {
     /// `zoho_crm`, `zoho_desk`, `jira`, `salesforce`, `hubspot`, `zendesk`, `intercom`, `slack`
     /// or `custom`.
     source_type: String,
     name: String,
     description: Option<String>,
+    #[serde(flatten)]
+    settings: SettingsChange,
 }
 
-/// Adds an integration (active, no schedule; set its webhook URL, schedule and credentials with
-/// `PATCH`). Then make it a key: `POST /api/v1/integrations/{id}/keys`.
+/// The part of `body` a [`SettingsChange`] takes, once `fields` are taken out (so one body holds
+/// both, and an unknown field is still refused by name).
+fn take_settings(
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    fields: &[&str],
+) -> Result<(serde_json::Map<String, serde_json::Value>, SettingsChange), ApiError> {
+    let own = fields
+        .iter()
+        .filter_map(|f| body.remove(*f).map(|v| (f.to_string(), v)))
+        .collect();
+    let change = serde_path_to_error::deserialize(serde_json::Value::Object(std::mem::take(body)))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidBody,
+                format!("the body is not valid: {e}"),
+            )
+        })?;
+    Ok((own, change))
+}
+
+/// Adds an integration, with any of its settings (webhook URL, schedule, credentials (write-only),
+/// …, validated as `PATCH` does) in the same step: when one is refused, nothing is created.
+/// Then make it a key: `POST /api/v1/integrations/{id}/keys`.
 #[utoipa::path(
     post,
     path = "/api/v1/integrations",
@@ -247,37 +268,70 @@ pub struct NewIntegration {
     request_body = NewIntegration,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The integration", body = IntegrationView),
+        (status = 201, description = "The integration", body = IntegrationView, headers(("ETag" = String, description = "Its settings version, for `If-Match`"))),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
-        (status = 409, description = "`integration_name_taken`", body = ErrorBody),
+        (status = 409, description = "`integration_name_taken`, `encryption_key_missing`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`invalid_field` (`details.field` names it), `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (`details.field` names it), `invalid_body`, `invalid_schedule`, `invalid_timezone`, `invalid_jitter`, `invalid_sweep_share`, `data_type_not_supported`, `invalid_credentials`, `invalid_webhook_url`, `webhook_url_denied`, `webhook_url_required`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
 )]
 pub async fn create(
     scope: TenantScope,
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<NewIntegration>,
-) -> Result<(StatusCode, Json<IntegrationView>), ApiError> {
-    let source_type =
-        body.source_type
-            .parse()
-            .map_err(|e: crate::domain::kinds::UnknownValue| {
-                FieldError::new("source_type", e.to_string())
-            })?;
-    let view = tenant_api::create_integration(
+    ApiJson(mut body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (own, change) = take_settings(&mut body, &["source_type", "name", "description"])?;
+    let text = |field: &str, required: bool| -> Result<Option<String>, ApiError> {
+        match own.get(field) {
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            None | Some(serde_json::Value::Null) if !required => Ok(None),
+            None | Some(serde_json::Value::Null) => {
+                Err(FieldError::new(field, format!("`{field}` is required")).into())
+            }
+            Some(_) => Err(FieldError::new(field, format!("`{field}` is a string")).into()),
+        }
+    };
+    let source_type = text("source_type", true)?
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: crate::domain::kinds::UnknownValue| {
+            FieldError::new("source_type", e.to_string())
+        })?;
+    let name = text("name", true)?.unwrap_or_default();
+    let description = text("description", false)?;
+    let sync = &state.sync;
+    let id = settings::create(
         &state.pool,
+        &sync.policy,
+        sync.sealer.as_ref(),
         scope.tenant_id,
         source_type,
-        &body.name,
-        body.description.as_deref(),
+        &name,
+        description.as_deref(),
+        &change,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    let view = tenant_api::integration(&state.pool, scope.tenant_id, id)
+        .await?
+        .ok_or_else(|| integration_not_found(id))?;
+    Ok((StatusCode::CREATED, etag(view.summary.version), Json(view)))
+}
+
+/// The body of an integration's `PATCH`, for the OpenAPI document: the handler reads `name`
+/// and `description` from the object itself (so `null` tells from absent) and the rest as a
+/// [`SettingsChange`], which this flattens, so the two cannot drift apart.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct IntegrationPatch {
+    /// A new name, unique within the tenant (case-insensitive); cannot be removed.
+    name: Option<String>,
+    /// A new description; `null` removes it.
+    description: Option<String>,
+    #[serde(flatten)]
+    settings: SettingsChange,
 }
 
 /// Changes an integration: `name` and `description`, and any of its sync settings (`webhook_url`,
@@ -288,13 +342,13 @@ pub async fn create(
     patch,
     path = "/api/v1/integrations/{integration_id}",
     tag = "integrations",
-    params(("integration_id" = uuid::Uuid, Path, description = "The integration"), ("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for")),
-    request_body(content = Object, description = "`{name?, description?, webhook_url?, credentials?, schedule?, timezone?, sync_mode?, data_types?, missed_ticks?, on_running?, jitter_secs?, sweep_min_seen_percent?}`"),
+    params(("integration_id" = uuid::Uuid, Path, description = "The integration"), ("Syncbridge-Tenant" = Option<uuid::Uuid>, Header, description = "With the admin token: the tenant to act for"), ("If-Match" = Option<String>, Header, description = "The `ETag` of your last read: the change applies only if nobody changed the integration since")),
+    request_body(content = IntegrationPatch, description = "What to change; what is not given stays"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The integration as it now is", body = IntegrationView),
-        (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
+        (status = 200, description = "The integration as it now is", body = IntegrationView, headers(("ETag" = String, description = "Its settings version, for `If-Match`"))),
+        (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`, `invalid_if_match`", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `details.version` and `details.etag` are the integration's current ones", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 409, description = "`integration_name_taken`, `encryption_key_missing`", body = ErrorBody),
@@ -307,12 +361,11 @@ pub async fn update(
     scope: TenantScope,
     ids: PathIds,
     State(state): State<AppState>,
+    IfMatch(if_match): IfMatch,
     ApiJson(mut body): ApiJson<serde_json::Map<String, serde_json::Value>>,
-) -> Result<Json<IntegrationView>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let id = ids.get("integration_id");
-    if !tenant_api::owns_integration(&state.pool, scope.tenant_id, id).await? {
-        return Err(integration_not_found(id));
-    }
+    let (mut own, change) = take_settings(&mut body, &["name", "description"])?;
     let text = |field: &str, value: serde_json::Value| -> Result<Option<String>, ApiError> {
         match value {
             serde_json::Value::Null => Ok(None),
@@ -320,48 +373,36 @@ pub async fn update(
             _ => Err(FieldError::new(field, format!("`{field}` is a string")).into()),
         }
     };
-    let name = body.remove("name").map(|v| text("name", v)).transpose()?;
-    let description = body
-        .remove("description")
-        .map(|v| text("description", v))
-        .transpose()?;
-    let name = match name {
+    let name = match own.remove("name").map(|v| text("name", v)).transpose()? {
         Some(None) => {
             return Err(FieldError::new("name", "an integration name cannot be removed").into());
         }
-        Some(Some(n)) => Some(n),
-        None => None,
+        name => name.flatten(),
     };
-    let change: SettingsChange = serde_path_to_error::deserialize(serde_json::Value::Object(body))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidBody,
-                format!("the body is not valid: {e}"),
-            )
-        })?;
-    if name.is_some() || description.is_some() {
-        tenant_api::rename_integration(
-            &state.pool,
-            scope.tenant_id,
-            id,
-            name.as_deref(),
-            description.as_ref().map(|d| d.as_deref()),
-        )
-        .await?;
-    }
-    settings::update(
+    let description = own
+        .remove("description")
+        .map(|v| text("description", v))
+        .transpose()?;
+    let edit = settings::Edit {
+        name: name.as_deref(),
+        description: description.as_ref().map(|d| d.as_deref()),
+        settings: &change,
+        if_version: if_match.as_deref(),
+    };
+    let sync = &state.sync;
+    settings::edit(
         &state.pool,
-        &state.sync.policy,
-        state.sync.sealer.as_ref(),
+        &sync.policy,
+        sync.sealer.as_ref(),
+        Some(scope.tenant_id),
         id,
-        &change,
+        edit,
     )
     .await?;
     let view = tenant_api::integration(&state.pool, scope.tenant_id, id)
         .await?
         .ok_or_else(|| integration_not_found(id))?;
-    Ok(Json(view))
+    Ok((etag(view.summary.version), Json(view)))
 }
 
 /// Deletes an integration with everything it holds: its records, syncs, batches and stored
@@ -376,7 +417,6 @@ pub async fn update(
     responses(
         (status = 200, description = "What was removed", body = Footprint),
         (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
@@ -399,10 +439,9 @@ async fn set_status(
     id: uuid::Uuid,
     status: IntegrationStatus,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    if !tenant_api::owns_integration(&state.pool, scope.tenant_id, id).await? {
+    if !tenant_api::set_status(&state.pool, scope.tenant_id, id, status).await? {
         return Err(integration_not_found(id));
     }
-    crate::admin::set_integration_status(&state.pool, id, status).await?;
     let view = tenant_api::integration(&state.pool, scope.tenant_id, id)
         .await?
         .ok_or_else(|| integration_not_found(id))?;
@@ -420,7 +459,6 @@ async fn set_status(
     responses(
         (status = 200, description = "The integration as it now is", body = IntegrationView),
         (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
@@ -450,7 +488,6 @@ pub async fn pause(
     responses(
         (status = 200, description = "The integration as it now is", body = IntegrationView),
         (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`integration_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
@@ -521,7 +558,6 @@ const MAX_WAIT_SECS: u32 = 25;
         (status = 200, description = "Started and closed within `wait_secs`", body = StartedSync),
         (status = 202, description = "Started; still open", body = StartedSync),
         (status = 400, description = "`invalid_integration_id`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`integration_not_found`, `sync_log_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 409, description = "`integration_paused`, `webhook_url_missing`, `sync_in_progress` (`details.sync_log_id`), `sync_not_retryable`", body = ErrorBody),
@@ -547,9 +583,6 @@ pub async fn start_sync(
         )
         .into());
     }
-    if !tenant_api::owns_integration(&state.pool, scope.tenant_id, id).await? {
-        return Err(integration_not_found(id));
-    }
     let request = crate::sync::SyncRequest {
         trigger: crate::domain::SyncTrigger::Manual,
         sync_mode: body.sync_mode,
@@ -560,6 +593,7 @@ pub async fn start_sync(
     let (sync_log_id, job_id) = crate::sync::request_sync(
         &state.pool,
         &state.queue,
+        Some(scope.tenant_id),
         id,
         &request,
         body.force,

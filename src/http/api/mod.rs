@@ -27,7 +27,10 @@ use super::{
     AppState,
     error::{ApiError, ErrorCode},
 };
-use crate::admin::tokens::{self as tenant_tokens, TokenPrincipal, TokenRefusal};
+use crate::{
+    admin::tokens::{self as tenant_tokens, TokenPrincipal, TokenRefusal},
+    jwt::{JwtPrincipal, JwtRefusal},
+};
 
 /// The header an admin-token caller names the tenant in.
 pub const TENANT_HEADER: &str = "syncbridge-tenant";
@@ -74,8 +77,16 @@ pub fn routes() -> Router<AppState> {
             delete(integrations::revoke_key),
         )
         .route(
+            "/api/v1/integrations/{integration_id}/mappings",
+            get(mappings::overrides),
+        )
+        .route(
             "/api/v1/integrations/{integration_id}/mappings/{data_type}",
             get(mappings::effective),
+        )
+        .route(
+            "/api/v1/integrations/{integration_id}/mappings/{data_type}/preview",
+            post(mappings::preview),
         )
         .route(
             "/api/v1/integrations/{integration_id}/mappings/{data_type}/{target}",
@@ -93,11 +104,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tokens/{token_id}", delete(tokens::revoke))
 }
 
-/// Who is calling: the install's operator (admin token) or a tenant's token.
+/// Who is calling: the install's operator (admin token), a tenant's token, or a platform JWT.
 #[derive(Debug, Clone)]
 pub enum Caller {
     Install,
     Tenant(TokenPrincipal),
+    Jwt(JwtPrincipal),
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -121,6 +133,9 @@ impl FromRequestParts<AppState> for Caller {
         {
             return Ok(Caller::Install);
         }
+        if crate::jwt::looks_like_jwt(token) {
+            return jwt_caller(state, token).await;
+        }
         match tenant_tokens::authenticate(&state.pool, token).await? {
             Ok(principal) => Ok(Caller::Tenant(principal)),
             Err(TokenRefusal::Revoked) => Err(ApiError::new(
@@ -137,6 +152,66 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A JWT's caller: its tenant must exist (a valid token for a tenant this install does not
+/// serve is refused like a bad one).
+async fn jwt_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let Some(verifier) = &state.jwt else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidToken,
+            "JWT authentication is not configured here (see `[jwt]` in the README); use a tenant API token",
+        ));
+    };
+    let principal = verifier.verify(token).await.map_err(jwt_refusal)?;
+    if !crate::admin::tenant_exists(&state.pool, principal.tenant_id).await? {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::JwtTenantInvalid,
+            format!(
+                "the token names tenant {}, which does not exist",
+                principal.tenant_id
+            ),
+        ));
+    }
+    Ok(Caller::Jwt(principal))
+}
+
+fn jwt_refusal(refusal: JwtRefusal) -> ApiError {
+    let message = refusal.to_string();
+    let (status, code) = match &refusal {
+        JwtRefusal::Malformed(_) => (StatusCode::UNAUTHORIZED, ErrorCode::JwtMalformed),
+        JwtRefusal::AlgorithmRefused(_) => {
+            (StatusCode::UNAUTHORIZED, ErrorCode::JwtAlgorithmRefused)
+        }
+        JwtRefusal::UnknownKey(_) => (StatusCode::UNAUTHORIZED, ErrorCode::JwtKeyUnknown),
+        JwtRefusal::BadSignature => (StatusCode::UNAUTHORIZED, ErrorCode::JwtSignatureInvalid),
+        JwtRefusal::Expired => (StatusCode::UNAUTHORIZED, ErrorCode::JwtExpired),
+        JwtRefusal::NotYetValid => (StatusCode::UNAUTHORIZED, ErrorCode::JwtNotYetValid),
+        JwtRefusal::WrongAudience => (StatusCode::UNAUTHORIZED, ErrorCode::JwtAudienceMismatch),
+        JwtRefusal::WrongIssuer => (StatusCode::UNAUTHORIZED, ErrorCode::JwtIssuerMismatch),
+        JwtRefusal::ClaimMissing(claim) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::JwtClaimMissing,
+                message,
+            )
+            .with_details(json!({ "claim": claim }));
+        }
+        JwtRefusal::TenantInvalid { claim, .. } => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::JwtTenantInvalid,
+                message,
+            )
+            .with_details(json!({ "claim": claim }));
+        }
+        JwtRefusal::KeysUnavailable(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::JwksUnavailable)
+        }
+    };
+    ApiError::new(status, code, message)
+}
+
 /// The tenant a request acts for, and whether it may change anything. A read-only token's
 /// requests other than GET and HEAD are 403 `read_only_token`; an admin-token request without a
 /// valid `Syncbridge-Tenant` header is 400 (`tenant_required`, `invalid_tenant_id`) or 404
@@ -151,10 +226,28 @@ impl FromRequestParts<AppState> for TenantScope {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let reads = matches!(parts.method, Method::GET | Method::HEAD);
+        TenantScope::of(parts, state, reads).await
+    }
+}
+
+/// The scope of a request that changes nothing whatever its method (a mapping preview's
+/// `POST`), so read-only tokens may make it.
+pub struct ReadingScope(pub TenantScope);
+
+impl FromRequestParts<AppState> for ReadingScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        TenantScope::of(parts, state, true).await.map(ReadingScope)
+    }
+}
+
+impl TenantScope {
+    async fn of(parts: &mut Parts, state: &AppState, reads: bool) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let tenant_id = match &caller {
             Caller::Tenant(principal) => {
-                let reads = matches!(parts.method, Method::GET | Method::HEAD);
                 if principal.read_only && !reads {
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
@@ -164,6 +257,7 @@ impl FromRequestParts<AppState> for TenantScope {
                 }
                 principal.tenant_id
             }
+            Caller::Jwt(principal) => principal.tenant_id,
             Caller::Install => {
                 let Some(value) = parts.headers.get(TENANT_HEADER) else {
                     return Err(ApiError::new(

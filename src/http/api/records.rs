@@ -65,7 +65,6 @@ pub struct RecordPage {
     responses(
         (status = 200, description = "A page of records (without `raw`)", body = RecordPage),
         (status = 400, description = "`invalid_data_type`, `invalid_query`, `invalid_cursor`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -77,14 +76,8 @@ pub async fn list(
     ApiQuery(query): ApiQuery<RecordQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
     let deleted = match query.deleted.as_deref() {
-        None | Some("exclude") => Deleted::Exclude,
-        Some("include") => Deleted::Include,
-        Some("only") => Deleted::Only,
-        Some(other) => {
-            return Err(invalid_query(format!(
-                "deleted must be `exclude`, `include` or `only`, not {other:?}"
-            )));
-        }
+        None => Deleted::Exclude,
+        Some(text) => text.parse().map_err(invalid_query)?,
     };
     let filter = RecordFilter {
         integration_id: query.integration_id,
@@ -125,7 +118,6 @@ pub async fn list(
     responses(
         (status = 200, description = "The record", body = Record),
         (status = 400, description = "`invalid_data_type`, `invalid_path`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`record_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )

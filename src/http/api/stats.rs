@@ -37,7 +37,6 @@ pub struct StatsQuery {
     responses(
         (status = 200, description = "The numbers", body = Stats),
         (status = 400, description = "`invalid_query`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )

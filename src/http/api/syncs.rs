@@ -103,7 +103,6 @@ impl SyncQuery {
     responses(
         (status = 200, description = "A page of sync logs", body = SyncPage),
         (status = 400, description = "`invalid_query`, `invalid_cursor`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -146,7 +145,6 @@ fn sync_not_found(id: Uuid) -> ApiError {
     responses(
         (status = 200, description = "The sync", body = SyncDetail),
         (status = 400, description = "`invalid_path`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`sync_log_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -197,7 +195,6 @@ pub struct ErrorPage {
     responses(
         (status = 200, description = "A page of errors", body = ErrorPage),
         (status = 400, description = "`invalid_path`, `invalid_query`, `invalid_cursor`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`sync_log_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -271,7 +268,6 @@ pub struct CloseSync {
     responses(
         (status = 200, description = "The sync as it now is", body = SyncLog),
         (status = 400, description = "`invalid_path`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`sync_log_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 409, description = "`sync_log_closed` (it has ended; `details.status`)", body = ErrorBody),
@@ -287,13 +283,7 @@ pub async fn close(
     ApiJson(body): ApiJson<CloseSync>,
 ) -> Result<Json<SyncLog>, ApiError> {
     let id = ids.get("sync_id");
-    if tenant_api::sync_log(&state.pool, scope.tenant_id, id)
-        .await?
-        .is_none()
-    {
-        return Err(sync_not_found(id));
-    }
-    crate::sync::close_open_sync(&state.pool, id, &body.reason).await?;
+    crate::sync::close_open_sync(&state.pool, Some(scope.tenant_id), id, &body.reason).await?;
     let sync = tenant_api::sync_log(&state.pool, scope.tenant_id, id)
         .await?
         .ok_or_else(|| sync_not_found(id))?;
@@ -325,7 +315,6 @@ pub struct Reprocessed {
     responses(
         (status = 202, description = "The replay, enqueued", body = Reprocessed),
         (status = 400, description = "`invalid_path`, `tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`sync_log_not_found`, `tenant_not_found`", body = ErrorBody),
         (status = 409, description = "`sync_in_progress` (still open), `chunks_deleted` (retention deleted its stored chunks)", body = ErrorBody),
@@ -338,13 +327,9 @@ pub async fn reprocess(
     State(state): State<AppState>,
 ) -> Result<(StatusCode, Json<Reprocessed>), ApiError> {
     let id = ids.get("sync_id");
-    if tenant_api::sync_log(&state.pool, scope.tenant_id, id)
-        .await?
-        .is_none()
-    {
-        return Err(sync_not_found(id));
-    }
-    let replay = crate::sync::replay::reprocess(&state.pool, &state.queue, id).await?;
+    let replay =
+        crate::sync::replay::reprocess(&state.pool, &state.queue, Some(scope.tenant_id), id)
+            .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Reprocessed {

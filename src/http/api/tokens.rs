@@ -24,7 +24,6 @@ use crate::{
     responses(
         (status = 200, description = "The tokens", body = TokenList),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
@@ -58,7 +57,6 @@ pub struct NewToken {
     responses(
         (status = 201, description = "The token, with `token` shown this once", body = CreatedTokenBody),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`invalid_body`", body = ErrorBody),
@@ -98,7 +96,6 @@ pub async fn create(
     responses(
         (status = 200, description = "The token as it now is", body = TokenInfo),
         (status = 400, description = "`tenant_required`, `invalid_tenant_id`, `invalid_path`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_revoked`", body = ErrorBody),
         (status = 403, description = "`read_only_token`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`, `token_not_found`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
