@@ -17,7 +17,10 @@ use crate::{
 pub struct MaintenanceConfig {
     /// How often the leader runs its duties (and others try to become leader).
     pub interval: Duration,
-    /// A leader that has not renewed for this long is replaced.
+    /// A leader that has not renewed for this long is replaced. The leader renews every
+    /// `interval` on a timer of its own (slow duties do not delay it), so a lease of a few
+    /// intervals hands over soon after a leader dies: a candidate takes over once the leader
+    /// missed about `lease / interval` renewals.
     pub lease: Duration,
     /// A worker whose heartbeat is older than this is dead; its running jobs are rescued. An
     /// attempt running longer than its timeout plus this is rescued too, however alive its
@@ -41,7 +44,7 @@ impl Default for MaintenanceConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(1),
-            lease: Duration::from_secs(15),
+            lease: Duration::from_secs(3),
             stale_after: Duration::from_secs(20),
             default_timeout: Duration::from_secs(300),
             keep_completed: Duration::from_secs(24 * 3600),
@@ -223,6 +226,20 @@ impl Maintenance {
     /// Competes for leadership every interval and, while leader, runs the duties; gives the
     /// lease up on shutdown so another process takes over at once.
     pub async fn run(self, shutdown: CancellationToken) {
+        // The election runs beside the duties, not between them: a round of duties slower
+        // than the lease (a big rescue, a locked table) must not hand the lead to another
+        // process, or the lease would have to be long and a dead leader's successor slow.
+        let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
+        let stop_electing = CancellationToken::new();
+        let election = tokio::spawn(elect(
+            self.pool.clone(),
+            self.config.queue.clone(),
+            self.id.clone(),
+            self.config.interval,
+            self.config.lease,
+            leading_tx,
+            stop_electing.clone(),
+        ));
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
@@ -232,25 +249,16 @@ impl Maintenance {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
+                // Duties start as soon as the lead is won, not at the next tick.
+                changed = leading_rx.changed() => if changed.is_err() { break },
             }
-            match try_lead(&self.pool, &self.config.queue, &self.id, self.config.lease).await {
-                Ok(now_leading) => {
-                    if now_leading != leading {
-                        tracing::info!(maintenance.id = %self.id, maintenance.leader = now_leading, "job maintenance leadership changed");
-                        leading = now_leading;
-                        if !leading {
-                            self.clear_samples();
-                            last_sample = None;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error.message = %e, "leader election failed");
-                    if leading {
-                        self.clear_samples();
-                        last_sample = None;
-                    }
-                    leading = false;
+            let now_leading = *leading_rx.borrow_and_update();
+            if now_leading != leading {
+                tracing::info!(maintenance.id = %self.id, maintenance.leader = now_leading, "job maintenance leadership changed");
+                leading = now_leading;
+                if !leading {
+                    self.clear_samples();
+                    last_sample = None;
                 }
             }
             if !leading {
@@ -276,17 +284,20 @@ impl Maintenance {
                 }
             }
         }
+        stop_electing.cancel();
+        let _ = election.await;
         if leading {
             self.clear_samples();
-            let _ = sqlx::query(
-                self.config
-                    .queue
-                    .sql("DELETE FROM {job_leader} WHERE name = 'maintenance' AND leader_id = $1"),
-            )
-            .bind(&self.id)
-            .execute(&self.pool)
-            .await;
         }
+        // Whether or not this process believed it led: the lease it may hold goes at once.
+        let _ = sqlx::query(
+            self.config
+                .queue
+                .sql("DELETE FROM {job_leader} WHERE name = 'maintenance' AND leader_id = $1"),
+        )
+        .bind(&self.id)
+        .execute(&self.pool)
+        .await;
     }
 
     /// One round of the leader's frequent duties, at `now` for the periodic schedules.
@@ -303,6 +314,47 @@ impl Maintenance {
             enqueue_due_tick(&self.pool, &self.config.queue, periodic, now).await?;
         }
         Ok(())
+    }
+}
+
+/// Takes or renews the lease every `interval` and publishes whether this process leads. A
+/// failed attempt counts as not leading: the lease may lapse meanwhile, and two leaders at once
+/// are safe (every duty is idempotent or a compare-and-set) but wasteful.
+async fn elect(
+    pool: PgPool,
+    queue: Queue,
+    id: String,
+    interval: Duration,
+    lease: Duration,
+    leading: tokio::sync::watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    // A lease shorter than two renewals would lapse between them.
+    let lease = lease.max(interval * 2);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        // An answer later than the lease may describe a lease already taken over.
+        let now_leading =
+            match tokio::time::timeout(lease, try_lead(&pool, &queue, &id, lease)).await {
+                Ok(Ok(now_leading)) => now_leading,
+                Ok(Err(e)) => {
+                    tracing::warn!(error.message = %e, "leader election failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        maintenance.lease_ms = lease.as_millis() as u64,
+                        "leader election got no answer within the lease"
+                    );
+                    false
+                }
+            };
+        leading.send_if_modified(|was| std::mem::replace(was, now_leading) != now_leading);
     }
 }
 

@@ -669,6 +669,79 @@ async fn a_rescuer_racing_completions_never_reruns_a_completed_job() {
     }
 }
 
+/// Who holds the maintenance lease, and until when.
+async fn leader(pool: &PgPool) -> Option<(String, DateTime<Utc>)> {
+    sqlx::query_as(
+        "SELECT leader_id, expires_at FROM jobs_test.job_leader WHERE name = 'maintenance'",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_leader_stuck_in_its_duties_keeps_renewing_its_lease() {
+    let db = test_db().await;
+    let config = MaintenanceConfig {
+        interval: Duration::from_millis(50),
+        lease: Duration::from_millis(200),
+        ..fast_maintenance()
+    };
+    let shutdown = CancellationToken::new();
+    let first = Maintenance::new(db.pool.clone(), config.clone(), Vec::new());
+    let first = tokio::spawn(first.run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let leader_id = loop {
+        if let Some((id, _)) = leader(&db.pool).await {
+            break id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // The leader's duties (rescue, promote) now wait on this lock for many leases; a candidate
+    // stands by, ready to take over a lapsed lease.
+    let mut locker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobs_test.jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let locked_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let second = Maintenance::new(db.pool.clone(), config.clone(), Vec::new());
+    let second = tokio::spawn(second.run(shutdown.clone()));
+    let renewed_past = locked_at + chrono::Duration::milliseconds(10 * 200);
+    loop {
+        let (id, expires_at) = leader(&db.pool).await.expect("the lease row stays");
+        assert_eq!(
+            id, leader_id,
+            "the lead changed hands while its holder was alive"
+        );
+        if expires_at > renewed_past {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck leader stopped renewing its lease (expires {expires_at}, locked at {locked_at})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    locker.rollback().await.unwrap();
+    shutdown.cancel();
+    first.await.unwrap();
+    second.await.unwrap();
+    assert_eq!(
+        leader(&db.pool).await,
+        None,
+        "a clean stop gives the lease up"
+    );
+}
+
 #[tokio::test]
 async fn three_leaders_racing_one_cron_schedule_produce_one_job_per_tick() {
     let db = test_db().await;

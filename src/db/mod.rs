@@ -103,7 +103,10 @@ impl Database {
     }
 }
 
-/// The application pool: every connection runs as [`APP_ROLE`].
+/// The application pool: every connection runs as [`APP_ROLE`] outside transactions too (which
+/// isolation no longer needs: every scoped transaction sets its role itself, see [`set_tenant`]
+/// and [`system_tx`]; this only keeps stray statements of a direct connection, even a
+/// superuser's, to the restricted role).
 pub fn connect(options: PgConnectOptions, config: &DatabaseConfig) -> PgPool {
     pool_options(config).connect_lazy_with(options)
 }
@@ -160,6 +163,24 @@ pub enum Readiness {
     MigrationsPending { applied: usize, expected: usize },
 }
 
+/// How long the readiness probe waits for the database. A load balancer should learn within a
+/// second that this process cannot serve, not after the pool's `acquire_timeout` (seconds of
+/// connection retries), so the probe's answer is "unreachable" once this passes.
+pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
+
+/// [`readiness`], but "unreachable" once `budget` passes without an answer.
+pub async fn readiness_within(pool: &PgPool, queue: &jobs::Queue, budget: Duration) -> Readiness {
+    match tokio::time::timeout(budget, readiness(pool, queue)).await {
+        Ok(readiness) => readiness,
+        Err(_) => Readiness::Unreachable(format!(
+            "the database did not answer within {} ms",
+            budget.as_millis()
+        )),
+    }
+}
+
+/// Whether the database answers (waiting as long as the pool's `acquire_timeout`) and every
+/// migration is applied.
 pub async fn readiness(pool: &PgPool, queue: &jobs::Queue) -> Readiness {
     let app =
         sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
@@ -206,10 +227,13 @@ pub async fn tenant_tx(pool: &PgPool, tenant_id: Uuid) -> Result<Transaction<'st
 }
 
 /// Scopes the open transaction on `conn` to `tenant_id` (until it ends), as [`tenant_tx`] does;
-/// for transactions begun elsewhere, such as a transactional job's.
+/// for transactions begun elsewhere, such as a transactional job's. The role is set here too,
+/// for the transaction only, rather than trusted from the connection's session: behind a pooler
+/// in transaction mode the session `SET ROLE` of [`connect`] may have run on another server
+/// connection (one round trip sets both).
 pub async fn set_tenant(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "SELECT FROM set_config('app.tenant_id', $1, true)",
+        "SELECT FROM set_config('role', 'syncbridge_app', true) AS r, set_config('app.tenant_id', $1, true) AS t",
         tenant_id.to_string()
     )
     .execute(conn)

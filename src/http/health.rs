@@ -9,7 +9,7 @@ use super::{
     AppState,
     error::{ApiError, ErrorCode},
 };
-use crate::db::{Readiness, readiness};
+use crate::db::{PROBE_BUDGET, Readiness, readiness_within};
 
 /// Alive: the process answers. Never touches the database, so a slow database does not get
 /// healthy processes restarted.
@@ -31,7 +31,7 @@ pub struct Probe {
     pub status: &'static str,
 }
 
-/// Ready: the database answers and every migration this binary expects is applied.
+/// Ready: the database answers (within 0.8 s) and every migration this binary expects is applied.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -42,7 +42,7 @@ pub struct Probe {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Probe>, ApiError> {
-    match readiness(&state.pool, &state.queue).await {
+    match readiness_within(&state.pool, &state.queue, PROBE_BUDGET).await {
         Readiness::Ready => Ok(Json(Probe { status: "ready" })),
         Readiness::Unreachable(reason) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

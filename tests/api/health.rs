@@ -47,17 +47,52 @@ async fn readyz_is_unavailable_until_the_database_is_migrated() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn readyz_is_unavailable_when_the_database_cannot_be_reached() {
+/// `/readyz` against a pool that would wait `acquire_timeout` (here 60 s) for a connection:
+/// the probe must answer 503 on its own budget, before a load balancer's probe timeout (here the
+/// client's 5 s) gives up on it.
+async fn assert_probe_refuses_quickly(options: sqlx::postgres::PgConnectOptions) {
     let db = TestDb::migrated().await;
     let mut config = database_config();
-    config.acquire_timeout_secs = 1;
-    let pool = db::connect(unreachable_options(), &config);
+    config.acquire_timeout_secs = 60;
+    let pool = db::connect(options, &config);
     let app = TestApp::spawn_with_pool(db, Some(pool)).await;
-    let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/readyz"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .expect("/readyz answers before a probe's timeout");
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "database_unavailable");
+}
+
+#[tokio::test]
+async fn readyz_is_unavailable_at_once_when_the_database_refuses_connections() {
+    assert_probe_refuses_quickly(unreachable_options()).await;
+}
+
+#[tokio::test]
+async fn readyz_is_unavailable_at_once_when_the_database_hangs() {
+    // A peer that accepts connections and never says a word, as a database host does whose
+    // PostgreSQL is frozen or whose packets are dropped after the handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("postgres")
+        .database("nothing")
+        .ssl_mode(sqlx::postgres::PgSslMode::Disable);
+    assert_probe_refuses_quickly(options).await;
+    held.abort();
 }
 
 #[tokio::test]

@@ -121,6 +121,53 @@ async fn execute(conn: &mut PgConnection, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// A fresh database owned, and migrated, by a login role of its own that is no superuser and
+/// has been granted the service's roles, as a DBA sets up a managed database; returns the
+/// options that log in as it (a superuser bypasses row level security, so isolation that must
+/// hold for the login user is only provable with such a role).
+pub async fn database_of_a_plain_login() -> PgConnectOptions {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let role = format!("sbtest_login_{}_{n}", std::process::id());
+    let name = format!("sbtest_{}_{n}_plain", std::process::id());
+    let mut conn = admin_connection().await;
+    for sql in [
+        format!(
+            "CREATE ROLE {} LOGIN NOSUPERUSER PASSWORD 'test-only'",
+            quote_ident(&role)
+        ),
+        format!(
+            "CREATE DATABASE {} OWNER {}",
+            quote_ident(&name),
+            quote_ident(&role)
+        ),
+    ] {
+        execute(&mut conn, &sql).await;
+    }
+    // Roles are cluster-wide; an earlier database's migration may have created them already.
+    let mut db_conn = PgConnection::connect_with(&cluster().admin.clone().database(&name))
+        .await
+        .unwrap();
+    for sql in [
+        "DO $$ BEGIN CREATE ROLE syncbridge_app NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$".to_string(),
+        "DO $$ BEGIN CREATE ROLE syncbridge_system NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$".to_string(),
+        format!("GRANT syncbridge_app, syncbridge_system TO {}", quote_ident(&role)),
+    ] {
+        execute(&mut db_conn, &sql).await;
+    }
+    db_conn.close().await.ok();
+    conn.close().await.ok();
+    let options = cluster()
+        .admin
+        .clone()
+        .database(&name)
+        .username(&role)
+        .password("test-only");
+    db::migrate(&options, &jobs::Queue::default())
+        .await
+        .unwrap();
+    options
+}
+
 /// A database of one test's own.
 pub struct TestDb {
     pub name: String,

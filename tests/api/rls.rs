@@ -261,3 +261,79 @@ async fn tenant_and_system_transactions_scope_what_the_pool_sees() {
         .unwrap();
     assert_eq!(after, 0);
 }
+
+/// Behind a pooler in transaction mode a transaction can land on a server connection where
+/// nobody ran the pool's `SET ROLE`: it runs as the login user. That user must see nothing by
+/// itself, and the service's scoped transactions must set their role themselves.
+#[tokio::test]
+async fn a_connection_that_never_set_a_role_sees_no_tenant_and_scoped_transactions_still_work() {
+    let options = crate::helpers::database_of_a_plain_login().await;
+    // A pool without the service's `SET ROLE` on connect: what a pooler may hand over.
+    let bare = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let mut tx = db::system_tx(&bare).await.unwrap();
+    let mut tenants = Vec::new();
+    for name in ["Acme", "Globex"] {
+        let tenant: Uuid =
+            sqlx::query_scalar("INSERT INTO tenants (name) VALUES ($1) RETURNING id")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        sqlx::query("INSERT INTO accounts (tenant_id, name, domains) VALUES ($1, $2, '{}')")
+            .bind(tenant)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tenants.push(tenant);
+    }
+    tx.commit().await.unwrap();
+
+    let mut plain = PgConnection::connect_with(&options).await.unwrap();
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut plain)
+        .await
+        .unwrap();
+    assert!(role.starts_with("sbtest_login_"), "{role}");
+    for table in ["tenants", "accounts"] {
+        assert_eq!(
+            count(&mut plain, format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "the login user read {table} without a role"
+        );
+    }
+    let refused = sqlx::query(
+        "INSERT INTO accounts (tenant_id, name, domains) VALUES ($1, 'Intruder', '{}')",
+    )
+    .bind(tenants[0])
+    .execute(&mut plain)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("42501"),
+        "{refused}"
+    );
+
+    // The service's own transactions set their role, whatever the connection's session says.
+    let mut tx = db::tenant_tx(&bare, tenants[0]).await.unwrap();
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM accounts")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(names, ["Acme"]);
+    tx.commit().await.unwrap();
+    let mut tx = db::system_tx(&bare).await.unwrap();
+    assert_eq!(count(&mut *tx, "SELECT count(*) FROM accounts").await, 2);
+    tx.commit().await.unwrap();
+    // And leave nothing behind on the connection for the next transaction.
+    let mut conn = bare.acquire().await.unwrap();
+    assert_eq!(count(&mut *conn, "SELECT count(*) FROM accounts").await, 0);
+}
