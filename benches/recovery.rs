@@ -50,26 +50,32 @@ async fn proxy(target: sqlx::postgres::PgConnectOptions) -> (u16, watch::Sender<
                 if *rx.borrow() == Link::Refuse {
                     return;
                 }
-                let (cr, cw) = client.into_split();
                 if let Some(dir) = target.get_socket() {
                     let path = dir.join(format!(".s.PGSQL.{}", target.get_port()));
-                    let Ok(server) = tokio::net::UnixStream::connect(path).await else {
-                        return;
-                    };
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pipe(cr, sw, rx.clone()), pipe(sr, cw, rx));
+                    if let Ok(server) = tokio::net::UnixStream::connect(path).await {
+                        splice(client, server, rx).await;
+                    }
                 } else {
                     let addr = format!("{}:{}", target.get_host(), target.get_port());
-                    let Ok(server) = tokio::net::TcpStream::connect(addr).await else {
-                        return;
-                    };
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pipe(cr, sw, rx.clone()), pipe(sr, cw, rx));
+                    if let Ok(server) = tokio::net::TcpStream::connect(addr).await {
+                        splice(client, server, rx).await;
+                    }
                 }
             });
         }
     });
     (port, tx)
+}
+
+/// Pipes both ways between `client` and `server` until either side closes or the link refuses.
+async fn splice(
+    client: impl AsyncRead + AsyncWrite,
+    server: impl AsyncRead + AsyncWrite,
+    link: watch::Receiver<Link>,
+) {
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(server);
+    tokio::join!(pipe(cr, sw, link.clone()), pipe(sr, cw, link));
 }
 
 /// Copies `from` to `to` while the link forwards; holds bytes back while it hangs; stops when

@@ -231,6 +231,8 @@ impl Maintenance {
         // process, or the lease would have to be long and a dead leader's successor slow.
         let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
         let stop_electing = CancellationToken::new();
+        // Also when this future is dropped unfinished: no election may outlive its participant.
+        let _stop_electing_on_drop = stop_electing.clone().drop_guard();
         let election = tokio::spawn(elect(
             self.pool.clone(),
             self.config.queue.clone(),

@@ -104,11 +104,12 @@ pub fn worker_config(config: &Config) -> WorkerConfig {
 
 pub fn maintenance_config(config: &Config) -> MaintenanceConfig {
     let settings = &config.jobs;
+    let interval = Duration::from_millis(settings.maintenance_interval_ms.max(10));
     MaintenanceConfig {
         sample_every: Duration::from_secs(config.metrics.sample_interval_secs.max(1)),
-        interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
+        interval,
         // Three renewals: a dead leader is replaced once it missed two (about 3 s by default).
-        lease: Duration::from_millis(settings.maintenance_interval_ms.max(10) * 3),
+        lease: interval * 3,
         stale_after: Duration::from_secs(settings.stale_after_secs),
         keep_completed: Duration::from_secs(settings.keep_completed_hours * 3600),
         keep_failed: Duration::from_secs(settings.keep_failed_days * 24 * 3600),

@@ -126,6 +126,8 @@ async fn execute(conn: &mut PgConnection, sql: &str) {
 /// options that log in as it (a superuser bypasses row level security, so isolation that must
 /// hold for the login user is only provable with such a role).
 pub async fn database_of_a_plain_login() -> PgConnectOptions {
+    // The migrated template's first migration has created the service's roles (cluster-wide).
+    template().await;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let role = format!("sbtest_login_{}_{n}", std::process::id());
     let name = format!("sbtest_{}_{n}_plain", std::process::id());
@@ -136,6 +138,10 @@ pub async fn database_of_a_plain_login() -> PgConnectOptions {
             quote_ident(&role)
         ),
         format!(
+            "GRANT syncbridge_app, syncbridge_system TO {}",
+            quote_ident(&role)
+        ),
+        format!(
             "CREATE DATABASE {} OWNER {}",
             quote_ident(&name),
             quote_ident(&role)
@@ -143,18 +149,6 @@ pub async fn database_of_a_plain_login() -> PgConnectOptions {
     ] {
         execute(&mut conn, &sql).await;
     }
-    // Roles are cluster-wide; an earlier database's migration may have created them already.
-    let mut db_conn = PgConnection::connect_with(&cluster().admin.clone().database(&name))
-        .await
-        .unwrap();
-    for sql in [
-        "DO $$ BEGIN CREATE ROLE syncbridge_app NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$".to_string(),
-        "DO $$ BEGIN CREATE ROLE syncbridge_system NOLOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$".to_string(),
-        format!("GRANT syncbridge_app, syncbridge_system TO {}", quote_ident(&role)),
-    ] {
-        execute(&mut db_conn, &sql).await;
-    }
-    db_conn.close().await.ok();
     conn.close().await.ok();
     let options = cluster()
         .admin
